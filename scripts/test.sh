@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: set up a virtual environment, then ruff, mypy and pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# torch is pinned to the CPU build this project is tested with; the package itself asks for torch>=2.4.
+.venv/bin/python -m pip install -q torch==2.13.0 -e '.[dev]'
+.venv/bin/ruff check src tests benchmarks
+.venv/bin/mypy src
+.venv/bin/python -m pytest -q -n 2 "$@"

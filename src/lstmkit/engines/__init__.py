@@ -1,0 +1,40 @@
+"""The engines: interchangeable ways of computing the same recurrent stack.
+
+``reference`` is the equations (the oracle), ``native`` is PyTorch's own fused kernel. ``auto`` takes the first
+engine in :data:`AUTO_ORDER` that can run the configuration: the fastest first, as measured in
+``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Engine, RNNSpec
+from .native import ENGINE as NATIVE
+from .reference import ENGINE as REFERENCE
+
+ENGINES: dict[str, Engine] = {REFERENCE.name: REFERENCE, NATIVE.name: NATIVE}
+AUTO_ORDER: tuple[str, ...] = ("native", "reference")
+ENGINE_CHOICES: tuple[str, ...] = ("auto", *ENGINES)
+
+
+def select(requested: str, spec: RNNSpec, device: torch.device, dtype: torch.dtype) -> Engine:
+    """The engine that runs ``spec``: the one requested, or for ``"auto"`` the fastest able to.
+
+    Raises ``ValueError`` naming the engine and the reason when the requested engine cannot run it.
+    """
+    if requested == "auto":
+        for name in AUTO_ORDER:
+            if name in ENGINES and ENGINES[name].unsupported(spec, device, dtype) is None:
+                return ENGINES[name]
+        return REFERENCE
+    if requested not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINE_CHOICES))}, got {requested!r}")
+    engine = ENGINES[requested]
+    reason = engine.unsupported(spec, device, dtype)
+    if reason is not None:
+        raise ValueError(f"engine={requested!r} cannot run this configuration: {reason}")
+    return engine
+
+
+__all__ = ["AUTO_ORDER", "ENGINES", "ENGINE_CHOICES", "Engine", "RNNSpec", "select"]

@@ -1,0 +1,135 @@
+"""What every engine shares: the description of a recurrent stack and the loop over its layers.
+
+A module validates its arguments and inputs once, then hands an engine a :class:`RNNSpec` and tensors in one
+canonical form (style: "validate at the boundary, compute inside"):
+
+* ``x``: ``(T, B, input_size)``, time-major and batched;
+* ``hx``: a tuple of initial states, each ``(num_layers * num_directions, B, size)``: ``(h0, c0)`` for the
+  LSTM, ``(h0,)`` for the GRU and the simple RNN;
+* ``weights``: one dict per layer and direction (index ``layer * num_directions + direction``) mapping the
+  parameter name without its ``_l{k}`` suffix (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``,
+  ``weight_hr``) to the tensor;
+* ``lengths``: ``None``, or the length of each sequence when a ``PackedSequence`` came in (padded batch,
+  original batch order).
+
+An engine returns ``(output, final_states)`` with ``output`` of shape ``(T, B, num_directions * output_size)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LayerWeights = dict[str, Tensor]
+States = tuple[Tensor, ...]
+
+GATES_PER_MODE = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+
+
+@dataclass(frozen=True)
+class RNNSpec:
+    """A recurrent stack, as the engines see it. Built from a module's plain attributes on each call."""
+
+    mode: str  # "LSTM", "GRU", "RNN_TANH" or "RNN_RELU"
+    input_size: int
+    hidden_size: int
+    num_layers: int = 1
+    bias: bool = True
+    bidirectional: bool = False
+    proj_size: int = 0  # LSTM only: h_t = W_hr (o * tanh(c_t)) has this size when > 0
+    dropout: float = 0.0  # between layers, training only, as in torch.nn
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        """Size of h_t (the projection's size when there is one)."""
+        return self.proj_size if self.proj_size > 0 else self.hidden_size
+
+    @property
+    def gates(self) -> int:
+        return GATES_PER_MODE[self.mode]
+
+    def layer_input_size(self, layer: int) -> int:
+        return self.input_size if layer == 0 else self.output_size * self.num_directions
+
+
+class Engine(Protocol):
+    """One way of computing a recurrent stack. Engines assume valid input."""
+
+    name: str
+
+    def unsupported(self, spec: RNNSpec, device: torch.device, dtype: torch.dtype) -> str | None:
+        """Why this engine cannot run ``spec`` on that device and dtype, or None when it can."""
+        ...
+
+    def forward(
+        self,
+        spec: RNNSpec,
+        x: Tensor,
+        hx: States,
+        weights: Sequence[LayerWeights],
+        lengths: Tensor | None,
+        training: bool,
+    ) -> tuple[Tensor, States]: ...
+
+
+def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverse each sequence of a padded ``(T, B, ...)`` batch in time, within its own length.
+
+    Padding stays where it is, so reversing twice gives back ``x``.
+    """
+    if lengths is None:
+        return x.flip(0)
+    T = x.size(0)
+    t = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
+    n = lengths.to(x.device).unsqueeze(0)  # (1, B)
+    index = torch.where(t < n, n - 1 - t, t)  # (T, B)
+    index = index.reshape(T, -1, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(0, index)
+
+
+LayerFn = Callable[[Tensor, States, LayerWeights, "Tensor | None"], tuple[Tensor, States]]
+
+
+def run_stack(
+    layer_fn: LayerFn,
+    spec: RNNSpec,
+    x: Tensor,
+    hx: States,
+    weights: Sequence[LayerWeights],
+    lengths: Tensor | None,
+    training: bool,
+) -> tuple[Tensor, States]:
+    """Drive ``layer_fn`` (one layer, one direction, forward in time) over layers and directions.
+
+    The backward direction runs the same function on the time-reversed input; each layer's outputs of both
+    directions are concatenated and, in training, go through dropout before the next layer (torch.nn's rule).
+    """
+    D = spec.num_directions
+    finals: list[list[Tensor]] = [[] for _ in hx]
+    layer_input = x
+    for layer in range(spec.num_layers):
+        outputs = []
+        for direction in range(D):
+            k = layer * D + direction
+            state = tuple(s[k] for s in hx)
+            if direction == 1:
+                out, state = layer_fn(reverse_padded(layer_input, lengths), state, weights[k], lengths)
+                out = reverse_padded(out, lengths)
+            else:
+                out, state = layer_fn(layer_input, state, weights[k], lengths)
+            outputs.append(out)
+            for j, s in enumerate(state):
+                finals[j].append(s)
+        layer_input = torch.cat(outputs, dim=2) if D == 2 else outputs[0]  # (T, B, D * output_size)
+        if training and spec.dropout > 0 and layer < spec.num_layers - 1:
+            layer_input = F.dropout(layer_input, spec.dropout, training=True)
+    return layer_input, tuple(torch.stack(f) for f in finals)

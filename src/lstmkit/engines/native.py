@@ -1,0 +1,75 @@
+"""The native engine: PyTorch's own fused kernels (oneDNN on CPU, cuDNN on GPU), through ``torch._VF``.
+
+These are the kernels behind ``torch.nn.LSTM``/``GRU``/``RNN``; lstmkit keeps the same weight layout, so the
+weights pass through unchanged. Variants that torch.nn does not have are not supported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import _VF, Tensor
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from .base import LayerWeights, RNNSpec, States
+
+_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+_FUNCTIONS: dict[str, Any] = {"GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
+
+
+def _call(spec: RNNSpec, inputs: tuple, hx: States, flat: list[Tensor], training: bool, tail: tuple):
+    """Call the kernel; ``inputs`` is ``(x,)`` or ``(data, batch_sizes)``, ``tail`` is ``(batch_first,)`` or ()."""
+    args = (spec.bias, spec.num_layers, float(spec.dropout), training, spec.bidirectional, *tail)
+    if spec.mode == "LSTM":
+        lstm: Any = _VF.lstm
+        out, h, c = lstm(*inputs, hx, flat, *args)
+        return out, (h, c)
+    out, h = _FUNCTIONS[spec.mode](*inputs, hx[0], flat, *args)
+    return out, (h,)
+
+
+class NativeEngine:
+    name = "native"
+
+    def unsupported(self, spec: RNNSpec, device: torch.device, dtype: torch.dtype) -> str | None:
+        if spec.mode not in ("LSTM", "GRU", "RNN_TANH", "RNN_RELU"):
+            return f"torch has no fused kernel for {spec.mode}"
+        return None
+
+    def forward(
+        self,
+        spec: RNNSpec,
+        x: Tensor,
+        hx: States,
+        weights: Sequence[LayerWeights],
+        lengths: Tensor | None,
+        training: bool,
+    ) -> tuple[Tensor, States]:
+        flat = [w[name] for w in weights for name in _NAMES if name in w]
+        if lengths is None:
+            return _call(spec, (x,), hx, flat, training, (False,))
+        # A packed batch: the kernel wants it sorted by length, longest first, and so do the states.
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        assert packed.sorted_indices is not None and packed.unsorted_indices is not None
+        hx_sorted = tuple(s.index_select(1, packed.sorted_indices) for s in hx)
+        data, states = _call(spec, (packed.data, packed.batch_sizes), hx_sorted, flat, training, ())
+        out_packed = PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+        out, _ = pad_packed_sequence(out_packed, total_length=x.size(0))
+        return out, tuple(s.index_select(1, packed.unsorted_indices) for s in states)
+
+
+ENGINE = NativeEngine()
+
+
+_CELLS = {"GRU": _VF.gru_cell, "RNN_TANH": _VF.rnn_tanh_cell, "RNN_RELU": _VF.rnn_relu_cell}
+
+
+def cell_step(
+    mode: str, x: Tensor, states: States, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None
+) -> States:
+    """One step of torch's fused cell kernel (what torch.nn.LSTMCell and friends call)."""
+    if mode == "LSTM":
+        return tuple(_VF.lstm_cell(x, states, w_ih, w_hh, b_ih, b_hh))
+    return (_CELLS[mode](x, states[0], w_ih, w_hh, b_ih, b_hh),)

@@ -1,0 +1,562 @@
+"""The public modules: ``LSTM``, ``GRU``, ``RNN`` and their cells, drop-ins for their ``torch.nn`` namesakes.
+
+A module owns the arguments, the parameters (torch.nn's names, shapes, order and initialisation, so
+``load_state_dict`` works both ways), the validation of every input, and the ``PackedSequence``/batch_first/
+unbatched conventions. It then hands one canonical form to an engine (see ``engines/base.py``), which only
+computes. Everything stored on a module is a plain number, string, bool, list or tensor, so that
+``torch.load(weights_only=True)`` accepts a whole saved model.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from . import engines
+from .engines.base import LayerWeights, RNNSpec, States
+from .engines.native import cell_step as native_cell_step
+from .engines.reference import STEPS
+from .errors import InputError
+
+__all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Argument checks shared by every module
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _check_size(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_engine(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"engine must be a string, one of {engines.ENGINE_CHOICES}, got {type(value).__name__}")
+    if value not in engines.ENGINE_CHOICES:
+        raise ValueError(f"engine must be one of {', '.join(map(repr, engines.ENGINE_CHOICES))}, got {value!r}")
+    return value
+
+
+def _describe(t: Tensor) -> str:
+    return f"{t.dim()}-D tensor of shape {tuple(t.shape)}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Whole sequences: LSTM, GRU, RNN
+# ---------------------------------------------------------------------------------------------------------
+
+
+class _RNNBase(nn.Module):
+    """Parameters, validation and dispatch shared by :class:`LSTM`, :class:`GRU` and :class:`RNN`."""
+
+    mode: str  # "LSTM", "GRU", "RNN_TANH", "RNN_RELU"
+
+    def __init__(
+        self,
+        mode: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        engine: str = "auto",
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        self.mode = mode
+        self.input_size = _check_size("input_size", input_size)
+        self.hidden_size = _check_size("hidden_size", hidden_size)
+        self.num_layers = _check_size("num_layers", num_layers)
+        self.bias = _check_bool("bias", bias)
+        self.batch_first = _check_bool("batch_first", batch_first)
+        self.bidirectional = _check_bool("bidirectional", bidirectional)
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Number):
+            raise TypeError(f"dropout must be a number in [0, 1], got {type(dropout).__name__} {dropout!r}")
+        if not 0 <= float(dropout) <= 1:  # type: ignore[arg-type]
+            raise ValueError(f"dropout must be a number in [0, 1] (a probability), got {dropout}")
+        self.dropout = float(dropout)  # type: ignore[arg-type]
+        if self.dropout > 0 and self.num_layers == 1:
+            warnings.warn(
+                f"dropout={self.dropout} has no effect with num_layers=1: it is applied between layers, "
+                "to the outputs of every layer but the last",
+                stacklevel=3,
+            )
+        self.proj_size = _check_size("proj_size", proj_size, minimum=0)
+        if self.proj_size and mode != "LSTM":
+            raise ValueError("proj_size is an LSTM argument; GRU and RNN have no projection")
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(
+                f"proj_size must be smaller than hidden_size (it projects h_t down), "
+                f"got proj_size={self.proj_size} and hidden_size={self.hidden_size}"
+            )
+        self._engine_request = _check_engine(engine)
+
+        factory = {"device": device, "dtype": dtype}
+        gate_size = engines.base.GATES_PER_MODE[mode] * self.hidden_size
+        real_hidden = self.proj_size or self.hidden_size
+        D = 2 if self.bidirectional else 1
+        self._flat_weights_names: list[str] = []
+        self._all_weights: list[list[str]] = []
+        for layer in range(self.num_layers):
+            for direction in range(D):
+                layer_input = self.input_size if layer == 0 else real_hidden * D
+                suffix = "_reverse" if direction == 1 else ""
+                shapes: list[tuple[str, tuple[int, ...]]] = [
+                    ("weight_ih", (gate_size, layer_input)),
+                    ("weight_hh", (gate_size, real_hidden)),
+                ]
+                if self.bias:
+                    shapes += [("bias_ih", (gate_size,)), ("bias_hh", (gate_size,))]
+                if self.proj_size:
+                    shapes += [("weight_hr", (self.proj_size, self.hidden_size))]
+                names = []
+                for base, shape in shapes:
+                    name = f"{base}_l{layer}{suffix}"
+                    self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
+                    names.append(name)
+                self._flat_weights_names.extend(names)
+                self._all_weights.append(names)
+        # Validates the engine against the configuration now, so a bad choice fails at construction.
+        self._select_engine(self._engine_request)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """torch.nn's initialisation: every parameter uniform in [-1/sqrt(H), 1/sqrt(H)], in the same order."""
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+    # -- what the engines see --------------------------------------------------------------------------
+    def _spec(self) -> RNNSpec:
+        return RNNSpec(
+            mode=self.mode,
+            input_size=self.input_size,
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            bias=self.bias,
+            bidirectional=self.bidirectional,
+            proj_size=self.proj_size,
+            dropout=self.dropout,
+        )
+
+    def _layer_weights(self) -> list[LayerWeights]:
+        # getattr, not a cached list: torch.func.functional_call and parametrizations substitute attributes.
+        return [
+            {name.split("_l")[0]: getattr(self, name) for name in names} for names in self._all_weights
+        ]
+
+    def _select_engine(self, requested: str) -> engines.Engine:
+        ref = cast(Tensor, self.weight_ih_l0)  # its device and dtype decide what can run
+        return engines.select(requested, self._spec(), ref.device, ref.dtype)
+
+    @property
+    def engine(self) -> str:
+        """The name of the engine that runs this module as it is now (``auto`` resolved)."""
+        return self._select_engine(self._engine_request).name
+
+    @engine.setter
+    def engine(self, value: str) -> None:
+        self._select_engine(_check_engine(value))
+        self._engine_request = value
+
+    # -- torch.nn.LSTM's surface -----------------------------------------------------------------------
+    @property
+    def all_weights(self) -> list[list[Tensor]]:
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    def flatten_parameters(self) -> None:
+        """A no-op: lstmkit's engines take the parameters as they are (cuDNN's flat buffer is torch.nn's)."""
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size != 0:
+            s += f", proj_size={self.proj_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if self.batch_first is not False:
+            s += f", batch_first={self.batch_first}"
+        if self.dropout != 0:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional is not False:
+            s += f", bidirectional={self.bidirectional}"
+        engine = self.engine
+        s += f", engine={engine!r}" if engine == self._engine_request else f", engine='auto'->{engine!r}"
+        return s
+
+    # -- forward -----------------------------------------------------------------------------------------
+    def _state_sizes(self) -> list[tuple[str, int]]:
+        return [("h_0", self.proj_size or self.hidden_size)]
+
+    def _check_input(self, x: Tensor, packed: bool) -> None:
+        ref = self.weight_ih_l0
+        if not packed and x.dim() not in (2, 3):
+            layout = "(batch, seq_len, input_size)" if self.batch_first else "(seq_len, batch, input_size)"
+            raise InputError(
+                f"input must be a 3-D tensor {layout} or a 2-D unbatched tensor (seq_len, input_size), "
+                f"got a {_describe(x)}"
+            )
+        if x.size(-1) != self.input_size:
+            raise InputError(
+                f"input.size(-1) must be equal to input_size: expected {self.input_size}, got {x.size(-1)} "
+                f"(input is a {_describe(x)})"
+            )
+        if not x.is_floating_point():
+            raise InputError(f"input must be a floating-point tensor, got dtype {x.dtype}")
+        if x.dtype != ref.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise InputError(
+                f"input must have the dtype of the module's weights, {ref.dtype}, got {x.dtype} "
+                f"(convert one of them, e.g. module.to({x.dtype}) or input.to({ref.dtype}))"
+            )
+        if x.device != ref.device:
+            raise InputError(f"input is on {x.device} but the module's weights are on {ref.device}")
+
+    def _check_state(self, name: str, s: Any, size: int, batch: int, unbatched: bool, x: Tensor) -> None:
+        if not isinstance(s, Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(s).__name__}")
+        rows = self.num_layers * (2 if self.bidirectional else 1)
+        expected = (rows, size) if unbatched else (rows, batch, size)
+        if tuple(s.shape) != expected:
+            what = "(num_layers * num_directions, hidden)" if unbatched else (
+                "(num_layers * num_directions, batch, hidden)"
+            )
+            raise InputError(
+                f"{name} must have shape {expected} {what}, got {tuple(s.shape)}"
+                + (" (an unbatched input needs a 2-D state)" if unbatched and s.dim() == 3 else "")
+                + (" (a batched input needs a 3-D state)" if not unbatched and s.dim() == 2 else "")
+            )
+        if s.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise InputError(f"{name} must have dtype {x.dtype} like the input, got {s.dtype}")
+        if s.device != x.device:
+            raise InputError(f"{name} is on {s.device} but the input is on {x.device}")
+
+    def _unpack_hx(self, hx: Any) -> tuple[Tensor, ...] | None:
+        if hx is None:
+            return None
+        if not isinstance(hx, Tensor):
+            raise TypeError(f"{type(self).__name__} takes hx as a tensor h_0, got {type(hx).__name__}")
+        return (hx,)
+
+    def _pack_hx(self, states: States) -> Any:
+        return states[0]
+
+    def forward(self, input: Tensor | PackedSequence, hx: Any = None) -> tuple[Any, Any]:
+        """Run the stack over a sequence; shapes as in torch.nn (``(output, h_n)`` or ``(output, (h_n, c_n))``).
+
+        input: ``(T, B, input_size)`` (``(B, T, input_size)`` with batch_first), ``(T, input_size)`` unbatched,
+        or a ``PackedSequence``. output: ``(T, B, D * output_size)`` in the same layout, or a PackedSequence.
+        """
+        packed = isinstance(input, PackedSequence)
+        if not packed and not isinstance(input, Tensor):
+            raise TypeError(f"input must be a Tensor or a PackedSequence, got {type(input).__name__}")
+        data = input.data if isinstance(input, PackedSequence) else input
+        self._check_input(data, packed)
+
+        lengths: Tensor | None = None
+        unbatched = False
+        if isinstance(input, PackedSequence):
+            x, lengths = pad_packed_sequence(input)  # (T, B, I) in the caller's batch order
+        else:
+            unbatched = input.dim() == 2
+            x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
+        batch = x.size(1)
+
+        states = self._unpack_hx(hx)
+        sizes = self._state_sizes()
+        if states is None:
+            rows = self.num_layers * (2 if self.bidirectional else 1)
+            states = tuple(x.new_zeros(rows, batch, size) for _, size in sizes)
+        else:
+            for (name, size), s in zip(sizes, states, strict=True):
+                self._check_state(name, s, size, batch, unbatched, data)
+            if unbatched:
+                states = tuple(s.unsqueeze(1) for s in states)
+        if torch.is_autocast_enabled(x.device.type):
+            # Under autocast the matrix products run in the low dtype; the states follow the input's.
+            states = tuple(s.to(x.dtype) for s in states)
+
+        engine = self._select_engine(self._engine_request)
+        out, final = engine.forward(self._spec(), x, states, self._layer_weights(), lengths, self.training)
+
+        if isinstance(input, PackedSequence):
+            # Repack in the input's own sorted order so that batch_sizes and indices match it.
+            order = input.sorted_indices
+            assert lengths is not None
+            sorted_out = out if order is None else out.index_select(1, order)
+            sorted_lengths = lengths if order is None else lengths.index_select(0, order.cpu())
+            repacked = pack_padded_sequence(sorted_out, sorted_lengths, enforce_sorted=True)
+            output: Any = PackedSequence(
+                repacked.data, input.batch_sizes, input.sorted_indices, input.unsorted_indices
+            )
+        elif unbatched:
+            output = out.squeeze(1)
+            final = tuple(s.squeeze(1) for s in final)
+        else:
+            output = out.transpose(0, 1) if self.batch_first else out
+        return output, self._pack_hx(final)
+
+
+class LSTM(_RNNBase):
+    r"""A multi-layer LSTM, a drop-in for :class:`torch.nn.LSTM` (same arguments, parameters and outputs).
+
+    For each step, with the textbook's names (gate order i, f, g, o in the weights)::
+
+        i_t = sigmoid(W_ii x_t + b_ii + W_hi h_{t-1} + b_hi)     input gate
+        f_t = sigmoid(W_if x_t + b_if + W_hf h_{t-1} + b_hf)     forget gate
+        g_t = tanh(W_ig x_t + b_ig + W_hg h_{t-1} + b_hg)        candidate memory
+        o_t = sigmoid(W_io x_t + b_io + W_ho h_{t-1} + b_ho)     output gate
+        c_t = f_t * c_{t-1} + i_t * g_t                          cell state
+        h_t = o_t * tanh(c_t)                                    hidden state (times W_hr if proj_size > 0)
+
+    Args: as torch.nn.LSTM, plus ``engine``: ``"auto"`` (the fastest engine that runs the configuration),
+    ``"reference"`` (the equations above, step by step) or ``"native"`` (PyTorch's fused kernel).
+    Returns ``(output, (h_n, c_n))``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        engine: str = "auto",
+    ) -> None:
+        super().__init__(
+            "LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            proj_size, engine=engine, device=device, dtype=dtype,
+        )
+
+    def _state_sizes(self) -> list[tuple[str, int]]:
+        return [("h_0", self.proj_size or self.hidden_size), ("c_0", self.hidden_size)]
+
+    def _unpack_hx(self, hx: Any) -> tuple[Tensor, ...] | None:
+        if hx is None:
+            return None
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError(f"LSTM takes hx as a tuple (h_0, c_0) of two tensors, got {type(hx).__name__}")
+        return tuple(hx)
+
+    def _pack_hx(self, states: States) -> Any:
+        return states[0], states[1]
+
+
+class GRU(_RNNBase):
+    """A multi-layer GRU, a drop-in for :class:`torch.nn.GRU`; see ``engines/reference.py`` for the equations.
+
+    Returns ``(output, h_n)``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        engine: str = "auto",
+    ) -> None:
+        super().__init__(
+            "GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            engine=engine, device=device, dtype=dtype,
+        )
+
+
+class RNN(_RNNBase):
+    """The simple (Elman) RNN, tanh or relu, a drop-in for :class:`torch.nn.RNN`. Returns ``(output, h_n)``."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        engine: str = "auto",
+    ) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(
+            "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", input_size, hidden_size, num_layers, bias,
+            batch_first, dropout, bidirectional, engine=engine, device=device, dtype=dtype,
+        )
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s if self.nonlinearity == "tanh" else s.replace(", ", ", nonlinearity='relu', ", 1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One step: the cells
+# ---------------------------------------------------------------------------------------------------------
+
+
+class _CellBase(nn.Module):
+    """One step of a recurrence, with torch.nn's cell parameters (``weight_ih``, ``weight_hh``, biases)."""
+
+    mode: str
+    num_states = 1
+
+    def __init__(
+        self, mode: str, input_size: int, hidden_size: int, bias: bool = True, device: Any = None,
+        dtype: Any = None, engine: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.mode = mode
+        self.input_size = _check_size("input_size", input_size)
+        self.hidden_size = _check_size("hidden_size", hidden_size)
+        self.bias = _check_bool("bias", bias)
+        if engine not in ("auto", "reference", "native"):
+            raise ValueError(f"engine must be one of 'auto', 'reference', 'native' for a cell, got {engine!r}")
+        self._engine_request = engine
+        factory = {"device": device, "dtype": dtype}
+        gate_size = engines.base.GATES_PER_MODE[mode] * self.hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(gate_size, self.input_size, **factory))
+        self.weight_hh = nn.Parameter(torch.empty(gate_size, self.hidden_size, **factory))
+        if self.bias:
+            self.bias_ih = nn.Parameter(torch.empty(gate_size, **factory))
+            self.bias_hh = nn.Parameter(torch.empty(gate_size, **factory))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+    @property
+    def engine(self) -> str:
+        return "native" if self._engine_request in ("auto", "native") else "reference"
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            s += ", bias=False"
+        return s + f", engine={self.engine!r}"
+
+    def forward(self, input: Tensor, hx: Any = None) -> Any:
+        """input ``(B, input_size)`` or ``(input_size,)``; states ``(B, hidden_size)`` or ``(hidden_size,)``."""
+        if not isinstance(input, Tensor):
+            raise TypeError(f"input must be a Tensor, got {type(input).__name__}")
+        if input.dim() not in (1, 2):
+            raise InputError(
+                f"{type(self).__name__}: input must be 2-D (batch, input_size) or 1-D (input_size,), "
+                f"got a {_describe(input)}"
+            )
+        if input.size(-1) != self.input_size:
+            raise InputError(
+                f"input.size(-1) must be equal to input_size: expected {self.input_size}, got {input.size(-1)}"
+            )
+        if input.dtype != self.weight_ih.dtype and not torch.is_autocast_enabled(input.device.type):
+            raise InputError(f"input must have the dtype of the weights, {self.weight_ih.dtype}, got {input.dtype}")
+        unbatched = input.dim() == 1
+        x = input.unsqueeze(0) if unbatched else input
+        if hx is None:
+            states = tuple(x.new_zeros(x.size(0), self.hidden_size) for _ in range(self.num_states))
+        else:
+            given = tuple(hx) if self.num_states == 2 else (hx,)
+            if self.num_states == 2 and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
+                raise TypeError(f"LSTMCell takes hx as a tuple (h_0, c_0), got {type(hx).__name__}")
+            names = ("h_0", "c_0")
+            expected = (self.hidden_size,) if unbatched else (x.size(0), self.hidden_size)
+            for name, s in zip(names, given, strict=False):
+                if not isinstance(s, Tensor):
+                    raise TypeError(f"{name} must be a tensor, got {type(s).__name__}")
+                if tuple(s.shape) != expected:
+                    raise InputError(f"{name} must have shape {expected}, got {tuple(s.shape)}")
+                if s.dtype != input.dtype and not torch.is_autocast_enabled(input.device.type):
+                    raise InputError(f"{name} must have dtype {input.dtype} like the input, got {s.dtype}")
+            states = tuple(s.unsqueeze(0) for s in given) if unbatched else given
+        if self.engine == "native":
+            new = native_cell_step(self.mode, x, states, self.weight_ih, self.weight_hh, self.bias_ih,
+                                   self.bias_hh)
+        else:
+            w: LayerWeights = {"weight_ih": self.weight_ih, "weight_hh": self.weight_hh}
+            if self.bias:
+                w["bias_ih"], w["bias_hh"] = self.bias_ih, self.bias_hh
+            x_proj = torch.nn.functional.linear(x, self.weight_ih, self.bias_ih)
+            new = STEPS[self.mode](x_proj, states, w)
+        if unbatched:
+            new = tuple(s.squeeze(0) for s in new)
+        return new if self.num_states == 2 else new[0]
+
+
+class LSTMCell(_CellBase):
+    """One LSTM step, a drop-in for :class:`torch.nn.LSTMCell`: ``(h_1, c_1) = cell(x, (h_0, c_0))``."""
+
+    num_states = 2
+
+    def __init__(
+        self, input_size: int, hidden_size: int, bias: bool = True, device: Any = None, dtype: Any = None,
+        *, engine: str = "auto",
+    ) -> None:
+        super().__init__("LSTM", input_size, hidden_size, bias, device, dtype, engine)
+
+
+
+class GRUCell(_CellBase):
+    """One GRU step, a drop-in for :class:`torch.nn.GRUCell`."""
+
+    def __init__(
+        self, input_size: int, hidden_size: int, bias: bool = True, device: Any = None, dtype: Any = None,
+        *, engine: str = "auto",
+    ) -> None:
+        super().__init__("GRU", input_size, hidden_size, bias, device, dtype, engine)
+
+
+
+class RNNCell(_CellBase):
+    """One simple-RNN step (tanh or relu), a drop-in for :class:`torch.nn.RNNCell`."""
+
+    def __init__(
+        self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
+        device: Any = None, dtype: Any = None, *, engine: str = "auto",
+    ) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", input_size, hidden_size, bias,
+                         device, dtype, engine)
+

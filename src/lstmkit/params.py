@@ -1,0 +1,109 @@
+"""Counting parameters the way the textbooks do, checked against what the modules actually hold.
+
+Per layer and direction an LSTM has four gates, each a linear map of ``[h_{t-1}, x_t]``: the weight term
+``4 * h * (h + x)`` (``h`` the hidden size, ``x`` the layer's input size). PyTorch keeps two bias vectors per
+gate where the textbooks write one, so the biases are ``2 * 4 * h``. With a projection (``proj_size = p``)
+the recurrent input is ``p`` wide, so the term is ``4 * h * (p + x)``, plus ``p * h`` for ``W_hr``; layers
+above the first see ``x = directions * p``. The GRU has three gates and the simple RNN one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from .engines.base import GATES_PER_MODE
+
+_MODES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN_TANH"}
+
+
+@dataclass(frozen=True)
+class LayerCount:
+    """Parameters of one layer in one direction."""
+
+    layer: int
+    direction: int  # 0 forward, 1 backward
+    input_size: int  # x: what this layer reads at each step
+    recurrent_size: int  # h (or proj_size): what it reads back from itself
+    hidden_size: int
+    gate_weights: int  # gates * h * (recurrent_size + input_size): the textbook's 4*h*(h+x) for an LSTM
+    biases: int
+    projection: int
+
+    @property
+    def total(self) -> int:
+        return self.gate_weights + self.biases + self.projection
+
+    @property
+    def formula(self) -> str:
+        return f"{self.gate_weights // (self.hidden_size * (self.recurrent_size + self.input_size))}" \
+            f"*{self.hidden_size}*({self.recurrent_size}+{self.input_size})"
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    """The total and its parts; ``layers`` holds one :class:`LayerCount` per layer and direction."""
+
+    total: int
+    gate_weights: int
+    biases: int
+    projection: int
+    layers: tuple[LayerCount, ...]
+
+
+def parameter_count(
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    proj_size: int = 0,
+    bias: bool = True,
+    *,
+    cell: str = "lstm",
+) -> ParameterCount:
+    """Count the parameters of ``lstmkit.LSTM`` (or ``cell="gru"``/``"rnn"``) from its sizes alone.
+
+    >>> parameter_count(28, 128).total  # 4*128*(128+28) + 8*128
+    80896
+    """
+    if cell not in _MODES:
+        raise ValueError(f"cell must be one of {sorted(_MODES)}, got {cell!r}")
+    for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if not isinstance(proj_size, int) or not 0 <= proj_size < hidden_size:
+        raise ValueError(f"proj_size must be an int with 0 <= proj_size < hidden_size, got {proj_size!r}")
+    if proj_size and cell != "lstm":
+        raise ValueError("proj_size is an LSTM argument")
+    gates = GATES_PER_MODE[_MODES[cell]]
+    directions = 2 if bidirectional else 1
+    recurrent = proj_size or hidden_size
+    layers = []
+    for layer in range(num_layers):
+        x = input_size if layer == 0 else recurrent * directions
+        for direction in range(directions):
+            layers.append(
+                LayerCount(
+                    layer=layer,
+                    direction=direction,
+                    input_size=x,
+                    recurrent_size=recurrent,
+                    hidden_size=hidden_size,
+                    gate_weights=gates * hidden_size * (recurrent + x),
+                    biases=2 * gates * hidden_size if bias else 0,
+                    projection=proj_size * hidden_size,
+                )
+            )
+    return ParameterCount(
+        total=sum(c.total for c in layers),
+        gate_weights=sum(c.gate_weights for c in layers),
+        biases=sum(c.biases for c in layers),
+        projection=sum(c.projection for c in layers),
+        layers=tuple(layers),
+    )
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """The number of parameters a module actually holds (``trainable_only``: those with requires_grad)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
