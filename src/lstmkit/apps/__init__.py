@@ -1,0 +1,1 @@
+"""Applications built on the library: each job (a language model, a forecaster, ...) and its training loop."""
