@@ -32,8 +32,17 @@ from .base import LayerWeights, RNNSpec, States, run_stack
 Step = Callable[[Tensor, States, LayerWeights], States]
 
 
+# A gated step is a step that also returns its gates by name, each (B, H): what ``lstmkit.inspect`` records.
+GatedStep = Callable[[Tensor, States, LayerWeights], tuple[States, dict[str, Tensor]]]
+
+
 def lstm_step(x_proj: Tensor, state: States, w: LayerWeights) -> States:
     """One LSTM step: the gates from [h_{t-1}, x_t], then the cell state, then the hidden state."""
+    return lstm_gated_step(x_proj, state, w)[0]
+
+
+def lstm_gated_step(x_proj: Tensor, state: States, w: LayerWeights) -> tuple[States, dict[str, Tensor]]:
+    """One LSTM step, returning ``((h, c), {"i": i, "f": f, "g": g, "o": o})`` (the gate recorder's view)."""
     h, c = state  # (B, output_size), (B, H)
     gates = x_proj + F.linear(h, w["weight_hh"], w.get("bias_hh"))  # (B, 4H)
     i, f, g, o = gates.chunk(4, dim=1)  # each (B, H)
@@ -45,7 +54,7 @@ def lstm_step(x_proj: Tensor, state: States, w: LayerWeights) -> States:
     h = o * torch.tanh(c)
     if "weight_hr" in w:
         h = F.linear(h, w["weight_hr"])  # projection (B, H) -> (B, proj_size)
-    return h, c
+    return (h, c), {"i": i, "f": f, "g": g, "o": o}
 
 
 def gru_step(x_proj: Tensor, state: States, w: LayerWeights) -> States:
@@ -78,6 +87,9 @@ STEPS: dict[str, Step] = {
     "RNN_TANH": rnn_tanh_step,
     "RNN_RELU": rnn_relu_step,
 }
+
+# The steps that can expose their gates, by mode.
+GATED_STEPS: dict[str, GatedStep] = {"LSTM": lstm_gated_step}
 
 
 def run_layer(
