@@ -23,6 +23,7 @@ from .engines.base import LayerWeights, RNNSpec, States
 from .engines.native import cell_step as native_cell_step
 from .engines.reference import STEPS
 from .errors import InputError
+from .inspect import GateRecord, record_forward
 
 __all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell"]
 
@@ -67,6 +68,7 @@ class _RNNBase(nn.Module):
     """Parameters, validation and dispatch shared by :class:`LSTM`, :class:`GRU` and :class:`RNN`."""
 
     mode: str  # "LSTM", "GRU", "RNN_TANH", "RNN_RELU"
+    return_gates: bool = False  # LSTM only: forward also returns a GateRecord
 
     def __init__(
         self,
@@ -262,12 +264,31 @@ class _RNNBase(nn.Module):
     def _pack_hx(self, states: States) -> Any:
         return states[0]
 
-    def forward(self, input: Tensor | PackedSequence, hx: Any = None) -> tuple[Any, Any]:
+    def forward(self, input: Tensor | PackedSequence, hx: Any = None) -> tuple[Any, ...]:
         """Run the stack over a sequence; shapes as in torch.nn (``(output, h_n)`` or ``(output, (h_n, c_n))``).
 
         input: ``(T, B, input_size)`` (``(B, T, input_size)`` with batch_first), ``(T, input_size)`` unbatched,
         or a ``PackedSequence``. output: ``(T, B, D * output_size)`` in the same layout, or a PackedSequence.
+        An LSTM built with ``return_gates=True`` returns ``(output, (h_n, c_n), gates)``, see
+        :meth:`forward_with_gates`.
         """
+        output, final, gates = self._run(input, hx, self.return_gates)
+        return (output, final) if gates is None else (output, final, gates)
+
+    def forward_with_gates(self, input: Tensor | PackedSequence, hx: Any = None) -> tuple[Any, Any, GateRecord]:
+        """``forward`` that also returns every gate and state of every step: ``(output, (h_n, c_n), gates)``.
+
+        ``gates`` is a :class:`lstmkit.inspect.GateRecord` (tensors ``(num_layers, num_directions, T, B,
+        size)``, time-major whatever ``batch_first`` says). The engine's own gates where it exposes them;
+        otherwise (``native``) the reference equations run on the same weights and give the output too.
+        """
+        if self.mode != "LSTM":
+            raise TypeError(f"gates are recorded for the LSTM only, not for {type(self).__name__}")
+        output, final, gates = self._run(input, hx, True)
+        assert gates is not None
+        return output, final, gates
+
+    def _run(self, input: Tensor | PackedSequence, hx: Any, with_gates: bool) -> tuple[Any, Any, GateRecord | None]:
         packed = isinstance(input, PackedSequence)
         if not packed and not isinstance(input, Tensor):
             raise TypeError(f"input must be a Tensor or a PackedSequence, got {type(input).__name__}")
@@ -298,7 +319,13 @@ class _RNNBase(nn.Module):
             states = tuple(s.to(x.dtype) for s in states)
 
         engine = self._select_engine(self._engine_request)
-        out, final = engine.forward(self._spec(), x, states, self._layer_weights(), lengths, self.training)
+        gates: GateRecord | None = None
+        if with_gates:
+            out, final, gates = record_forward(
+                engine, self._spec(), x, states, self._layer_weights(), lengths, self.training
+            )
+        else:
+            out, final = engine.forward(self._spec(), x, states, self._layer_weights(), lengths, self.training)
 
         if isinstance(input, PackedSequence):
             # Repack in the input's own sorted order so that batch_sizes and indices match it.
@@ -315,7 +342,7 @@ class _RNNBase(nn.Module):
             final = tuple(s.squeeze(1) for s in final)
         else:
             output = out.transpose(0, 1) if self.batch_first else out
-        return output, self._pack_hx(final)
+        return output, self._pack_hx(final), gates
 
 
 class LSTM(_RNNBase):
@@ -331,7 +358,9 @@ class LSTM(_RNNBase):
         h_t = o_t * tanh(c_t)                                    hidden state (times W_hr if proj_size > 0)
 
     Args: as torch.nn.LSTM, plus ``engine``: ``"auto"`` (the fastest engine that runs the configuration),
-    ``"reference"`` (the equations above, step by step) or ``"native"`` (PyTorch's fused kernel).
+    ``"reference"`` (the equations above, step by step) or ``"native"`` (PyTorch's fused kernel), and
+    ``return_gates``: when True, forward returns ``(output, (h_n, c_n), gates)`` with ``gates`` a
+    :class:`lstmkit.inspect.GateRecord` of every step's i, f, g, o, c and h (with gradients).
     Returns ``(output, (h_n, c_n))``.
     """
 
@@ -349,11 +378,13 @@ class LSTM(_RNNBase):
         dtype: Any = None,
         *,
         engine: str = "auto",
+        return_gates: bool = False,
     ) -> None:
         super().__init__(
             "LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             proj_size, engine=engine, device=device, dtype=dtype,
         )
+        self.return_gates = _check_bool("return_gates", return_gates)
 
     def _state_sizes(self) -> list[tuple[str, int]]:
         return [("h_0", self.proj_size or self.hidden_size), ("c_0", self.hidden_size)]
