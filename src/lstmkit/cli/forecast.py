@@ -1,0 +1,187 @@
+"""``lstmkit forecast train|predict``: an LSTM forecaster from a CSV file, over :mod:`lstmkit.apps.forecast`."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import engines
+from .common import UsageError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "forecast", help="forecast a time series from a CSV file",
+        description="Train an LSTM forecaster on a column of a CSV file, backtest it against naive and "
+                    "seasonal-naive forecasts, and forecast ahead with a prediction interval.")
+    sub = parser.add_subparsers(dest="forecast_command", metavar="{train,predict}")
+    sub.required = True
+
+    train = sub.add_parser("train", help="train, backtest and forecast; write a checkpoint to --out",
+                           description="Train on the series, backtest on its last part with rolling origins, "
+                                       "forecast the next --horizon steps. Writes DIR/config.json, "
+                                       "DIR/model.safetensors, DIR/forecast.csv, DIR/backtest.csv, "
+                                       "DIR/metrics.json and DIR/forecast.png.")
+    train.add_argument("--csv", required=True, help="CSV file with a header row, one row per time step")
+    train.add_argument("--target", required=True, help="the column to forecast")
+    train.add_argument("--time", help="time column: numbers or ISO dates/times, evenly spaced (months allowed)")
+    train.add_argument("--covariates", default="", help="more input columns, comma-separated (past values only)")
+    train.add_argument("--horizon", required=True, type=_positive_int, help="steps to forecast at once")
+    train.add_argument("--out", required=True, help="directory for the checkpoint, forecast, backtest and plot")
+    train.add_argument("--window", type=_positive_int, help="past steps the LSTM reads (default: "
+                                                              "max(2*season, 2*horizon, 8))")
+    train.add_argument("--season", type=_positive_int,
+                       help="seasonal period in steps for the seasonal-naive baseline, MASE and the default "
+                            "window (default: detected by autocorrelation; 1 = none)")
+    train.add_argument("--interval", type=_fraction, default=0.8, help="prediction interval (default 0.8)")
+    train.add_argument("--backtest", type=_positive_int, help="points at the end for the backtest "
+                                                                "(default: max(horizon, 20%% of the series))")
+    train.add_argument("--validation", type=_positive_int,
+                       help="points before the backtest for early stopping (default: max(horizon, 15%% of the rest))")
+    train.add_argument("--stride", type=_positive_int, default=1, help="steps between backtest origins (default 1)")
+    train.add_argument("--hidden-size", type=_positive_int, default=64)
+    train.add_argument("--num-layers", type=_positive_int, default=1)
+    train.add_argument("--dropout", type=float, default=0.0, help="between LSTM layers (needs --num-layers >= 2)")
+    train.add_argument("--engine", default="auto", choices=engines.ENGINE_CHOICES,
+                       help="lstmkit.LSTM engine (default auto)")
+    train.add_argument("--epochs", type=_positive_int, default=300, help="at most this many epochs (default 300)")
+    train.add_argument("--patience", type=_positive_int, default=20,
+                       help="stop after this many epochs without a better validation loss (default 20)")
+    train.add_argument("--batch-size", type=_positive_int, default=32)
+    train.add_argument("--lr", type=_positive_float, default=3e-3, help="AdamW learning rate (default 3e-3)")
+    train.add_argument("--max-minutes", type=_positive_float, help="stop training after this long")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--json", action="store_true", help="print the backtest metrics as one JSON object")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=run_train)
+
+    predict = sub.add_parser("predict", help="continue a series with a trained forecaster",
+                             description="Forecast the next horizon steps after the last row of --csv (same "
+                                         "columns as in training). Prints the forecast as CSV, or writes "
+                                         "DIR/forecast.csv and DIR/forecast.png with --out.")
+    predict.add_argument("--checkpoint", required=True, help="directory written by `lstmkit forecast train`")
+    predict.add_argument("--csv", required=True, help="the series to continue")
+    predict.add_argument("--out", help="directory for forecast.csv and forecast.png (default: CSV on stdout)")
+    predict.add_argument("--json", action="store_true", help="print the forecast as JSON")
+    predict.set_defaults(func=run_predict)
+
+
+def _library_errors(call: Callable[[], int]) -> int:
+    from ..apps.forecast import ForecastError
+
+    try:
+        return call()
+    except ForecastError as error:  # the user's data or arguments: one line, exit 2
+        raise UsageError(str(error)) from None
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..apps import forecast
+
+    def go() -> int:
+        covariates = tuple(c.strip() for c in args.covariates.split(",") if c.strip())
+        config = forecast.ForecastConfig(
+            target=args.target, horizon=args.horizon, time=args.time, covariates=covariates, window=args.window,
+            season=args.season, hidden_size=args.hidden_size, num_layers=args.num_layers, dropout=args.dropout,
+            engine=args.engine, interval=args.interval, backtest=args.backtest, validation=args.validation,
+            stride=args.stride, epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
+            max_minutes=args.max_minutes, seed=args.seed)
+        bar = tqdm(total=config.epochs, desc="forecast", unit="epoch", disable=args.quiet or None,
+                   file=sys.stderr, leave=False)
+
+        def progress(p: dict[str, float]) -> None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{p['loss']:.4f}", val=f"{p['val_loss']:.4f}")
+
+        try:
+            metrics = forecast.train_forecaster(args.csv, config, args.out, progress)
+        finally:
+            bar.close()
+        if args.json:
+            print(json.dumps(metrics))
+        else:
+            print(_table(metrics))
+            print(f"wrote {Path(args.out) / 'forecast.csv'}, {Path(args.out) / 'forecast.png'} and the checkpoint "
+                  f"to {args.out}")
+        return 0
+
+    return _library_errors(go)
+
+
+def _table(metrics: dict[str, Any]) -> str:
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.4g}"
+
+    rows = [("LSTM", metrics), ("naive", metrics["baselines"]["naive"]),
+            ("seasonal naive", metrics["baselines"]["seasonal_naive"])]
+    lines = [f"backtest: {metrics['origins']} origins, horizon {metrics['horizon']}, season {metrics['season']}, "
+             f"window {metrics['window']}",
+             f"{'':16}{'MAE':>10}{'RMSE':>10}{'sMAPE %':>10}{'MASE':>10}"]
+    for name, m in rows:
+        lines.append(f"{name:16}{fmt(m['mae']):>10}{fmt(m['rmse']):>10}{fmt(m['smape']):>10}{fmt(m['mase']):>10}")
+    lines.append(f"{round(100 * metrics['interval'])}% interval coverage: {100 * metrics['coverage']:.1f}%")
+    return "\n".join(lines)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from ..apps import forecast
+
+    def go() -> int:
+        model, series, future = forecast.continue_series(args.checkpoint, args.csv)
+        interval = model.config.interval
+        if args.out:
+            out = Path(args.out)
+            forecast.write_forecast_csv(out / "forecast.csv", series, future, interval)
+            forecast.plot_forecast(out / "forecast.png", series, future, interval)
+        n = len(series)
+        rows = [{series.time_name or "index": series.label(n + h), "horizon": h + 1, series.target_name: mid,
+                 "lower": lo, "upper": hi} for h, (lo, mid, hi) in enumerate(future.tolist())]
+        if args.json:
+            print(json.dumps({"interval": interval, "forecast": rows}))
+        elif args.out:
+            print(f"wrote {Path(args.out) / 'forecast.csv'} and {Path(args.out) / 'forecast.png'}")
+        else:
+            writer = csv.writer(sys.stdout, lineterminator="\n")
+            writer.writerow(list(rows[0]))
+            for row in rows:
+                writer.writerow([v if isinstance(v, str) else f"{v:.6g}" for v in row.values()])
+        return 0
+
+    return _library_errors(go)
