@@ -5,10 +5,10 @@ canonical form (style: "validate at the boundary, compute inside"):
 
 * ``x``: ``(T, B, input_size)``, time-major and batched;
 * ``hx``: a tuple of initial states, each ``(num_layers * num_directions, B, size)``: ``(h0, c0)`` for the
-  LSTM, ``(h0,)`` for the GRU and the simple RNN;
+  LSTM, ``(h0, c0, n0, m0)`` for the sLSTM (``cell="slstm"``), ``(h0,)`` for the GRU and the simple RNN;
 * ``weights``: one dict per layer and direction (index ``layer * num_directions + direction``) mapping the
   parameter name without its ``_l{k}`` suffix (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``,
-  ``weight_hr``) to the tensor;
+  ``weight_hr``; a variant's own parameters and random masks, see ``variants.py``) to the tensor;
 * ``lengths``: ``None``, or the length of each sequence when a ``PackedSequence`` came in (padded batch,
   original batch order).
 
@@ -24,6 +24,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 LayerWeights = dict[str, Tensor]
 States = tuple[Tensor, ...]
@@ -43,6 +44,31 @@ class RNNSpec:
     bidirectional: bool = False
     proj_size: int = 0  # LSTM only: h_t = W_hr (o * tanh(c_t)) has this size when > 0
     dropout: float = 0.0  # between layers, training only, as in torch.nn
+    # LSTM variants (see variants.py; the equations are in engines/reference.py). The defaults are torch.nn's LSTM.
+    cell: str = "lstm"  # "lstm", or "slstm": xLSTM's exponential gating with normaliser n and stabiliser m
+    peephole: bool = False  # Gers & Schmidhuber 2000: c_{t-1} into i and f, c_t into o (weight_ci/cf/co)
+    layer_norm: bool = False  # Ba et al. 2016: LN of W_ih x_t and of W_hh h_{t-1}, and of c_t before tanh
+    coupled_gates: bool = False  # CIFG: i = 1 - f, so the gate rows are [f, g, o] (3H, no input-gate rows)
+    recurrent_dropout: float = 0.0  # Gal & Ghahramani 2016: p of the per-sequence mask on h_{t-1} (training)
+    zoneout: tuple[float, float] = (0.0, 0.0)  # Krueger et al. 2016: (z_c, z_h), per-step masks on c and h
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """The variants switched on, as ``"name=value"`` strings (empty for torch.nn's LSTM, GRU and RNN)."""
+        on = [f"cell={self.cell!r}"] if self.cell != "lstm" else []
+        on += [f"{name}=True" for name in ("peephole", "layer_norm", "coupled_gates") if getattr(self, name)]
+        if self.recurrent_dropout > 0:
+            on.append(f"recurrent_dropout={self.recurrent_dropout}")
+        if any(z > 0 for z in self.zoneout):
+            on.append(f"zoneout={self.zoneout}")
+        return tuple(on)
+
+    @property
+    def num_states(self) -> int:
+        """How many state tensors the stack carries: (h, c, n, m) for the sLSTM, (h, c) for the LSTM, else (h,)."""
+        if self.mode != "LSTM":
+            return 1
+        return 4 if self.cell == "slstm" else 2
 
     @property
     def num_directions(self) -> int:
@@ -55,7 +81,8 @@ class RNNSpec:
 
     @property
     def gates(self) -> int:
-        return GATES_PER_MODE[self.mode]
+        """Gate blocks in ``weight_ih``/``weight_hh`` rows: 4 for the LSTM and sLSTM, 3 with coupled_gates."""
+        return GATES_PER_MODE[self.mode] - (1 if self.coupled_gates else 0)
 
     def layer_input_size(self, layer: int) -> int:
         return self.input_size if layer == 0 else self.output_size * self.num_directions
@@ -131,5 +158,18 @@ def run_stack(
                 finals[j].append(s)
         layer_input = torch.cat(outputs, dim=2) if D == 2 else outputs[0]  # (T, B, D * output_size)
         if training and spec.dropout > 0 and layer < spec.num_layers - 1:
-            layer_input = F.dropout(layer_input, spec.dropout, training=True)
+            layer_input = dropout_between_layers(layer_input, spec.dropout, lengths)
     return layer_input, tuple(torch.stack(f) for f in finals)
+
+
+def dropout_between_layers(x: Tensor, p: float, lengths: Tensor | None) -> Tensor:
+    """torch.nn's dropout on a layer's output ``(T, B, features)``, drawing the very masks torch.nn draws.
+
+    torch.nn's kernel drops out the packed data ``(sum(lengths), features)`` when a PackedSequence came in, and
+    the padded tensor otherwise; doing the same here makes a seeded training step reproduce torch.nn's exactly.
+    """
+    if lengths is None:
+        return F.dropout(x, p, training=True)
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    dropped = packed._replace(data=F.dropout(packed.data, p, training=True))
+    return pad_packed_sequence(dropped, total_length=x.size(0))[0]

@@ -19,12 +19,23 @@ _NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
 _FUNCTIONS: dict[str, Any] = {"GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
 
 
+@torch.compiler.disable
+def _lstm_outside_graph(*args: Any) -> Any:
+    """``_VF.lstm``, run eagerly under ``torch.compile`` (a graph break, as Dynamo does for torch.nn.LSTM).
+
+    AOTAutograd fails on the CPU kernel's saved tensors (``mkldnn_rnn_layer``: "expected all
+    tensors_saved_with_vc_check to be Tensors"; torch.nn.LSTM hits it too with ``allow_rnn=True``).
+    ``torch.export`` traces through this function and records ``aten.lstm``; ``engine="reference"`` compiles
+    as one graph (``fullgraph=True``).
+    """
+    return _VF.lstm(*args)
+
+
 def _call(spec: RNNSpec, inputs: tuple, hx: States, flat: list[Tensor], training: bool, tail: tuple):
     """Call the kernel; ``inputs`` is ``(x,)`` or ``(data, batch_sizes)``, ``tail`` is ``(batch_first,)`` or ()."""
     args = (spec.bias, spec.num_layers, float(spec.dropout), training, spec.bidirectional, *tail)
     if spec.mode == "LSTM":
-        lstm: Any = _VF.lstm
-        out, h, c = lstm(*inputs, hx, flat, *args)
+        out, h, c = _lstm_outside_graph(*inputs, hx, flat, *args)
         return out, (h, c)
     out, h = _FUNCTIONS[spec.mode](*inputs, hx[0], flat, *args)
     return out, (h,)
@@ -36,6 +47,8 @@ class NativeEngine:
     def unsupported(self, spec: RNNSpec, device: torch.device, dtype: torch.dtype) -> str | None:
         if spec.mode not in ("LSTM", "GRU", "RNN_TANH", "RNN_RELU"):
             return f"torch has no fused kernel for {spec.mode}"
+        if spec.variants:
+            return f"{' and '.join(spec.variants)} {'is' if len(spec.variants) == 1 else 'are'} not in torch.nn.LSTM"
         return None
 
     def forward(

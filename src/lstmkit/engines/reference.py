@@ -15,11 +15,19 @@ References:
   H. Sak, A. Senior, F. Beaufays. LSTM RNN architectures for large scale acoustic modeling. 2014 (projection).
   K. Cho et al. Learning Phrase Representations using RNN Encoder-Decoder. 2014 (GRU).
   A. Zhang et al. Dive into Deep Learning, chapter "Long Short-Term Memory (LSTM)".
+Variants (``lstm_variant_gated_step``, ``slstm_gated_step``; catalogue, parameters and masks in ``variants.py``):
+  F. Gers, J. Schmidhuber. Recurrent nets that time and count. IJCNN 2000 (peepholes).
+  J. Ba, J. Kiros, G. Hinton. Layer Normalization. 2016, section 3.1 (layer-normalised LSTM).
+  K. Greff et al. LSTM: A Search Space Odyssey. 2017 (coupled input and forget gates, CIFG).
+  Y. Gal, Z. Ghahramani. A Theoretically Grounded Application of Dropout in RNNs. 2016 (recurrent dropout).
+  D. Krueger et al. Zoneout: Regularizing RNNs by Randomly Preserving Hidden Activations. 2016.
+  M. Beck et al. xLSTM: Extended Long Short-Term Memory. 2024, eqs. 8-17 (sLSTM).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +89,111 @@ def rnn_relu_step(x_proj: Tensor, state: States, w: LayerWeights) -> States:
     return (torch.relu(x_proj + F.linear(h, w["weight_hh"], w.get("bias_hh"))),)
 
 
+LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default
+
+
+def layer_norm(z: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``(z - mean) / sqrt(var + eps) * weight + bias`` over the last dimension (biased variance, as nn.LayerNorm)."""
+    return F.layer_norm(z, z.shape[-1:], weight, bias, LAYER_NORM_EPS)
+
+
+def input_projection(x: Tensor, w: LayerWeights, layer_norm_on: bool = False) -> Tensor:
+    """``W_ih x + b_ih`` for all steps at once, ``(T, B, I) -> (T, B, gates * H)``.
+
+    With layer norm (Ba et al.) the product is normalised over its gate rows first; ``b_ih`` is the shift.
+    """
+    if layer_norm_on:
+        return layer_norm(F.linear(x, w["weight_ih"]), w["layer_norm_ih_weight"], w.get("bias_ih"))
+    return F.linear(x, w["weight_ih"], w.get("bias_ih"))
+
+
+def lstm_variant_gated_step(
+    x_proj: Tensor, state: States, w: LayerWeights, spec: RNNSpec
+) -> tuple[States, dict[str, Tensor]]:
+    """One LSTM step with the variants of ``spec`` (peephole, layer_norm, coupled_gates, recurrent dropout,
+    zoneout); with every one off it computes exactly ``lstm_gated_step``. Masks come in ``w`` (one step's).
+
+    x_proj ``(B, gates * H)`` from :func:`input_projection`; state ``(h, c)``, ``(B, output_size)``, ``(B, H)``.
+    """
+    h_prev, c_prev = state
+    h = h_prev
+    if "recurrent_dropout_mask" in w:
+        h = h * w["recurrent_dropout_mask"]  # Gal & Ghahramani: the same units of h_{t-1} dropped at every step
+    if spec.layer_norm:
+        # Ba et al.: the recurrent part is normalised on its own (its statistics differ from the input's).
+        gates = x_proj + layer_norm(F.linear(h, w["weight_hh"]), w["layer_norm_hh_weight"], w.get("bias_hh"))
+    else:
+        gates = x_proj + F.linear(h, w["weight_hh"], w.get("bias_hh"))  # (B, gates * H)
+    if spec.coupled_gates:
+        f, g, o = gates.chunk(3, dim=1)  # CIFG: no input-gate rows
+    else:
+        i, f, g, o = gates.chunk(4, dim=1)
+    if spec.peephole:
+        # Gers & Schmidhuber: the gates that decide about the memory look at it (diagonal weights).
+        f = f + w["weight_cf"] * c_prev
+        if not spec.coupled_gates:
+            i = i + w["weight_ci"] * c_prev
+    f = torch.sigmoid(f)  # forget gate
+    i = 1 - f if spec.coupled_gates else torch.sigmoid(i)  # input gate; CIFG writes exactly what it forgets
+    g = torch.tanh(g)  # candidate memory
+    c = f * c_prev + i * g
+    if spec.peephole:
+        o = o + w["weight_co"] * c  # the output gate sees the new cell c_t
+    o = torch.sigmoid(o)
+    shown = layer_norm(c, w["layer_norm_c_weight"], w["layer_norm_c_bias"]) if spec.layer_norm else c
+    h = o * torch.tanh(shown)
+    if "weight_hr" in w:
+        h = F.linear(h, w["weight_hr"])  # projection (B, H) -> (B, proj_size)
+    # Zoneout (Krueger et al.): where d = 1 a unit keeps its previous value; h~ above used the un-zoned c~.
+    if "zoneout_mask_c" in w:
+        d = w["zoneout_mask_c"]
+        c = d * c_prev + (1 - d) * c
+    if "zoneout_mask_h" in w:
+        d = w["zoneout_mask_h"]
+        h = d * h_prev + (1 - d) * h
+    return (h, c), {"i": i, "f": f, "g": g, "o": o}
+
+
+def slstm_gated_step(x_proj: Tensor, state: States, w: LayerWeights) -> tuple[States, dict[str, Tensor]]:
+    """One sLSTM step (Beck et al. 2024, eqs. 8-17): exponential input and forget gates, stabilised.
+
+    state ``(h, c, n, m)``, each ``(B, H)``: hidden, cell, normaliser, stabiliser. Returns the new state and the
+    stabilised gates ``i', f'`` with ``g`` (the paper's z) and ``o``.
+    """
+    h, c, n, m = state
+    if "recurrent_dropout_mask" in w:
+        h = h * w["recurrent_dropout_mask"]
+    gates = x_proj + F.linear(h, w["weight_hh"], w.get("bias_hh"))  # (B, 4H)
+    i, f, z, o = gates.chunk(4, dim=1)  # pre-activations ~i, ~f, ~z, ~o
+    # log i = ~i and log f = ~f; the stabiliser m_t is the log of the larger term, so both exps below are <= 1.
+    m_new = torch.maximum(f + m, i)
+    i = torch.exp(i - m_new)  # exponential input gate, scaled by exp(-m_t)
+    f = torch.exp(f + m - m_new)  # exponential forget gate, scaled by exp(m_{t-1} - m_t)
+    z = torch.tanh(z)  # candidate
+    o = torch.sigmoid(o)
+    c = f * c + i * z
+    n = f * n + i  # the normaliser: c with z = 1, so c / n is a weighted mean of the candidates, in [-1, 1]
+    h = o * (c / n)  # c and n carry the same factor exp(-m_t): h is what the unstabilised cell gives
+    return (h, c, n, m_new), {"i": i, "f": f, "g": z, "o": o}
+
+
+def gated_step_for(spec: RNNSpec) -> GatedStep:
+    """The gated LSTM step that computes ``spec``: the plain one, a variant's or the sLSTM's."""
+    if spec.cell == "slstm":
+        return slstm_gated_step
+    if spec.variants:
+        return partial(lstm_variant_gated_step, spec=spec)
+    return lstm_gated_step
+
+
+def step_for(spec: RNNSpec) -> Step:
+    """The step that computes ``spec`` (any mode, any variant)."""
+    if spec.mode != "LSTM" or not spec.variants:
+        return STEPS[spec.mode]
+    gated = gated_step_for(spec)
+    return lambda x_proj, state, w: gated(x_proj, state, w)[0]
+
+
 STEPS: dict[str, Step] = {
     "LSTM": lstm_step,
     "GRU": gru_step,
@@ -92,19 +205,30 @@ STEPS: dict[str, Step] = {
 GATED_STEPS: dict[str, GatedStep] = {"LSTM": lstm_gated_step}
 
 
+# Masks with one row per step (variants.draw_masks); the step sees row t at step t.
+PER_STEP_KEYS = ("zoneout_mask_c", "zoneout_mask_h")
+
+
 def run_layer(
-    step: Step, x: Tensor, state: States, w: LayerWeights, lengths: Tensor | None
+    step: Step,
+    x: Tensor,
+    state: States,
+    w: LayerWeights,
+    lengths: Tensor | None,
+    project: Callable[[Tensor, LayerWeights], Tensor] = input_projection,
 ) -> tuple[Tensor, States]:
     """Run one layer in one direction over ``x`` (T, B, I); returns (outputs (T, B, output_size), final state).
 
     With ``lengths``, a sequence's state stops changing after its last step and its outputs there are zero,
-    which is what a ``PackedSequence`` means.
+    which is what a ``PackedSequence`` means. ``project`` computes the input projections of all steps.
     """
-    x_proj = F.linear(x, w["weight_ih"], w.get("bias_ih"))  # (T, B, gates * H), all steps at once
+    x_proj = project(x, w)  # (T, B, gates * H), all steps at once
+    per_step = [key for key in PER_STEP_KEYS if key in w]
     live = None if lengths is None else lengths.to(x.device).unsqueeze(1)  # (B, 1)
     outputs = []
     for t in range(x.size(0)):
-        new = step(x_proj[t], state, w)
+        w_t = {**w, **{key: w[key][t] for key in per_step}} if per_step else w
+        new = step(x_proj[t], state, w_t)
         if live is not None:
             keep = t < live  # (B, 1): which sequences are still running
             new = tuple(torch.where(keep, n, s) for n, s in zip(new, state, strict=True))
@@ -132,10 +256,11 @@ class ReferenceEngine:
         lengths: Tensor | None,
         training: bool,
     ) -> tuple[Tensor, States]:
-        step = STEPS[spec.mode]
+        step = step_for(spec)
+        project = partial(input_projection, layer_norm_on=spec.layer_norm)
 
         def layer_fn(inp: Tensor, state: States, w: LayerWeights, n: Tensor | None) -> tuple[Tensor, States]:
-            return run_layer(step, inp, state, w, n)
+            return run_layer(step, inp, state, w, n, project)
 
         return run_stack(layer_fn, spec, x, hx, weights, lengths, training)
 
