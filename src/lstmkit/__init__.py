@@ -5,7 +5,7 @@ Public API: :class:`LSTM`, :class:`LSTMCell`, :class:`GRU`, :class:`GRUCell`, :c
 """
 
 from .errors import InputError
-from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, safe_globals
 from .params import LayerCount, ParameterCount, count_parameters, parameter_count
 
 __version__ = "0.1.0"
@@ -22,4 +22,5 @@ __all__ = [
     "RNNCell",
     "count_parameters",
     "parameter_count",
+    "safe_globals",
 ]
