@@ -9,6 +9,7 @@ computes. Everything stored on a module is a plain number, string, bool, list or
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import warnings
@@ -21,9 +22,17 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from . import engines
 from .engines.base import LayerWeights, RNNSpec, States
 from .engines.native import cell_step as native_cell_step
-from .engines.reference import STEPS
+from .engines.reference import STEPS, gated_step_for, input_projection
 from .errors import InputError
 from .inspect import GateRecord, record_forward
+from .variants import (
+    Variants,
+    check_variants,
+    draw_masks,
+    extra_parameters,
+    init_extra_parameter,
+    init_forget_bias,
+)
 
 __all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell", "safe_globals"]
 
@@ -55,6 +64,19 @@ def _check_engine(value: Any) -> str:
     return value
 
 
+def _get_variants(self: Any) -> Variants:
+    return Variants(**self._variant_args)
+
+
+def _set_variants(self: Any, value: Variants) -> None:
+    self._variant_args = dataclasses.asdict(value)
+
+
+# A module keeps its variants as a dict of plain values, not as the Variants object, so that a whole saved
+# module loads with torch.load(weights_only=True) (which refuses unknown classes); ``module.variants`` rebuilds it.
+_variants_property = property(_get_variants, _set_variants, doc="The LSTM variants switched on (variants.py).")
+
+
 def _describe(t: Tensor) -> str:
     return f"{t.dim()}-D tensor of shape {tuple(t.shape)}"
 
@@ -68,6 +90,7 @@ class _RNNBase(nn.Module):
     """Parameters, validation and dispatch shared by :class:`LSTM`, :class:`GRU` and :class:`RNN`."""
 
     mode: str  # "LSTM", "GRU", "RNN_TANH", "RNN_RELU"
+    variants = _variants_property
     return_gates: bool = False  # LSTM only: forward also returns a GateRecord
 
     def __init__(
@@ -84,9 +107,11 @@ class _RNNBase(nn.Module):
         engine: str = "auto",
         device: Any = None,
         dtype: Any = None,
+        variants: Variants | None = None,
     ) -> None:
         super().__init__()
         self.mode = mode
+        self.variants = variants if variants is not None else Variants()  # LSTM only; see variants.py
         self.input_size = _check_size("input_size", input_size)
         self.hidden_size = _check_size("hidden_size", hidden_size)
         self.num_layers = _check_size("num_layers", num_layers)
@@ -115,11 +140,12 @@ class _RNNBase(nn.Module):
         self._engine_request = _check_engine(engine)
 
         factory = {"device": device, "dtype": dtype}
-        gate_size = engines.base.GATES_PER_MODE[mode] * self.hidden_size
+        gate_size = self._spec().gates * self.hidden_size
         real_hidden = self.proj_size or self.hidden_size
         D = 2 if self.bidirectional else 1
-        self._flat_weights_names: list[str] = []
-        self._all_weights: list[list[str]] = []
+        extra = extra_parameters(self.variants, self.hidden_size)
+        self._flat_weights_names: list[str] = []  # torch.nn's parameters only
+        self._all_weights: list[list[str]] = []  # torch.nn's, then each variant's, per layer and direction
         for layer in range(self.num_layers):
             for direction in range(D):
                 layer_input = self.input_size if layer == 0 else real_hidden * D
@@ -132,25 +158,38 @@ class _RNNBase(nn.Module):
                     shapes += [("bias_ih", (gate_size,)), ("bias_hh", (gate_size,))]
                 if self.proj_size:
                     shapes += [("weight_hr", (self.proj_size, self.hidden_size))]
+                # The variants' parameters come after torch.nn's, so its state_dict maps 1:1 onto the plain ones.
+                shapes += [(e.name, e.shape) for e in extra]
                 names = []
                 for base, shape in shapes:
                     name = f"{base}_l{layer}{suffix}"
                     self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
                     names.append(name)
-                self._flat_weights_names.extend(names)
+                self._flat_weights_names.extend(names[: len(names) - len(extra)])
                 self._all_weights.append(names)
         # Validates the engine against the configuration now, so a bad choice fails at construction.
         self._select_engine(self._engine_request)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """torch.nn's initialisation: every parameter uniform in [-1/sqrt(H), 1/sqrt(H)], in the same order."""
+        """torch.nn's initialisation: every parameter uniform in [-1/sqrt(H), 1/sqrt(H)], in the same order.
+
+        The variants' parameters come after all of torch.nn's (so one seed gives torch.nn's plain weights), then
+        the forget-gate bias when ``forget_bias`` is set (see variants.py).
+        """
         stdv = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -stdv, stdv)
+        for name in self._flat_weights_names:
+            nn.init.uniform_(getattr(self, name), -stdv, stdv)
+        extra = extra_parameters(self.variants, self.hidden_size)
+        for names in self._all_weights:
+            for e, name in zip(extra, names[len(names) - len(extra):], strict=True):
+                init_extra_parameter(getattr(self, name), e.init, self.hidden_size)
+            if self.bias:
+                init_forget_bias(self.variants, getattr(self, names[2]), getattr(self, names[3]), self.hidden_size)
 
     # -- what the engines see --------------------------------------------------------------------------
     def _spec(self) -> RNNSpec:
+        v = self.variants
         return RNNSpec(
             mode=self.mode,
             input_size=self.input_size,
@@ -160,12 +199,19 @@ class _RNNBase(nn.Module):
             bidirectional=self.bidirectional,
             proj_size=self.proj_size,
             dropout=self.dropout,
+            cell=v.cell,
+            peephole=v.peephole,
+            layer_norm=v.layer_norm,
+            coupled_gates=v.coupled_gates,
+            # Recurrent dropout is off in eval(), so an eval-mode module with only it runs on any engine.
+            recurrent_dropout=v.recurrent_dropout if self.training else 0.0,
+            zoneout=v.zoneout,
         )
 
     def _layer_weights(self) -> list[LayerWeights]:
         # getattr, not a cached list: torch.func.functional_call and parametrizations substitute attributes.
         return [
-            {name.split("_l")[0]: getattr(self, name) for name in names} for names in self._all_weights
+            {name.rsplit("_l", 1)[0]: getattr(self, name) for name in names} for names in self._all_weights
         ]
 
     def _select_engine(self, requested: str) -> engines.Engine:
@@ -204,6 +250,8 @@ class _RNNBase(nn.Module):
             s += f", dropout={self.dropout}"
         if self.bidirectional is not False:
             s += f", bidirectional={self.bidirectional}"
+        if self.variants.describe():
+            s += f", {self.variants.describe()}"
         engine = self.engine
         s += f", engine={engine!r}" if engine == self._engine_request else f", engine='auto'->{engine!r}"
         return s
@@ -325,13 +373,17 @@ class _RNNBase(nn.Module):
             states = tuple(s.to(x.dtype) for s in states)
 
         engine = self._select_engine(self._engine_request)
+        spec = self._spec()
+        weights = self._layer_weights()
+        if spec.variants:
+            # The random masks are drawn here, once, so that every engine computes with the same ones.
+            masks = draw_masks(spec, x.size(0), batch, x, self.training)
+            weights = [{**w, **m} for w, m in zip(weights, masks, strict=True)]
         gates: GateRecord | None = None
         if with_gates:
-            out, final, gates = record_forward(
-                engine, self._spec(), x, states, self._layer_weights(), lengths, self.training
-            )
+            out, final, gates = record_forward(engine, spec, x, states, weights, lengths, self.training)
         else:
-            out, final = engine.forward(self._spec(), x, states, self._layer_weights(), lengths, self.training)
+            out, final = engine.forward(spec, x, states, weights, lengths, self.training)
 
         if isinstance(input, PackedSequence):
             # Repack in the input's own sorted order so that batch_sizes and indices match it.
@@ -368,6 +420,13 @@ class LSTM(_RNNBase):
     ``return_gates``: when True, forward returns ``(output, (h_n, c_n), gates)`` with ``gates`` a
     :class:`lstmkit.inspect.GateRecord` of every step's i, f, g, o, c and h (with gradients).
     Returns ``(output, (h_n, c_n))``.
+
+    Variants (keyword-only; equations in ``engines/reference.py``, catalogue in ``lstmkit.variants``):
+    ``peephole`` (Gers & Schmidhuber 2000), ``layer_norm`` (Ba et al. 2016), ``coupled_gates`` (CIFG,
+    i = 1 - f), ``forget_bias`` (initial b_f, Jozefowicz et al. 2015; None keeps torch.nn's init),
+    ``recurrent_dropout`` (p, Gal & Ghahramani 2016), ``zoneout`` ((z_c, z_h) or one number, Krueger et al.
+    2016) and ``cell="slstm"`` (xLSTM's sLSTM, Beck et al. 2024), whose states are ``(h, c, n, m)``:
+    ``output, (h_n, c_n, n_n, m_n) = lstm(x, (h_0, c_0, n_0, m_0))``. Dropout-like variants are off in eval().
     """
 
     def __init__(
@@ -385,28 +444,45 @@ class LSTM(_RNNBase):
         *,
         engine: str = "auto",
         return_gates: bool = False,
+        peephole: bool = False,
+        layer_norm: bool = False,
+        coupled_gates: bool = False,
+        forget_bias: float | None = None,
+        recurrent_dropout: float = 0.0,
+        zoneout: float | tuple[float, float] = 0.0,
+        cell: str = "lstm",
     ) -> None:
+        variants = check_variants(
+            cell=cell, peephole=peephole, layer_norm=layer_norm, coupled_gates=coupled_gates,
+            forget_bias=forget_bias, recurrent_dropout=recurrent_dropout, zoneout=zoneout,
+            proj_size=_check_size("proj_size", proj_size, minimum=0), bias=_check_bool("bias", bias),
+        )
         super().__init__(
             "LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            proj_size, engine=engine, device=device, dtype=dtype,
+            proj_size, engine=engine, device=device, dtype=dtype, variants=variants,
         )
         self.return_gates = _check_bool("return_gates", return_gates)
 
     def _state_sizes(self) -> list[tuple[str, int]]:
-        return [("h_0", self.proj_size or self.hidden_size), ("c_0", self.hidden_size)]
+        sizes = [("h_0", self.proj_size or self.hidden_size), ("c_0", self.hidden_size)]
+        if self.variants.cell == "slstm":
+            sizes += [("n_0", self.hidden_size), ("m_0", self.hidden_size)]  # normaliser, stabiliser
+        return sizes
 
     def _unpack_hx(self, hx: Any) -> tuple[Tensor, ...] | None:
         if hx is None:
             return None
+        names = self.variants.state_names
+        what = f"a tuple ({', '.join(names)}) of {len(names)} tensors"
         if not isinstance(hx, (tuple, list)):
-            raise TypeError(f"LSTM takes hx as a tuple (h_0, c_0) of two tensors, got {type(hx).__name__}")
-        if len(hx) != 2:
+            raise TypeError(f"LSTM takes hx as {what}, got {type(hx).__name__}")
+        if len(hx) != len(names):
             # A wrong count is a wrong value, and torch.nn raises RuntimeError for it: InputError is both.
-            raise InputError(f"LSTM takes hx as a tuple (h_0, c_0) of two tensors, got {len(hx)} items")
+            raise InputError(f"LSTM takes hx as {what}, got {len(hx)} items")
         return tuple(hx)
 
     def _pack_hx(self, states: States) -> Any:
-        return states[0], states[1]
+        return tuple(states)
 
 
 class GRU(_RNNBase):
@@ -476,21 +552,26 @@ class _CellBase(nn.Module):
 
     mode: str
     num_states = 1
+    variants = _variants_property
 
     def __init__(
         self, mode: str, input_size: int, hidden_size: int, bias: bool = True, device: Any = None,
-        dtype: Any = None, engine: str = "auto",
+        dtype: Any = None, engine: str = "auto", variants: Variants | None = None,
     ) -> None:
         super().__init__()
         self.mode = mode
         self.input_size = _check_size("input_size", input_size)
         self.hidden_size = _check_size("hidden_size", hidden_size)
         self.bias = _check_bool("bias", bias)
+        self.variants = variants if variants is not None else Variants()  # LSTMCell only; see variants.py
         if engine not in ("auto", "reference", "native"):
             raise ValueError(f"engine must be one of 'auto', 'reference', 'native' for a cell, got {engine!r}")
+        reason = engines.ENGINES["native"].unsupported(self._spec(training=True), torch.device("cpu"), torch.float)
+        if engine == "native" and reason is not None:
+            raise ValueError(f"engine='native' cannot run this configuration: {reason}")
         self._engine_request = engine
         factory = {"device": device, "dtype": dtype}
-        gate_size = engines.base.GATES_PER_MODE[mode] * self.hidden_size
+        gate_size = self._spec().gates * self.hidden_size
         self.weight_ih = nn.Parameter(torch.empty(gate_size, self.input_size, **factory))
         self.weight_hh = nn.Parameter(torch.empty(gate_size, self.hidden_size, **factory))
         if self.bias:
@@ -499,25 +580,49 @@ class _CellBase(nn.Module):
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
+        for e in extra_parameters(self.variants, self.hidden_size):  # after torch.nn's own, as in LSTM
+            self.register_parameter(e.name, nn.Parameter(torch.empty(e.shape, **factory)))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """torch.nn's uniform init of its parameters, in its order; then the variants' (see variants.py)."""
         stdv = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -stdv, stdv)
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            if getattr(self, name) is not None:
+                nn.init.uniform_(getattr(self, name), -stdv, stdv)
+        for e in extra_parameters(self.variants, self.hidden_size):
+            init_extra_parameter(getattr(self, e.name), e.init, self.hidden_size)
+        if self.bias:
+            init_forget_bias(self.variants, self.bias_ih, self.bias_hh, self.hidden_size)
+
+    def _spec(self, training: bool | None = None) -> RNNSpec:
+        v = self.variants
+        return RNNSpec(
+            mode=self.mode, input_size=self.input_size, hidden_size=self.hidden_size, bias=self.bias,
+            cell=v.cell, peephole=v.peephole, layer_norm=v.layer_norm, coupled_gates=v.coupled_gates,
+            recurrent_dropout=v.recurrent_dropout if (self.training if training is None else training) else 0.0,
+            zoneout=v.zoneout,
+        )
 
     @property
     def engine(self) -> str:
+        if self._spec().variants:
+            return "reference"
         return "native" if self._engine_request in ("auto", "native") else "reference"
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         if not self.bias:
             s += ", bias=False"
+        if self.variants.describe():
+            s += f", {self.variants.describe()}"
         return s + f", engine={self.engine!r}"
 
     def forward(self, input: Tensor, hx: Any = None) -> Any:
         """input ``(B, input_size)`` or ``(input_size,)``; states ``(B, hidden_size)`` or ``(hidden_size,)``."""
+        return self._forward(input, hx, None)
+
+    def _forward(self, input: Tensor, hx: Any, recurrent_dropout_mask: Tensor | None) -> Any:
         if not isinstance(input, Tensor):
             raise TypeError(f"input must be a Tensor, got {type(input).__name__}")
         if input.dim() not in (1, 2):
@@ -531,15 +636,19 @@ class _CellBase(nn.Module):
             )
         if input.dtype != self.weight_ih.dtype and not torch.is_autocast_enabled(input.device.type):
             raise InputError(f"input must have the dtype of the weights, {self.weight_ih.dtype}, got {input.dtype}")
+        if input.device != self.weight_ih.device:
+            raise InputError(f"input is on {input.device} but the cell's weights are on {self.weight_ih.device}")
         unbatched = input.dim() == 1
         x = input.unsqueeze(0) if unbatched else input
+        num_states = self.variants.num_states if self.mode == "LSTM" else 1
         if hx is None:
-            states = tuple(x.new_zeros(x.size(0), self.hidden_size) for _ in range(self.num_states))
+            states = tuple(x.new_zeros(x.size(0), self.hidden_size) for _ in range(num_states))
         else:
-            given = tuple(hx) if self.num_states == 2 else (hx,)
-            if self.num_states == 2 and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
-                raise TypeError(f"LSTMCell takes hx as a tuple (h_0, c_0), got {type(hx).__name__}")
-            names = ("h_0", "c_0")
+            given = tuple(hx) if num_states > 1 else (hx,)
+            names = self.variants.state_names
+            if num_states > 1 and (not isinstance(hx, (tuple, list)) or len(hx) != num_states):
+                what = f"{len(hx)} items" if isinstance(hx, (tuple, list)) else type(hx).__name__
+                raise TypeError(f"LSTMCell takes hx as a tuple ({', '.join(names)}), got {what}")
             expected = (self.hidden_size,) if unbatched else (x.size(0), self.hidden_size)
             for name, s in zip(names, given, strict=False):
                 if not isinstance(s, Tensor):
@@ -548,31 +657,75 @@ class _CellBase(nn.Module):
                     raise InputError(f"{name} must have shape {expected}, got {tuple(s.shape)}")
                 if s.dtype != input.dtype and not torch.is_autocast_enabled(input.device.type):
                     raise InputError(f"{name} must have dtype {input.dtype} like the input, got {s.dtype}")
+                if s.device != input.device:
+                    raise InputError(f"{name} is on {s.device} but the input is on {input.device}")
             states = tuple(s.unsqueeze(0) for s in given) if unbatched else given
         if self.engine == "native":
             new = native_cell_step(self.mode, x, states, self.weight_ih, self.weight_hh, self.bias_ih,
                                    self.bias_hh)
         else:
+            spec = self._spec()
             w: LayerWeights = {"weight_ih": self.weight_ih, "weight_hh": self.weight_hh}
             if self.bias:
                 w["bias_ih"], w["bias_hh"] = self.bias_ih, self.bias_hh
-            x_proj = torch.nn.functional.linear(x, self.weight_ih, self.bias_ih)
-            new = STEPS[self.mode](x_proj, states, w)
+            for e in extra_parameters(self.variants, self.hidden_size):
+                w[e.name] = getattr(self, e.name)
+            if spec.variants:
+                w.update(self._masks(spec, x, recurrent_dropout_mask))
+            x_proj = input_projection(x, w, spec.layer_norm)
+            new = gated_step_for(spec)(x_proj, states, w)[0] if spec.variants else STEPS[self.mode](x_proj, states, w)
         if unbatched:
             new = tuple(s.squeeze(0) for s in new)
-        return new if self.num_states == 2 else new[0]
+        return new if num_states > 1 else new[0]
+
+    def _masks(self, spec: RNNSpec, x: Tensor, recurrent_dropout_mask: Tensor | None) -> LayerWeights:
+        """One step's masks: zoneout's drawn afresh (its expectation in eval), recurrent dropout's as given."""
+        masks = draw_masks(spec, 1, x.size(0), x, self.training)[0]
+        masks = {k: m[0] if k.startswith("zoneout") else m for k, m in masks.items()}  # the one step's row
+        if recurrent_dropout_mask is not None and "recurrent_dropout_mask" in masks:
+            masks["recurrent_dropout_mask"] = recurrent_dropout_mask
+        return masks
 
 
 class LSTMCell(_CellBase):
-    """One LSTM step, a drop-in for :class:`torch.nn.LSTMCell`: ``(h_1, c_1) = cell(x, (h_0, c_0))``."""
+    """One LSTM step, a drop-in for :class:`torch.nn.LSTMCell`: ``(h_1, c_1) = cell(x, (h_0, c_0))``.
+
+    Takes the variants of :class:`LSTM` (keyword-only); with ``cell="slstm"`` the states are
+    ``(h, c, n, m)``. A cell sees one step, so in training it draws zoneout's masks and the recurrent-dropout
+    mask afresh at every call; for Gal & Ghahramani's one mask per sequence, draw one with
+    ``lstmkit.variants.recurrent_dropout_mask(p, batch, hidden_size, x)`` and pass it at every step as
+    ``recurrent_dropout_mask=``.
+    """
 
     num_states = 2
 
     def __init__(
         self, input_size: int, hidden_size: int, bias: bool = True, device: Any = None, dtype: Any = None,
-        *, engine: str = "auto",
+        *, engine: str = "auto", peephole: bool = False, layer_norm: bool = False, coupled_gates: bool = False,
+        forget_bias: float | None = None, recurrent_dropout: float = 0.0,
+        zoneout: float | tuple[float, float] = 0.0, cell: str = "lstm",
     ) -> None:
-        super().__init__("LSTM", input_size, hidden_size, bias, device, dtype, engine)
+        variants = check_variants(
+            cell=cell, peephole=peephole, layer_norm=layer_norm, coupled_gates=coupled_gates,
+            forget_bias=forget_bias, recurrent_dropout=recurrent_dropout, zoneout=zoneout,
+            bias=_check_bool("bias", bias),
+        )
+        super().__init__("LSTM", input_size, hidden_size, bias, device, dtype, engine, variants)
+
+    def forward(self, input: Tensor, hx: Any = None, *, recurrent_dropout_mask: Tensor | None = None) -> Any:
+        """``(h_1, c_1)`` (``(h_1, c_1, n_1, m_1)`` for the sLSTM); input ``(B, input_size)`` or ``(input_size,)``.
+
+        ``recurrent_dropout_mask``: ``(B, hidden_size)``, used in place of a fresh one in training.
+        """
+        if recurrent_dropout_mask is not None:
+            expected = (input.size(0), self.hidden_size) if input.dim() == 2 else (self.hidden_size,)
+            if not isinstance(recurrent_dropout_mask, Tensor) or tuple(recurrent_dropout_mask.shape) != expected:
+                got = tuple(recurrent_dropout_mask.shape) if isinstance(recurrent_dropout_mask, Tensor) else (
+                    type(recurrent_dropout_mask).__name__)
+                raise InputError(f"recurrent_dropout_mask must be a tensor of shape {expected}, got {got}")
+            if input.dim() == 1:
+                recurrent_dropout_mask = recurrent_dropout_mask.unsqueeze(0)
+        return self._forward(input, hx, recurrent_dropout_mask)
 
 
 

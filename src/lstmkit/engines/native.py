@@ -47,6 +47,8 @@ class NativeEngine:
     def unsupported(self, spec: RNNSpec, device: torch.device, dtype: torch.dtype) -> str | None:
         if spec.mode not in ("LSTM", "GRU", "RNN_TANH", "RNN_RELU"):
             return f"torch has no fused kernel for {spec.mode}"
+        if spec.variants:
+            return f"{' and '.join(spec.variants)} {'is' if len(spec.variants) == 1 else 'are'} not in torch.nn.LSTM"
         return None
 
     def forward(
