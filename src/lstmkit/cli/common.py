@@ -6,6 +6,8 @@ import os
 import sys
 import traceback
 
+from ..apps.charlm import TextError
+from ..checkpoint import CheckpointError
 from ..errors import InputError
 
 
@@ -15,7 +17,8 @@ class UsageError(Exception):
 
 # Errors that mean the user's input was bad, not that lstmkit has a bug.
 USER_ERRORS: tuple[type[BaseException], ...] = (UsageError, InputError, FileNotFoundError, IsADirectoryError,
-                                                 NotADirectoryError, PermissionError, UnicodeDecodeError)
+                                                 NotADirectoryError, PermissionError, UnicodeDecodeError,
+                                                 TextError, CheckpointError)
 
 
 def report_error(command: str, error: BaseException) -> int:

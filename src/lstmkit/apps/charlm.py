@@ -1,0 +1,497 @@
+"""A character-level LSTM language model: the texts, the vocabulary, the model, and how to train and use it.
+
+The model is char-rnn's (Karpathy 2015) and Dive into Deep Learning's (D2L, chapter "Long Short-Term Memory"):
+each character is embedded (or one-hot encoded, as D2L does), an :class:`lstmkit.LSTM` reads the sequence,
+and a linear decoder gives the logits of the next character. It is trained by :func:`lstmkit.train.fit` with
+truncated backpropagation through time over contiguous batches.
+
+Texts come from the user's files or from a built-in corpus (:data:`CORPORA`): ``timemachine`` (H. G. Wells,
+The Time Machine, shipped as package data) and ``stdlib`` (the Python standard library's source on this
+machine). ``preprocess="d2l"`` is the book's cleaning: letters only, lowercased, every run of other
+characters one space.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.resources
+import json
+import math
+import re
+import sysconfig
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import engines
+from ..checkpoint import CheckpointError, load_checkpoint
+from ..modules import LSTM
+from ..train import FitResult, TrainConfig, fit, score_stream
+
+__all__ = [
+    "CORPORA",
+    "KIND",
+    "PREPROCESS",
+    "CharLM",
+    "CharLMConfig",
+    "DataConfig",
+    "RunConfig",
+    "TextError",
+    "Vocabulary",
+    "d2l_recipe",
+    "evaluate",
+    "generate",
+    "load_corpus",
+    "load_model",
+    "load_text",
+    "prepare_text",
+    "preprocess",
+    "read_texts",
+    "stdlib_text",
+    "train_charlm",
+]
+
+KIND = "charlm"  # the checkpoint kind (see lstmkit.checkpoint)
+PREPROCESS = ("none", "d2l")
+STDLIB_CAP = 4_000_000  # characters: about 150 of the standard library's modules, 10 CPU minutes of reading
+
+
+class TextError(ValueError):
+    """A text that cannot be used: empty, binary, not UTF-8, too short, or with characters a model never saw."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Texts
+# ---------------------------------------------------------------------------------------------------------
+
+
+def read_texts(paths: Sequence[str | Path]) -> str:
+    """The UTF-8 text of ``paths``, joined in the order given (a newline between files that lack one).
+
+    Raises FileNotFoundError/IsADirectoryError for a missing path, :class:`TextError` for an empty file,
+    a binary one (it holds NUL bytes) or one that is not UTF-8 (naming the byte offset).
+    """
+    if not paths:
+        raise TextError("no text files given")
+    parts: list[str] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a directory, not a text file", str(path))
+        data = path.read_bytes()
+        if not data:
+            raise TextError(f"{path} is empty: a language model needs text to learn from")
+        if b"\x00" in data:
+            raise TextError(f"{path} looks like a binary file (it holds NUL bytes), not text")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise TextError(
+                f"{path} is not UTF-8 text: byte {error.start} ({data[error.start]:#04x}) does not decode; "
+                "convert it first, e.g. iconv -f latin1 -t utf-8"
+            ) from None
+        if text.startswith("\ufeff"):
+            text = text[1:]  # a byte-order mark is not part of the text
+        if parts and not parts[-1].endswith("\n"):
+            parts.append("\n")
+        parts.append(text)
+    return "".join(parts)
+
+
+def stdlib_text(cap: int = STDLIB_CAP) -> str:
+    """The Python standard library's ``.py`` files on this machine (found with ``sysconfig``), up to ``cap`` chars.
+
+    Files are read in sorted order of their path below the library's root, so the corpus is the same on every
+    run of the same Python; installed packages (``site-packages``) and files that are not UTF-8 are skipped.
+    """
+    root = Path(sysconfig.get_paths()["stdlib"])
+    if not root.is_dir():
+        raise TextError(f"the Python standard library is not at {root} on this machine; use --text FILE")
+    files = sorted(
+        (p for p in root.rglob("*.py") if not {"site-packages", "dist-packages"} & set(p.relative_to(root).parts)),
+        key=lambda p: p.relative_to(root).as_posix(),
+    )
+    parts: list[str] = []
+    size = 0
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        if "\x00" in text:
+            continue
+        text = text[: cap - size]
+        parts.append(text)
+        size += len(text)
+        if size >= cap:
+            break
+    return "".join(parts)
+
+
+def _timemachine() -> str:
+    return importlib.resources.files("lstmkit").joinpath("data/timemachine.txt").read_text(encoding="utf-8")
+
+
+# Built-in corpora: name -> (description, loader). None of them downloads anything.
+CORPORA: dict[str, tuple[str, Any]] = {
+    "timemachine": ("H. G. Wells, The Time Machine (1895), public domain, shipped with lstmkit", _timemachine),
+    "stdlib": (f"this Python's standard library source, sorted by path, first {STDLIB_CAP:,} characters",
+               stdlib_text),
+}
+
+
+def load_corpus(name: str) -> str:
+    """The text of the built-in corpus ``name`` (one of :data:`CORPORA`)."""
+    if name not in CORPORA:
+        raise TextError(f"unknown corpus {name!r}; the built-in corpora are {', '.join(CORPORA)}")
+    return str(CORPORA[name][1]())
+
+
+def preprocess(text: str, mode: str, strip: bool = True) -> str:
+    """``none``: the text as it is. ``d2l``: letters only, lowercased, each run of anything else one space
+    (and with ``strip``, none at the ends: a prompt keeps its trailing space)."""
+    if mode == "none":
+        return text
+    if mode == "d2l":
+        # D2L cleans line by line and joins the lines with nothing between them; a line break is a run of
+        # "other characters" like any other here, so words at line ends stay apart.
+        cleaned = re.sub(r"[^A-Za-z]+", " ", text).lower()
+        return cleaned.strip() if strip else cleaned
+    raise ValueError(f"preprocess must be one of {', '.join(PREPROCESS)}, got {mode!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Vocabulary
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The characters a model knows, in id order (sorted by code point, so the same text gives the same ids)."""
+
+    chars: tuple[str, ...]
+
+    @classmethod
+    def from_text(cls, text: str) -> Vocabulary:
+        return cls(tuple(sorted(set(text))))
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def unknown(self, text: str) -> list[str]:
+        """The characters of ``text`` that are not in the vocabulary, in order of first appearance."""
+        known = set(self.chars)
+        return list(dict.fromkeys(ch for ch in text if ch not in known))
+
+    def encode(self, text: str, what: str = "text") -> Tensor:
+        """``text`` as a ``(len(text),)`` int64 tensor of ids; :class:`TextError` names unknown characters."""
+        missing = self.unknown(text)
+        if missing:
+            shown = ", ".join(repr(ch) for ch in missing[:10]) + (", ..." if len(missing) > 10 else "")
+            raise TextError(
+                f"the {what} has {len(missing)} character(s) the model never saw in training: {shown}"
+            )
+        index = {ch: i for i, ch in enumerate(self.chars)}
+        return torch.tensor([index[ch] for ch in text], dtype=torch.long)
+
+    def decode(self, ids: Sequence[int] | Tensor) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Configs
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class CharLMConfig:
+    """The model: embedding -> lstmkit.LSTM -> linear decoder."""
+
+    vocab_size: int
+    embedding_dim: int = 64  # 0: one-hot input, as D2L does
+    hidden_size: int = 256
+    num_layers: int = 2
+    dropout: float = 0.1  # between LSTM layers and before the decoder (training only)
+    proj_size: int = 0  # LSTMP (Sak et al. 2014): h_t projected down to this size, 0 for none
+    bias: bool = True
+    engine: str = "auto"  # any lstmkit engine
+
+    def __post_init__(self) -> None:
+        _check(self.vocab_size >= 1, f"vocab_size must be >= 1, got {self.vocab_size}")
+        _check(self.embedding_dim >= 0, f"embedding_dim must be >= 0 (0 for one-hot), got {self.embedding_dim}")
+        _check(self.hidden_size >= 1, f"hidden_size must be >= 1, got {self.hidden_size}")
+        _check(self.num_layers >= 1, f"num_layers must be >= 1, got {self.num_layers}")
+        _check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        _check(0 <= self.proj_size < self.hidden_size,
+               f"proj_size must be in [0, hidden_size={self.hidden_size}), got {self.proj_size}")
+        _check(self.engine in engines.ENGINE_CHOICES,
+               f"engine must be one of {', '.join(engines.ENGINE_CHOICES)}, got {self.engine!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the text comes from and how it is split."""
+
+    corpus: str | None = "timemachine"  # a built-in corpus, or None when ``texts`` are given
+    texts: tuple[str, ...] = ()  # the user's text files, read in this order
+    preprocess: str = "none"  # "none" or "d2l"
+    val_fraction: float = 0.1  # the last part of the text, held out for validation
+    train_chars: int = 0  # > 0: train on only the first this many characters (D2L's max_tokens=10000)
+
+    def __post_init__(self) -> None:
+        _check((self.corpus is None) != (not self.texts), "give either a corpus or text files, not both")
+        _check(self.corpus is None or self.corpus in CORPORA,
+               f"corpus must be one of {', '.join(CORPORA)}, got {self.corpus!r}")
+        _check(self.preprocess in PREPROCESS,
+               f"preprocess must be one of {', '.join(PREPROCESS)}, got {self.preprocess!r}")
+        _check(0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        _check(self.train_chars >= 0, f"train_chars must be >= 0, got {self.train_chars}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a ``lstmkit train`` run is: saved with every checkpoint as ``config`` in ``config.json``."""
+
+    model: CharLMConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """The inverse of :meth:`to_dict`; raises TypeError/ValueError for unknown or bad fields."""
+        d = dict(data["data"])
+        d["texts"] = tuple(d.get("texts", ()))
+        return cls(model=CharLMConfig(**data["model"]), data=DataConfig(**d), train=TrainConfig(**data["train"]))
+
+
+def d2l_recipe() -> tuple[CharLMConfig, DataConfig, TrainConfig]:
+    """D2L's LSTM on The Time Machine (``lstmkit train --recipe d2l``), without the vocabulary size.
+
+    As the book: its preprocessing, the first 10,000 characters (``max_tokens=10000``), one-hot input, one
+    layer of 256 hidden units, 35 steps, batch 32, sequential batches with the state carried over, SGD at
+    learning rate 1, gradient clipping to norm 1, 500 epochs, no dropout, no weight decay. Added: the last
+    10% of the book is held out and scored after every epoch (the book reports training perplexity only).
+    """
+    model = CharLMConfig(vocab_size=1, embedding_dim=0, hidden_size=256, num_layers=1, dropout=0.0)
+    data = DataConfig(corpus="timemachine", preprocess="d2l", val_fraction=0.1, train_chars=10_000)
+    train = TrainConfig(
+        seq_len=35, batch_size=32, optimizer="sgd", lr=1.0, weight_decay=0.0, clip=1.0, schedule="constant",
+        max_epochs=500, eval_every=0, patience=0,
+    )
+    return model, data, train
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------------------
+
+
+class CharLM(nn.Module):
+    """Embedding (or one-hot) -> :class:`lstmkit.LSTM` -> dropout -> linear decoder to next-character logits."""
+
+    def __init__(self, config: CharLMConfig) -> None:
+        super().__init__()
+        self.config = config
+        V = config.vocab_size
+        self.embedding = nn.Embedding(V, config.embedding_dim) if config.embedding_dim else None
+        self.lstm = LSTM(
+            config.embedding_dim or V,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            bias=config.bias,
+            # torch.nn's dropout sits between layers only; with one layer it would do nothing (and warn).
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            proj_size=config.proj_size,
+            engine=config.engine,
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.decoder = nn.Linear(config.proj_size or config.hidden_size, V)
+
+    def init_state(self, batch: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+        """Zero ``(h_0, c_0)``: ``(num_layers, batch, proj_size or hidden_size)``, ``(num_layers, batch, hidden)``."""
+        c = self.config
+        weight = self.decoder.weight
+        h = torch.zeros(c.num_layers, batch, c.proj_size or c.hidden_size, device=device, dtype=weight.dtype)
+        return h, torch.zeros(c.num_layers, batch, c.hidden_size, device=device, dtype=weight.dtype)
+
+    def forward(self, ids: Tensor, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """ids: ``(T, B)`` int64 -> logits ``(T, B, vocab_size)`` and the final ``(h, c)``."""
+        if self.embedding is not None:
+            x = self.embedding(ids)  # (T, B, E)
+        else:
+            x = F.one_hot(ids, self.config.vocab_size).to(self.decoder.weight.dtype)  # (T, B, V)
+        out, state = self.lstm(x, state)  # (T, B, H)
+        return self.decoder(self.drop(out)), state  # (T, B, V)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training, loading, scoring, sampling
+# ---------------------------------------------------------------------------------------------------------
+
+
+def load_text(data: DataConfig) -> str:
+    """The raw text ``data`` names (the user's files or a built-in corpus), preprocessed."""
+    raw = read_texts(data.texts) if data.texts else load_corpus(str(data.corpus))
+    text = preprocess(raw, data.preprocess)
+    if not text:
+        raise TextError("the text is empty after preprocessing")
+    return text
+
+
+def prepare_text(text: str, data: DataConfig) -> tuple[str, str]:
+    """Split ``text`` into (training part, validation part): validation is the last ``val_fraction``."""
+    n_val = max(1, int(len(text) * data.val_fraction))
+    train, val = text[:-n_val], text[-n_val:]
+    if data.train_chars:
+        train = train[: data.train_chars]
+    return train, val
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def train_charlm(
+    run: RunConfig, out: str | Path, *, resume: bool = False, progress: bool = True
+) -> FitResult:
+    """Train the model ``run`` describes on its text; checkpoints, ``metrics.csv`` and ``curves.png`` go in ``out``.
+
+    ``run.model.vocab_size`` is replaced by the size of the text's vocabulary. With ``resume``, the run in
+    ``out`` continues from its last checkpoint, exactly (see :func:`lstmkit.train.fit`); the text must be the
+    same as when it began. Raises :class:`TextError` for unusable text, ValueError for bad settings.
+    """
+    text = load_text(run.data)
+    vocab = Vocabulary.from_text(text)
+    run = dataclasses.replace(run, model=dataclasses.replace(run.model, vocab_size=len(vocab)))
+    train_text, val_text = prepare_text(text, run.data)
+    extra = {"vocabulary": list(vocab.chars), "text_sha256": _digest(text), "train_chars": len(train_text),
+             "val_chars": len(val_text)}
+    if resume:
+        saved = load_checkpoint(Path(out) / "last", kind=KIND)
+        if saved.extra.get("text_sha256") != extra["text_sha256"]:
+            raise TextError(
+                f"the text differs from the one the run in {out} was trained on; resume with the same text"
+            )
+    torch.manual_seed(run.train.seed)  # the initial weights
+    model = CharLM(run.model)
+    return fit(
+        model,
+        vocab.encode(train_text, "training text"),
+        vocab.encode(val_text, "validation text"),
+        run.train,
+        out,
+        kind=KIND,
+        run_config=run.to_dict(),
+        extra=extra,
+        resume=resume,
+        progress=progress,
+    )
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[CharLM, Vocabulary, RunConfig]:
+    """The model, vocabulary and run config of a ``charlm`` checkpoint (a run directory or a checkpoint in it).
+
+    The model is in eval mode on ``device``. Raises :class:`lstmkit.checkpoint.CheckpointError` for a missing,
+    truncated, corrupted or other-model checkpoint.
+    """
+    ckpt = load_checkpoint(path, kind=KIND, map_location=device)
+    try:
+        run = RunConfig.from_dict(ckpt.config)
+        vocab = Vocabulary(tuple(ckpt.extra["vocabulary"]))
+        model = CharLM(run.model).to(device)
+        model.load_state_dict(ckpt.state_dict)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        message = str(error).splitlines()[0]
+        raise CheckpointError(f"checkpoint {ckpt.path} does not hold a valid charlm model: {message}") from None
+    if len(vocab) != run.model.vocab_size:
+        raise CheckpointError(f"checkpoint {ckpt.path} is inconsistent: vocabulary size differs from the model's")
+    return model.eval(), vocab, run
+
+
+@torch.no_grad()
+def evaluate(model: CharLM, vocab: Vocabulary, text: str, preprocess_mode: str = "none") -> dict[str, float | int]:
+    """Score ``text``: ``{"perplexity", "bits_per_char", "chars"}`` (``chars``: characters scored).
+
+    Every character but the first is predicted from all before it; a text longer than 65,536 characters is cut
+    into that many rows scored side by side (each row from a zero state), which changes the result little.
+    """
+    text = preprocess(text, preprocess_mode)
+    if len(text) < 2:
+        raise TextError(f"the text must have at least 2 characters to score, got {len(text)}")
+    ids = vocab.encode(text)
+    rows = math.ceil(len(ids) / 65_536)
+    was_training = model.training
+    model.eval()
+    nll, count = score_stream(model, ids.to(model.decoder.weight.device), rows=rows)
+    model.train(was_training)
+    nats = nll / count
+    return {"perplexity": math.exp(nats), "bits_per_char": nats / math.log(2), "chars": count}
+
+
+@torch.no_grad()
+def generate(
+    model: CharLM,
+    vocab: Vocabulary,
+    prompt: str,
+    length: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    seed: int | None = None,
+) -> Iterator[str]:
+    """Yield ``length`` characters that follow ``prompt``, one at a time, as they are sampled.
+
+    The prompt is read once; then each step feeds one character and carries ``(h, c)``, so the prefix is
+    never recomputed. temperature: > 0 divides the logits; 0 takes the most likely character. top_k: > 0
+    samples among the k most likely only. seed: the sampling generator's seed (same seed, same text).
+    """
+    if not prompt:
+        raise TextError("the prompt must have at least one character")
+    if length < 0:
+        raise ValueError(f"length must be >= 0, got {length}")
+    if temperature < 0 or not math.isfinite(temperature):
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 for no limit), got {top_k}")
+    device = model.decoder.weight.device
+    ids = vocab.encode(prompt, "prompt").to(device)
+    generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+    model.eval()
+    logits, state = model(ids.view(-1, 1))  # (P, 1, V)
+    last = logits[-1, 0]
+    for _ in range(length):
+        if temperature == 0:
+            choice = int(last.argmax())
+        else:
+            scores = last.float().cpu() / temperature
+            if 0 < top_k < scores.numel():
+                cutoff = scores.topk(top_k).values[-1]
+                scores = scores.masked_fill(scores < cutoff, -math.inf)
+            choice = int(torch.multinomial(scores.softmax(-1), 1, generator=generator))
+        yield vocab.chars[choice]
+        logits, state = model(torch.tensor([[choice]], device=device), state)  # one step, (h, c) carried
+        last = logits[-1, 0]
+
+
+def describe_corpora() -> str:
+    """One line per built-in corpus: its name and what it is (``lstmkit corpora``)."""
+    width = max(map(len, CORPORA))
+    return "\n".join(f"{name:<{width}}  {description}" for name, (description, _) in CORPORA.items())
+
+
+def config_json(run: RunConfig) -> str:
+    return json.dumps(run.to_dict(), indent=2, sort_keys=True)

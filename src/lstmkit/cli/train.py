@@ -1,0 +1,178 @@
+"""``lstmkit train``: train a character-level LSTM language model on text files or a built-in corpus."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+from ..apps import charlm
+from ..checkpoint import LAST, load_checkpoint
+from ..engines import ENGINE_CHOICES
+from ..train import OPTIMIZERS, SCHEDULES, TrainConfig, resolve_device
+from .common import UsageError
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """Make argparse report a bad flag as one line on stderr (exit 2), not a usage block and a line."""
+
+    def error(message: str) -> Any:
+        parser.exit(2, f"{parser.prog}: error: {message} (see {parser.prog} --help)\n")
+
+    parser.error = error  # type: ignore[method-assign]
+
+
+# Flags that set a config field: flag -> (section, field, type, help). Every default lives in the dataclasses.
+FIELDS: dict[str, tuple[str, str, Any, str]] = {}
+
+
+def _ranged(kind: type, low: float, inclusive: bool = True, high: float | None = None) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        ok = math.isfinite(value) and (value >= low if inclusive else value > low)
+        if high is not None:
+            ok = ok and value < high
+        if not ok:
+            bound = f">= {low}" if inclusive else f"> {low}"
+            raise argparse.ArgumentTypeError(
+                f"expected a number {bound}{f' and < {high}' if high is not None else ''}, got {text!r}")
+        return value
+    return parse
+
+
+def _field(group: argparse._ArgumentGroup, flag: str, section: str, name: str, kind: Any, help: str,
+           **kwargs: Any) -> None:
+    FIELDS[flag] = (section, name, kind, help)
+    group.add_argument(flag, dest=f"{section}.{name}", type=kind, default=argparse.SUPPRESS, help=help, **kwargs)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a character-level LSTM language model",
+        description="Train a character-level LSTM language model (embedding -> lstmkit.LSTM -> linear decoder) "
+                    "with truncated BPTT. Checkpoints (best/, last/), metrics.csv and curves.png go in --out. "
+                    "Runs data-parallel under torchrun.",
+    )
+    one_line_errors(p)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--text", nargs="+", metavar="FILE", help="UTF-8 text files to train on")
+    src.add_argument("--corpus", choices=list(charlm.CORPORA),
+                     help="a built-in corpus (default: timemachine; `lstmkit corpora` lists them)")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory: checkpoints, metrics, curves")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--recipe", choices=["d2l"],
+                   help="d2l: Dive into Deep Learning's LSTM on The Time Machine (one-hot, 1x256, SGD lr 1, "
+                        "35 steps, batch 32, 500 epochs); other flags still override it")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    g = p.add_argument_group("data")
+    _field(g, "--preprocess", "data", "preprocess", str, "none, or d2l: letters only, lowercased, other runs "
+           "one space", choices=list(charlm.PREPROCESS))
+    _field(g, "--val-fraction", "data", "val_fraction", _ranged(float, 0, False, 1), "held-out tail (default 0.1)")
+    _field(g, "--train-chars", "data", "train_chars", _ranged(int, 0), "train on the first N characters only")
+
+    g = p.add_argument_group("model")
+    _field(g, "--embedding-dim", "model", "embedding_dim", _ranged(int, 0), "embedding size; 0 for one-hot (64)")
+    _field(g, "--hidden-size", "model", "hidden_size", _ranged(int, 1), "LSTM hidden size (256)")
+    _field(g, "--num-layers", "model", "num_layers", _ranged(int, 1), "stacked LSTM layers (2)")
+    _field(g, "--dropout", "model", "dropout", _ranged(float, 0, True, 1), "dropout between layers (0.1)")
+    _field(g, "--proj-size", "model", "proj_size", _ranged(int, 0), "LSTM projection size, 0 for none")
+    g.add_argument("--no-bias", dest="model.bias", action="store_false", default=argparse.SUPPRESS,
+                   help="LSTM without biases")
+    _field(g, "--engine", "model", "engine", str, "lstmkit engine (auto)", choices=list(ENGINE_CHOICES))
+
+    g = p.add_argument_group("training")
+    _field(g, "--seq-len", "train", "seq_len", _ranged(int, 1), "BPTT steps per batch (100)")
+    _field(g, "--batch-size", "train", "batch_size", _ranged(int, 1), "rows per batch, per process (32)")
+    _field(g, "--optimizer", "train", "optimizer", str, "adamw or sgd", choices=list(OPTIMIZERS))
+    _field(g, "--lr", "train", "lr", _ranged(float, 0, False), "learning rate (3e-3)")
+    _field(g, "--weight-decay", "train", "weight_decay", _ranged(float, 0), "weight decay (0.01)")
+    _field(g, "--clip", "train", "clip", _ranged(float, 0), "clip gradients to this norm, 0 for none (1.0)")
+    _field(g, "--schedule", "train", "schedule", str, "learning-rate schedule (auto: cosine if the steps are "
+           "known, else halve on plateau)", choices=list(SCHEDULES))
+    _field(g, "--warmup-steps", "train", "warmup_steps", _ranged(int, 0), "linear warm-up steps (0)")
+    _field(g, "--max-steps", "train", "max_steps", _ranged(int, 0), "stop after N steps")
+    _field(g, "--max-epochs", "train", "max_epochs", _ranged(int, 0), "stop after N epochs")
+    _field(g, "--max-minutes", "train", "max_minutes", _ranged(float, 0), "stop after M minutes")
+    _field(g, "--eval-every", "train", "eval_every", _ranged(int, 0), "validate every N steps, 0: every epoch (100)")
+    _field(g, "--patience", "train", "patience", _ranged(int, 0), "early stopping: evaluations without "
+           "improvement, 0 for never (10)")
+    _field(g, "--seed", "train", "seed", int, "seed: same seed, same run on CPU (0)")
+    _field(g, "--device", "train", "device", str, "auto, cpu, cuda, cuda:N (auto)")
+    p.set_defaults(func=run)
+
+
+# Flags that may change when a run is resumed: how long it goes on, and where.
+RESUMABLE = {("train", "max_steps"), ("train", "max_epochs"), ("train", "max_minutes"), ("train", "patience"),
+             ("train", "device")}
+
+
+def build_run(args: argparse.Namespace) -> charlm.RunConfig:
+    """The run's config from the flags given (over the recipe, over the defaults); UsageError if inconsistent."""
+    given = {tuple(key.split(".", 1)): value for key, value in vars(args).items() if "." in key}
+    if args.recipe == "d2l":
+        model, data, train = charlm.d2l_recipe()
+    else:
+        model, data, train = charlm.CharLMConfig(vocab_size=1), charlm.DataConfig(), TrainConfig()
+    if args.text:
+        data = dataclasses.replace(data, corpus=None, texts=tuple(args.text))
+    elif args.corpus:
+        data = dataclasses.replace(data, corpus=args.corpus, texts=())
+    sections = {"model": model, "data": data, "train": train}
+    try:
+        for section in sections:
+            changes = {name: value for (sec, name), value in given.items() if sec == section}
+            sections[section] = dataclasses.replace(sections[section], **changes)  # type: ignore[type-var]
+        resolve_device(sections["train"].device)  # type: ignore[attr-defined]
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return charlm.RunConfig(model=sections["model"], data=sections["data"], train=sections["train"])  # type: ignore[arg-type]
+
+
+def resumed_run(args: argparse.Namespace, out: Path) -> charlm.RunConfig:
+    """The saved run's config, with only the limits and device the flags change; UsageError on a conflict."""
+    saved = charlm.RunConfig.from_dict(load_checkpoint(out / LAST, kind=charlm.KIND).config)
+    given = {tuple(key.split(".", 1)): value for key, value in vars(args).items() if "." in key}
+    if args.recipe or args.text or args.corpus:
+        raise UsageError("--resume takes the run's text and recipe from its checkpoint; drop --text/--corpus/--recipe")
+    sections = {"model": saved.model, "data": saved.data, "train": saved.train}
+    for (section, name), value in given.items():
+        old = getattr(sections[section], name)
+        if (section, name) not in RESUMABLE and value != old:
+            flag = "--" + name.replace("_", "-") if name != "bias" else "--no-bias"
+            raise UsageError(
+                f"{flag} {value} differs from the run being resumed ({old}); drop it, or start a new --out"
+            )
+    changes = {name: value for (section, name), value in given.items() if section == "train"}
+    try:
+        train = dataclasses.replace(saved.train, **changes)
+        resolve_device(train.device)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return dataclasses.replace(saved, train=train)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a directory")
+    if args.resume:
+        run_config = resumed_run(args, out)
+    else:
+        run_config = build_run(args)
+        if (out / LAST).exists() or (out / (LAST + ".old")).exists():
+            raise UsageError(
+                f"{out} already holds a training run; pass --resume to continue it, or choose another --out"
+            )
+    result = charlm.train_charlm(run_config, out, resume=args.resume, progress=not args.quiet)
+    best = result.best_val_loss
+    print(f"trained {result.steps} steps ({result.epochs:.2f} epochs, {result.seconds:.0f} s, stopped by "
+          f"{result.stopped}); best validation: {best / math.log(2):.3f} bits/char, perplexity "
+          f"{math.exp(min(best, 50)):.3f}; checkpoints in {out / 'best'} and {out / LAST}")
+    return 0
