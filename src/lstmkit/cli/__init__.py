@@ -17,7 +17,7 @@ from .. import __version__
 from .common import report_error
 
 # Command modules, in the order ``lstmkit --help`` lists them.
-COMMANDS: tuple[str, ...] = ("train", "generate", "evaluate", "corpora", "forecast")
+COMMANDS: tuple[str, ...] = ("train", "generate", "evaluate", "corpora", "forecast", "longrange")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,122 @@
+"""lstmkit.tasks: shapes, seeded reproducibility, that each task asks what it says, and each chance level
+measured against its formula."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lstmkit.tasks import SOLVED_FRACTION, TASKS, AddingProblem, CopyTask, OrderTask, make_task
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_shapes_and_dtypes(name: str) -> None:
+    task = make_task(name, 12)
+    x, y = task.sample(5, gen(0))
+    assert x.shape == (5, task.seq_len, task.input_size)
+    assert x.dtype == torch.float32
+    if name == "adding":
+        assert y.shape == (5, 1) and y.dtype == torch.float32
+    else:
+        assert y.shape == (5, task.readout) and y.dtype == torch.int64
+        assert 0 <= int(y.min()) and int(y.max()) < task.output_size
+    prediction = torch.zeros(5, task.readout, task.output_size)
+    assert task.loss(prediction, y).dim() == 0
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_seeds_reproduce_and_differ(name: str) -> None:
+    task = make_task(name, 20)
+    x1, y1 = task.sample(8, gen(3))
+    x2, y2 = task.sample(8, gen(3))
+    x3, y3 = task.sample(8, gen(4))
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert not torch.equal(x1, x3)
+
+
+def test_adding_marks_two_values_one_per_half_and_adds_them() -> None:
+    task = AddingProblem(30)
+    x, y = task.sample(500, gen(0))
+    values, marks = x[..., 0], x[..., 1]
+    assert float(values.min()) >= 0 and float(values.max()) <= 1
+    assert torch.equal(marks.sum(1), torch.full((500,), 2.0))
+    assert torch.equal(marks[:, :15].sum(1), torch.ones(500))  # one mark in each half: a gap of ~T/2
+    assert torch.allclose((values * marks).sum(1, keepdim=True), y)
+
+
+def test_adding_chance_level_is_one_sixth() -> None:
+    task = AddingProblem(10)
+    _, y = task.sample(200_000, gen(1))
+    # The best constant is the mean, 1; its MSE is Var[u1 + u2] = 1/6 (standard error here ~0.0003).
+    assert float(y.mean()) == pytest.approx(1.0, abs=0.005)
+    mean_predictor = torch.ones(200_000, 1, 1)
+    assert task.metric(mean_predictor, y) == pytest.approx(1 / 6, abs=0.002)
+    assert task.baseline == 1 / 6
+    # Any other constant is worse: the mean is the memoryless optimum.
+    assert task.metric(mean_predictor * 0.9, y) > task.metric(mean_predictor, y)
+
+
+def test_copy_layout_and_chance_level() -> None:
+    task = CopyTask(7, symbols=4, alphabet=5)
+    x, y = task.sample(20_000, gen(2))
+    codes = x.argmax(-1)
+    assert torch.equal(x.sum(-1), torch.ones(20_000, task.seq_len))  # one-hot
+    assert task.seq_len == 7 + 2 * 4 and task.readout == 4
+    assert torch.equal(codes[:, :4], y)  # the symbols first ...
+    assert bool((codes[:, 4:11] == task.blank).all())  # ... then the delay of T blanks ...
+    assert bool((codes[:, 11] == task.delimiter).all())  # ... then "recall now" at the first read-out step
+    assert bool((codes[:, 12:] == task.blank).all())
+    # Memoryless: the best guess is the most frequent symbol, wrong 1 - 1/alphabet of the time.
+    majority = torch.bincount(y.flatten(), minlength=5).argmax()
+    guess = torch.nn.functional.one_hot(torch.full_like(y, int(majority)), 5).float()
+    assert task.metric(guess, y) == pytest.approx(1 - 1 / 5, abs=0.01)
+    assert task.baseline == pytest.approx(0.8)
+
+
+def test_order_label_is_the_first_symbol_and_nothing_else_tells() -> None:
+    task = OrderTask(9, classes=3, distractors=6)
+    x, y = task.sample(30_000, gen(3))
+    codes = x.argmax(-1)
+    assert torch.equal(codes[:, 0:1], y)
+    assert bool((codes[:, 1:-1] >= 3).all() and (codes[:, 1:-1] < 9).all())  # distractors only in between
+    assert bool((codes[:, -1] == task.query).all())
+    # A predictor that sees every step but the first can do no better than chance: the best map from the
+    # last distractor to a class, fitted on these very samples, is still wrong ~2/3 of the time.
+    counts = torch.zeros(9, 3)
+    counts.index_put_((codes[:, -2], y[:, 0]), torch.ones(30_000), accumulate=True)
+    best = counts.argmax(1)[codes[:, -2]]
+    prediction = torch.nn.functional.one_hot(best, 3).float().unsqueeze(1)
+    assert task.metric(prediction, y) == pytest.approx(1 - 1 / 3, abs=0.015)
+    assert task.baseline == pytest.approx(2 / 3)
+    # ... while reading the first step answers perfectly.
+    oracle = torch.nn.functional.one_hot(codes[:, 0], 3).float().unsqueeze(1)
+    assert task.metric(oracle, y) == 0.0
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_solved_threshold_is_a_fraction_of_the_baseline(name: str) -> None:
+    task = make_task(name, 10)
+    assert task.threshold == pytest.approx(SOLVED_FRACTION * task.baseline)
+    assert task.solved(task.threshold) and not task.solved(task.threshold * 1.01)
+    assert not task.solved(task.baseline)
+
+
+def test_bad_arguments_name_themselves() -> None:
+    with pytest.raises(ValueError, match="length must be an int >= 2"):
+        AddingProblem(1)
+    with pytest.raises(ValueError, match="length must be an int >= 1"):
+        CopyTask(0)
+    with pytest.raises(TypeError, match="length must be an int"):
+        OrderTask(2.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="alphabet"):
+        CopyTask(5, alphabet=1)
+    with pytest.raises(ValueError, match="classes"):
+        OrderTask(5, classes=1)
+    with pytest.raises(ValueError, match="task must be one of"):
+        make_task("parity", 10)
+    with pytest.raises(ValueError, match="batch_size"):
+        AddingProblem(10).sample(0)
