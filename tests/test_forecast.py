@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from datetime import date
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from lstmkit.apps import forecast as F
+from lstmkit.checkpoint import save_checkpoint
 from lstmkit.cli import main
 
 HORIZON = 6
@@ -183,7 +185,8 @@ def test_end_to_end_train_beats_seasonal_naive_then_predict_continues(tmp_path, 
     actual = np.array([float(r["actual"]) for r in backtest_rows])
     predicted = np.array([float(r["forecast"]) for r in backtest_rows])
     assert F.mae(actual, predicted) == pytest.approx(metrics["mae"], rel=1e-4)
-    config = json.loads((out / "config.json").read_text())
+    config = json.loads((out / "best" / "config.json").read_text())
+    assert config["kind"] == "forecast"
     assert config["config"]["window"] == 2 * SEASON and config["config"]["covariates"] == ["temperature"]
 
     # predict on the training CSV reproduces forecast.csv.
@@ -294,11 +297,15 @@ def test_missing_and_empty_files(tmp_path, capsys):
 
 def test_failed_run_leaves_an_earlier_run_as_it_was(small_run, tmp_path, capsys):
     _, out = small_run
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    def snapshot() -> dict[str, bytes]:
+        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    before = snapshot()
+    assert "best/model.safetensors" in before and "forecast.csv" in before
     bad = write_csv(tmp_path / "bad.csv", ["date", "sales"], [*good_rows()[:5], [monthly(5), "x"]])
     assert main(["forecast", "train", "--csv", str(bad), "--target", "sales", "--horizon", "6", "--out", str(out),
                  "--quiet"]) == 2
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert snapshot() == before
 
 
 def test_bad_flags_and_checkpoints_exit_2(small_run, tmp_path, capsys):
@@ -316,9 +323,15 @@ def test_bad_flags_and_checkpoints_exit_2(small_run, tmp_path, capsys):
     ]
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "config.json").write_text((out / "config.json").read_text()[:50])
-    (broken / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes()[:100])
-    cases.append((["predict", "--checkpoint", str(broken), "--csv", str(path)], "damaged"))
+    (broken / "config.json").write_text((out / "best" / "config.json").read_text()[:50])
+    cases.append((["predict", "--checkpoint", str(broken), "--csv", str(path)], "corrupted"))
+    truncated = tmp_path / "truncated"
+    shutil.copytree(out / "best", truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    cases.append((["predict", "--checkpoint", str(truncated), "--csv", str(path)], "truncated"))
+    other = save_checkpoint(tmp_path / "other", {"w": torch.zeros(2)}, {"vocab": 3}, kind="charlm")
+    cases.append((["predict", "--checkpoint", str(other), "--csv", str(path)], "'charlm'"))
     short = write_csv(tmp_path / "short.csv", ["date", "sales", "temperature"],
                       [[monthly(i), "1", "0"] for i in range(5)])
     cases.append((["predict", "--checkpoint", str(out), "--csv", str(short)], "window"))
@@ -328,3 +341,16 @@ def test_bad_flags_and_checkpoints_exit_2(small_run, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and word in err[0], (argv, err)
     assert not (tmp_path / "o").exists()
+
+
+def test_config_rejects_bad_values_naming_the_argument():
+    for kwargs, word in (({"interval": 1.5}, "interval"), ({"horizon": 0}, "horizon"), ({"dropout": 0.2}, "dropout"),
+                         ({"window": -3}, "window"), ({"time": "y"}, "time"), ({"lr": 0.0}, "lr")):
+        with pytest.raises(F.ForecastError, match=word):
+            F.ForecastConfig(**{"target": "y", "horizon": 3, **kwargs})
+
+
+def test_read_csv_refuses_a_time_column_that_mixes_numbers_and_dates(tmp_path):
+    path = write_csv(tmp_path / "m.csv", ["t", "y"], [["1", "1"], ["2001-01-01", "2"]])
+    with pytest.raises(F.ForecastError, match="row 3.*mixes numbers and dates"):
+        F.read_csv(path, "y", time="t")

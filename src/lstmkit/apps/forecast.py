@@ -38,10 +38,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 from torch import Tensor, nn
 
+from ..checkpoint import BEST, CheckpointError, load_checkpoint, save_checkpoint
 from ..fileio import atomic_write
 from ..modules import LSTM
 
@@ -76,9 +75,7 @@ __all__ = [
     "write_forecast_csv",
 ]
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-FORMAT = "lstmkit.forecast/1"
+KIND = "forecast"  # the checkpoint's kind: another kind of model's checkpoint is refused
 
 
 class ForecastError(ValueError):
@@ -137,6 +134,8 @@ class ForecastConfig:
             raise ForecastError(f"interval must be between 0 and 1 (e.g. 0.8 for 80%), got {self.interval}")
         if not 0 <= self.dropout < 1:
             raise ForecastError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.dropout > 0 and self.num_layers == 1:
+            raise ForecastError("dropout acts between LSTM layers: it needs num_layers >= 2")
         for name in ("lr", "clip"):
             if not getattr(self, name) > 0:
                 raise ForecastError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -555,7 +554,7 @@ class ForecastNet(nn.Module):
                  dropout: float = 0.0, n_quantiles: int = 3, engine: str = "auto") -> None:
         super().__init__()
         self.horizon, self.n_quantiles = horizon, n_quantiles
-        self.lstm = LSTM(n_features, hidden_size, num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0,
+        self.lstm = LSTM(n_features, hidden_size, num_layers=num_layers, dropout=dropout,
                          batch_first=True, engine=engine)
         self.head = nn.Linear(hidden_size, horizon * n_quantiles)
 
@@ -750,55 +749,41 @@ def backtest(model: Forecaster, series: Series, start: int, stride: int = 1) -> 
 # ---------------------------------------------------------------------------------------------------------
 
 
-def save(model: Forecaster, directory: str | Path) -> None:
-    """Write ``model.safetensors`` (weights) and ``config.json`` (config, scaling, time step) atomically."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
-    with atomic_write(directory / WEIGHTS_FILE, "wb") as handle:
-        handle.write(save_safetensors(state, metadata={"format": FORMAT}))
-    meta = {
-        "format": FORMAT,
-        "config": model.config.to_dict(),
+def save(model: Forecaster, directory: str | Path) -> Path:
+    """Write the model as a checkpoint (:mod:`lstmkit.checkpoint`) in ``directory/best``, as ``lstmkit train`` does.
+
+    ``best`` because early stopping keeps the epoch with the best validation loss. The config, the scaling and
+    the time step go into ``config.json`` beside the safetensors weights. Returns the checkpoint's path.
+    """
+    extra = {
         "scaling": {"target_scale": model.target_scale, "covariate_mean": model.covariate_mean.tolist(),
                     "covariate_std": model.covariate_std.tolist()},
         "time_step": asdict(model.step) if model.step else None,
         "training": model.history,
     }
-    with atomic_write(directory / CONFIG_FILE, "w", encoding="utf-8") as handle:
-        json.dump(meta, handle, indent=2)
-        handle.write("\n")
+    return save_checkpoint(Path(directory) / BEST, model.net, model.config.to_dict(), kind=KIND, extra=extra)
 
 
 def load(directory: str | Path) -> Forecaster:
-    """Read a checkpoint written by :func:`save`; ForecastError if it is missing, damaged or not a forecaster."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ForecastError(f"checkpoint {directory} is not a directory")
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (directory / name).is_file():
-            raise ForecastError(f"checkpoint {directory} has no {name}: not a forecast checkpoint "
-                                "(made by `lstmkit forecast train`)")
+    """Read a checkpoint written by :func:`save` (``directory`` or ``directory/best``).
+
+    Raises :class:`lstmkit.checkpoint.CheckpointError` for a missing, damaged or other-model checkpoint.
+    """
+    ckpt = load_checkpoint(directory, kind=KIND)
     try:
-        meta = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT:
-            raise ForecastError(f"checkpoint {directory} is not a forecast checkpoint "
-                                f"(format {meta.get('format')!r}, expected {FORMAT!r})")
-        config = ForecastConfig.from_dict(meta["config"])
-        scaling = meta["scaling"]
-        step = TimeStep(**meta["time_step"]) if meta.get("time_step") else None
-        state = load_safetensors((directory / WEIGHTS_FILE).read_bytes())
-        n_cov = len(config.covariates)
-        net = ForecastNet(1 + n_cov, config.horizon, config.hidden_size, config.num_layers, config.dropout,
-                          engine=config.engine)
-        net.load_state_dict(state)
-    except ForecastError:
-        raise
-    except Exception as error:  # a truncated or edited file: say so in one line, whatever the parser raised
-        raise ForecastError(f"checkpoint {directory} is damaged: {type(error).__name__}: {error}") from None
+        config = ForecastConfig.from_dict(ckpt.config)
+        scaling = ckpt.extra["scaling"]
+        step = TimeStep(**ckpt.extra["time_step"]) if ckpt.extra.get("time_step") else None
+        net = ForecastNet(1 + len(config.covariates), config.horizon, config.hidden_size, config.num_layers,
+                          config.dropout, engine=config.engine)
+        net.load_state_dict(ckpt.state_dict)
+        model = Forecaster(config, net, float(scaling["target_scale"]), np.asarray(scaling["covariate_mean"]),
+                           np.asarray(scaling["covariate_std"]), step, ckpt.extra.get("training", {}))
+    except (ForecastError, KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"checkpoint {ckpt.path} does not hold a valid forecast model: "
+                              f"{type(error).__name__}: {error}") from None
     net.eval()
-    return Forecaster(config, net, float(scaling["target_scale"]), np.asarray(scaling["covariate_mean"]),
-                      np.asarray(scaling["covariate_std"]), step, meta.get("training", {}))
+    return model
 
 
 def write_forecast_csv(path: str | Path, series: Series, forecast: np.ndarray, interval: float) -> None:
@@ -860,7 +845,8 @@ def plot_forecast(path: str | Path, series: Series, forecast: np.ndarray, interv
         ax.set_ylabel(series.target_name)
         ax.set_title(title or f"{series.target_name}: LSTM forecast, {H} steps ahead")
         ax.legend(loc="upper left", fontsize=8)
-        fig.autofmt_xdate() if series.step is not None and series.step.kind != "number" else None
+        if series.step is not None and series.step.kind != "number":
+            fig.autofmt_xdate()  # dates on the x axis overlap unless slanted
         fig.tight_layout()
         with atomic_write(path, "wb") as handle:
             fig.savefig(handle, format="png", dpi=110)

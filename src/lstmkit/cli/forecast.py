@@ -54,9 +54,9 @@ def register(subparsers: Any) -> None:
 
     train = sub.add_parser("train", help="train, backtest and forecast; write a checkpoint to --out",
                            description="Train on the series, backtest on its last part with rolling origins, "
-                                       "forecast the next --horizon steps. Writes DIR/config.json, "
-                                       "DIR/model.safetensors, DIR/forecast.csv, DIR/backtest.csv, "
-                                       "DIR/metrics.json and DIR/forecast.png.")
+                                       "forecast the next --horizon steps. Writes the checkpoint to DIR/best "
+                                       "(model.safetensors, config.json), then DIR/forecast.csv, "
+                                       "DIR/backtest.csv, DIR/metrics.json and DIR/forecast.png.")
     train.add_argument("--csv", required=True, help="CSV file with a header row, one row per time step")
     train.add_argument("--target", required=True, help="the column to forecast")
     train.add_argument("--time", help="time column: numbers or ISO dates/times, evenly spaced (months allowed)")
@@ -94,7 +94,8 @@ def register(subparsers: Any) -> None:
                              description="Forecast the next horizon steps after the last row of --csv (same "
                                          "columns as in training). Prints the forecast as CSV, or writes "
                                          "DIR/forecast.csv and DIR/forecast.png with --out.")
-    predict.add_argument("--checkpoint", required=True, help="directory written by `lstmkit forecast train`")
+    predict.add_argument("--checkpoint", required=True,
+                         help="the --out directory of `lstmkit forecast train` (or its best/)")
     predict.add_argument("--csv", required=True, help="the series to continue")
     predict.add_argument("--out", help="directory for forecast.csv and forecast.png (default: CSV on stdout)")
     predict.add_argument("--json", action="store_true", help="print the forecast as JSON")
