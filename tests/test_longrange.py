@@ -93,7 +93,8 @@ def test_gradient_flow_is_the_total_derivative_and_vanishes_faster_in_the_rnn() 
     # Independently: dL/dh_0 through torch's fused kernel over steps 1..T-1, h_0 fed in as the initial state.
     task = config.make_task()
     x, y = task.sample(16, torch.Generator().manual_seed(longrange._seeds(config.seed)[2]))
-    model = build_model(replace(config, model="rnn"), task)
+    x, y = x.double(), y.double()  # gradient_flow measures in float64
+    model = build_model(replace(config, model="rnn"), task).double()
     _, h0 = model.rnn(x[:, :1])
     h0.retain_grad()
     out, _ = model.rnn(x[:, 1:], h0)

@@ -19,7 +19,7 @@ import inspect
 import math
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -258,8 +258,12 @@ def train(config: LongRangeConfig, progress: bool = False) -> LongRangeResult:
 
 
 def sweep(config: LongRangeConfig, lengths: Sequence[int], models: Sequence[str] = MODELS,
-          progress: bool = False) -> list[LongRangeResult]:
-    """:func:`train` for every length x model, one after the other; ``config.variants`` apply to the LSTM only."""
+          progress: bool = False, on_result: Callable[[LongRangeResult], None] | None = None
+          ) -> list[LongRangeResult]:
+    """:func:`train` for every length x model, one after the other; ``config.variants`` apply to the LSTM only.
+
+    ``on_result`` is called with each result as soon as its run ends (a sweep can take hours).
+    """
     if not lengths:
         raise ValueError("lengths must name at least one length")
     if not models:
@@ -269,7 +273,12 @@ def sweep(config: LongRangeConfig, lengths: Sequence[int], models: Sequence[str]
             raise ValueError(f"models must be among {', '.join(map(repr, MODELS))}, got {name!r}")
     runs = [replace(config, length=length, model=name, variants=config.variants if name == "lstm" else {})
             for length in lengths for name in models]  # validates every run before the first one starts
-    return [train(run, progress=progress) for run in runs]
+    results = []
+    for run in runs:
+        results.append(train(run, progress=progress))
+        if on_result is not None:
+            on_result(results[-1])
+    return results
 
 
 def _format_metric(value: float) -> str:
@@ -341,18 +350,21 @@ def gradient_flow(config: LongRangeConfig, models: Sequence[str] = ("rnn", "gru"
     """``||dL/dh_t||`` for every step t of the task's sequence, for each model at initialisation.
 
     Each model is built from ``config`` (its seed, sizes, and for the LSTM its forget bias and variants) and
-    gets the same batch. The stack runs one step per call with the state passed on by hand, so ``h_t`` is a
-    tensor of the graph and its gradient is the total derivative of the loss, through every later step: the
-    signal that reaches step t from the answer. Returns, per model, the batch mean of the norm of the top
-    layer's gradient, one value per step (``task.seq_len`` values).
+    gets the same batch. It runs in float64: in float32 the simple RNN's gradient underflows to 0 within 100
+    steps, and the plot would show the floating-point format rather than the model. The stack runs one step
+    per call with the state passed on by hand, so ``h_t`` is a tensor of the graph and its gradient is the
+    total derivative of the loss, through every later step: the signal that reaches step t from the answer.
+    Returns, per model, the batch mean of the norm of the top layer's gradient, one value per step
+    (``task.seq_len`` values).
     """
     task = config.make_task()
     x, y = task.sample(batch_size, torch.Generator().manual_seed(_seeds(config.seed)[2]))
-    x, y = x.to(config.device), y.to(config.device)
+    x = x.to(config.device, torch.float64)
+    y = y.to(config.device, torch.float64) if y.is_floating_point() else y.to(config.device)
     flows: dict[str, list[float]] = {}
     for name in models:
         run = replace(config, model=name, variants=config.variants if name == "lstm" else {})
-        model = build_model(run, task)
+        model = build_model(run, task).double()
         model.eval()  # no dropout or zoneout noise in the measurement
         state: Any = None
         hs: list[Tensor] = []
@@ -374,7 +386,8 @@ def plot_gradient_flow(flows: Mapping[str, Sequence[float]], path: str | Path, t
     figure = Figure(figsize=(6.4, 4.2))
     ax = figure.add_subplot()
     for name, norms in flows.items():
-        ax.plot(range(len(norms)), [max(n, 1e-30) for n in norms], label=name)
+        steps = [(t, n) for t, n in enumerate(norms) if n > 0]  # a log scale has no place for an exact 0
+        ax.plot([t for t, _ in steps], [n for _, n in steps], label=name)
     ax.set_yscale("log")
     ax.set_xlabel("step t")
     ax.set_ylabel("||dL/dh_t||")

@@ -142,6 +142,16 @@ def _config(args: argparse.Namespace, model: str) -> longrange.LongRangeConfig:
         raise UsageError(str(error)) from None
 
 
+def _summary(r: longrange.LongRangeResult) -> str:
+    verdict = f"solved at step {r.steps_to_solve}" if r.solved else f"not solved in {r.steps} steps"
+    return (f"{r.task} T={r.length} {r.model}: {r.metric} {r.final_metric:.4g} (chance level {r.baseline:.4g}, "
+            f"solved at <= {r.threshold:.4g}): {verdict}, {r.seconds:.1f} s")
+
+
+def _report(result: longrange.LongRangeResult) -> None:
+    print(_summary(result), file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.action is None:
         for flag in ("lengths", "models", "table", "plot"):
@@ -161,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "sweep":
         try:
             results = longrange.sweep(config, args.lengths or [50, 100, 200], args.models or ["rnn", "gru", "lstm"],
-                                      progress=progress)
+                                      progress=progress, on_result=None if args.json else _report)
         except ValueError as error:
             raise UsageError(str(error)) from None
         table = longrange.sweep_table(results)
@@ -181,10 +191,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(result.to_dict()))
         else:
-            r = result
-            verdict = f"solved at step {r.steps_to_solve}" if r.solved else f"not solved in {r.steps} steps"
-            print(f"{r.task} T={r.length} {r.model}: {r.metric} {r.final_metric:.4g} (chance level "
-                  f"{r.baseline:.4g}, solved at <= {r.threshold:.4g}): {verdict}, {r.seconds:.1f} s")
+            print(_summary(result))
     if args.plot_gradients:
         flows = longrange.gradient_flow(config)
         longrange.plot_gradient_flow(flows, args.plot_gradients,
