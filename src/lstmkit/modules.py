@@ -539,7 +539,10 @@ class RNN(_RNNBase):
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
-        return s if self.nonlinearity == "tanh" else s.replace(", ", ", nonlinearity='relu', ", 1)
+        if self.nonlinearity == "tanh":
+            return s
+        sizes = f"{self.input_size}, {self.hidden_size}"  # extra_repr starts with these: the flag goes after them
+        return sizes + ", nonlinearity='relu'" + s[len(sizes):]
 
 
 # ---------------------------------------------------------------------------------------------------------

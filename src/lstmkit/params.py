@@ -69,11 +69,17 @@ def parameter_count(
     """
     if cell not in _MODES:
         raise ValueError(f"cell must be one of {sorted(_MODES)}, got {cell!r}")
-    for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    if not isinstance(proj_size, int) or not 0 <= proj_size < hidden_size:
-        raise ValueError(f"proj_size must be an int with 0 <= proj_size < hidden_size, got {proj_size!r}")
+    sizes = (("input_size", input_size, 1), ("hidden_size", hidden_size, 1), ("num_layers", num_layers, 1),
+             ("proj_size", proj_size, 0))
+    for name, value, minimum in sizes:  # the modules' rules: a wrong type is a TypeError, a wrong value not
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        if value < minimum:
+            raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    if proj_size >= hidden_size:
+        raise ValueError(
+            f"proj_size must be smaller than hidden_size, got proj_size={proj_size} and hidden_size={hidden_size}"
+        )
     if proj_size and cell != "lstm":
         raise ValueError("proj_size is an LSTM argument")
     gates = GATES_PER_MODE[_MODES[cell]]
