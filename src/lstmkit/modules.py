@@ -32,6 +32,7 @@ from .variants import (
     extra_parameters,
     init_extra_parameter,
     init_forget_bias,
+    initial_state_value,
 )
 
 __all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell", "safe_globals"]
@@ -358,7 +359,7 @@ class _RNNBase(nn.Module):
         sizes = self._state_sizes()
         if states is None:
             rows = self.num_layers * (2 if self.bidirectional else 1)
-            states = tuple(x.new_zeros(rows, batch, size) for _, size in sizes)
+            states = tuple(x.new_full((rows, batch, size), initial_state_value(name)) for name, size in sizes)
         else:
             for (name, size), s in zip(sizes, states, strict=True):
                 self._check_state(name, s, size, batch, unbatched, data)
@@ -645,7 +646,8 @@ class _CellBase(nn.Module):
         x = input.unsqueeze(0) if unbatched else input
         num_states = self.variants.num_states if self.mode == "LSTM" else 1
         if hx is None:
-            states = tuple(x.new_zeros(x.size(0), self.hidden_size) for _ in range(num_states))
+            names = self.variants.state_names[:num_states]
+            states = tuple(x.new_full((x.size(0), self.hidden_size), initial_state_value(n)) for n in names)
         else:
             given = tuple(hx) if num_states > 1 else (hx,)
             names = self.variants.state_names

@@ -5,17 +5,21 @@ Per layer and direction an LSTM has four gates, each a linear map of ``[h_{t-1},
 gate where the textbooks write one, so the biases are ``2 * 4 * h``. With a projection (``proj_size = p``)
 the recurrent input is ``p`` wide, so the term is ``4 * h * (p + x)``, plus ``p * h`` for ``W_hr``; layers
 above the first see ``x = directions * p``. The GRU has three gates and the simple RNN one.
+The variants (``lstmkit.variants``): coupled gates drop the input gate (3 gates), peepholes add ``3 * h``
+(``2 * h`` when coupled), layer norm ``2 * gates * h + 2 * h``; the sLSTM counts as the LSTM.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch import nn
 
 from .engines.base import GATES_PER_MODE
+from .variants import check_variants, extra_parameters
 
-_MODES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN_TANH"}
+_MODES = {"lstm": "LSTM", "slstm": "LSTM", "gru": "GRU", "rnn": "RNN_TANH"}
 
 
 @dataclass(frozen=True)
@@ -30,10 +34,11 @@ class LayerCount:
     gate_weights: int  # gates * h * (recurrent_size + input_size): the textbook's 4*h*(h+x) for an LSTM
     biases: int
     projection: int
+    variant: int = 0  # the variants' own parameters (peepholes, layer-norm gains and shifts)
 
     @property
     def total(self) -> int:
-        return self.gate_weights + self.biases + self.projection
+        return self.gate_weights + self.biases + self.projection + self.variant
 
     @property
     def formula(self) -> str:
@@ -50,6 +55,7 @@ class ParameterCount:
     biases: int
     projection: int
     layers: tuple[LayerCount, ...]
+    variant: int = 0
 
 
 def parameter_count(
@@ -61,8 +67,13 @@ def parameter_count(
     bias: bool = True,
     *,
     cell: str = "lstm",
+    peephole: bool = False,
+    layer_norm: bool = False,
+    coupled_gates: bool = False,
 ) -> ParameterCount:
     """Count the parameters of ``lstmkit.LSTM`` (or ``cell="gru"``/``"rnn"``) from its sizes alone.
+
+    ``cell="slstm"``, ``peephole``, ``layer_norm`` and ``coupled_gates`` are ``lstmkit.LSTM``'s variants.
 
     >>> parameter_count(28, 128).total  # 4*128*(128+28) + 8*128
     80896
@@ -83,6 +94,15 @@ def parameter_count(
     if proj_size and cell != "lstm":
         raise ValueError("proj_size is an LSTM argument")
     gates = GATES_PER_MODE[_MODES[cell]]
+    variant = 0
+    if cell in ("lstm", "slstm"):
+        variants = check_variants(
+            cell=cell, peephole=peephole, layer_norm=layer_norm, coupled_gates=coupled_gates, proj_size=proj_size
+        )
+        gates = variants.gates
+        variant = sum(math.prod(e.shape) for e in extra_parameters(variants, hidden_size))
+    elif peephole or layer_norm or coupled_gates:
+        raise ValueError(f"peephole, layer_norm and coupled_gates are LSTM variants, not for cell={cell!r}")
     directions = 2 if bidirectional else 1
     recurrent = proj_size or hidden_size
     layers = []
@@ -99,6 +119,7 @@ def parameter_count(
                     gate_weights=gates * hidden_size * (recurrent + x),
                     biases=2 * gates * hidden_size if bias else 0,
                     projection=proj_size * hidden_size,
+                    variant=variant,
                 )
             )
     return ParameterCount(
@@ -107,6 +128,7 @@ def parameter_count(
         biases=sum(c.biases for c in layers),
         projection=sum(c.projection for c in layers),
         layers=tuple(layers),
+        variant=sum(c.variant for c in layers),
     )
 
 

@@ -36,10 +36,12 @@ Order of operations in one LSTM step with several variants (``lstm_variant_step`
 the gates; ``c~ = f*c_{t-1} + i*g``; the peephole from ``c~`` into o; ``h~ = o*tanh(LN(c~))``; the projection
 ``W_hr`` (proj_size); zoneout of c and h last. Zoneout's ``h_{t-1}`` is the state before recurrent dropout.
 
-The sLSTM's states: ``hx`` and the final states are ``(h, c, n, m)`` (all zeros when hx is None), so
+The sLSTM's states: ``hx`` and the final states are ``(h, c, n, m)``, so
 ``output, (h_n, c_n, n_n, m_n) = LSTM(..., cell="slstm")(x)``; LSTMCell likewise takes and returns 4 tensors.
-Every other configuration keeps ``(output, (h_n, c_n))``. The stabiliser keeps every exponent <= 0, so
-nothing overflows in float32 however long the sequence; ``h`` does not depend on m (c and n carry the same
+Every other configuration keeps ``(output, (h_n, c_n))``. When hx is None, h, c and n start at 0 and m at
+-inf (:func:`initial_state_value`): a cell with no memory yet, so ``m_1 = ~i_1``, ``f'_1 = 0`` and
+``n_1 = 1``. The stabiliser keeps every exponent <= 0 and ``n_t >= 1`` from then on, so nothing overflows or
+divides by zero in float32 however long the sequence. ``h`` does not depend on m (c and n carry the same
 factor exp(-m_t)), so a hand-written backward may treat m as a constant for the gradient of the outputs.
 
 Extra parameters (:func:`extra_parameters`) follow torch.nn's names with the ``_l{k}``/``_reverse`` suffix and
@@ -108,6 +110,15 @@ class Variants:
         if any(self.zoneout):
             parts.append(f"zoneout={self.zoneout}")
         return ", ".join(parts)
+
+
+def initial_state_value(name: str) -> float:
+    """What state ``name`` (``h_0``, ``c_0``, ``n_0``, ``m_0``) holds when hx is None.
+
+    0, except the sLSTM's stabiliser: m_0 = -inf, the log of a memory that is empty (n_0 = 0). Starting it at 0
+    instead would make ``n_1 = exp(~i - max(~f, ~i))``, which underflows to 0 (and h to 0/0) when ~f >> ~i.
+    """
+    return float("-inf") if name == "m_0" else 0.0
 
 
 def _probability(name: str, value: Any, upper_open: bool = False) -> float:
@@ -271,6 +282,7 @@ __all__ = [
     "draw_masks",
     "extra_parameters",
     "init_forget_bias",
+    "initial_state_value",
     "recurrent_dropout_mask",
     "zoneout_mask",
 ]
