@@ -514,3 +514,63 @@ def test_variants_are_lstm_arguments_only():
     with pytest.raises(TypeError):
         lstmkit.GRU(I, H, peephole=True)  # type: ignore[call-arg]
     assert check_variants().num_states == 2 and check_variants(cell="slstm").state_names[-1] == "m_0"
+
+
+def test_gradcheck_slstm_from_the_empty_state():
+    """hx=None starts the stabiliser at m_0 = -inf; the gradients through that first step are finite and right."""
+    module = _double_lstm(cell="slstm", bidirectional=True)
+    names = [n for n, _ in module.named_parameters()]
+    params = [p.detach().clone().requires_grad_() for p in module.parameters()]
+
+    def fn(x, *ps):
+        out, final = functional_call(module, dict(zip(names, ps, strict=True)), (x,))
+        return (out, *final[:3])
+
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(fn, (x, *params), fast_mode=True)
+    _, (_, _, n, m) = module(x)
+    assert torch.isfinite(m).all() and torch.all(n >= 1 - 1e-12)
+
+
+ENGINE_CASES = [
+    dict(peephole=True),
+    dict(layer_norm=True, proj_size=2),
+    dict(coupled_gates=True, peephole=True),
+    dict(recurrent_dropout=0.3, zoneout=(0.2, 0.4)),
+    dict(cell="slstm"),
+]
+
+
+@pytest.mark.parametrize("kwargs", ENGINE_CASES, ids=_ids([(k, True) for k in ENGINE_CASES]))
+@pytest.mark.parametrize("name", sorted(set(lstmkit.engines.ENGINES) - {"reference"}))
+def test_every_engine_runs_a_variant_as_the_reference_does_or_refuses_it(name, kwargs):
+    """The contract a faster engine signs: the reference's equations and masks (training mode), or a ValueError."""
+    lstm = lstmkit.LSTM(I, H, num_layers=2, bidirectional=True, dtype=torch.float64, **kwargs).train()
+    try:
+        lstm.engine = name
+    except ValueError as e:
+        assert "cannot run this configuration" in str(e)
+        return
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    results = []
+    for engine in (name, "reference"):
+        lstm.engine = engine
+        torch.manual_seed(8)  # the same masks for both engines
+        out, final = lstm(x)
+        grads = torch.autograd.grad((out.sum() + sum(s.sum() for s in final)), [x, *lstm.parameters()])
+        results.append((out, final, grads))
+    torch.testing.assert_close(results[0], results[1])
+
+
+def test_state_dict_round_trip_and_whole_module_save(tmp_path):
+    kwargs = dict(num_layers=2, peephole=True, layer_norm=True, coupled_gates=True, zoneout=(0.1, 0.2))
+    lstm = lstmkit.LSTM(I, H, **kwargs).eval()
+    again = lstmkit.LSTM(I, H, **kwargs).eval()
+    again.load_state_dict(lstm.state_dict())
+    x = torch.randn(T, B, I)
+    torch.testing.assert_close(again(x), lstm(x), rtol=0, atol=0)
+    torch.save(lstm, tmp_path / "lstm.pt")
+    with torch.serialization.safe_globals(lstmkit.safe_globals()):
+        loaded = torch.load(tmp_path / "lstm.pt", weights_only=True)
+    assert loaded.variants == lstm.variants
+    torch.testing.assert_close(loaded(x), lstm(x), rtol=0, atol=0)
