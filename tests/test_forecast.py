@@ -89,6 +89,18 @@ def test_pinball_loss_against_hand_computed_value():
     assert float(F.pinball_loss(pred, y, q)) == pytest.approx(expected)
 
 
+def test_calibrate_widens_an_interval_to_its_level():
+    """Conformal calibration of a zero-width interval on N(0, 1) outcomes: the 80% quantile of |y|, 1.2816."""
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(4000, 2)) * np.array([1.0, 3.0])  # two horizon steps, the second three times as wide
+    adjust = F.calibrate(np.zeros((4000, 2, 3)), y, 0.8)
+    np.testing.assert_allclose(adjust, [1.2816, 3 * 1.2816], rtol=0.05)
+    fresh = rng.normal(size=(4000, 2)) * np.array([1.0, 3.0])
+    assert 0.78 <= np.mean(np.abs(fresh) <= adjust) <= 0.82
+    # An interval already too wide is narrowed: the adjustment is negative.
+    assert np.all(F.calibrate(np.stack([-10 + 0 * y, 0 * y, 10 + 0 * y], axis=-1), y, 0.8) < 0)
+
+
 @pytest.mark.parametrize("period", [7, 12, 24])
 def test_detect_season_finds_the_period_under_trend_and_noise(period):
     t = np.arange(20 * period)
@@ -225,19 +237,23 @@ def small_run(tmp_path) -> tuple[Path, Path]:
 
 
 def test_scaling_and_training_never_see_the_backtest_part():
-    """Changing the validation or backtest values changes nothing the model learned: no leakage."""
+    """Scaling sees only the training part; training (early stopping included) never sees the backtest part."""
     y = structured_series(160)
-    config = F.ForecastConfig(target="y", horizon=4, hidden_size=8, epochs=2, seed=1)
-    a = F.series_from_array(y)
-    split = F.split_series(a, config)
-    changed = y.copy()
-    changed[split.train:] += 100.0
-    b = F.series_from_array(changed)
-    model_a = F.fit(a, config, split)
-    model_b = F.fit(b, config, split)
-    assert model_a.target_scale == model_b.target_scale
-    for (name, pa), pb in zip(model_a.net.state_dict().items(), model_b.net.state_dict().values(), strict=True):
-        assert torch.equal(pa, pb), name
+    config = F.ForecastConfig(target="y", horizon=4, hidden_size=8, epochs=3, seed=1)
+    split = F.split_series(F.series_from_array(y), config)
+
+    def fit_changed(start: int) -> F.Forecaster:
+        changed = y.copy()
+        changed[start:] += 100.0
+        return F.fit(F.series_from_array(changed), config, split)
+
+    model = F.fit(F.series_from_array(y), config, split)
+    assert fit_changed(split.train).target_scale == model.target_scale  # validation values: same scaling
+    other = fit_changed(split.backtest)
+    assert other.target_scale == model.target_scale
+    for (name, a), b in zip(model.net.state_dict().items(), other.net.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert model.target_scale == pytest.approx(np.std(y[:split.train]))
 
 
 # ---------------------------------------------------------------------------------------------------------

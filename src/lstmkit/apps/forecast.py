@@ -54,6 +54,7 @@ __all__ = [
     "Split",
     "TimeStep",
     "backtest",
+    "calibrate",
     "detect_season",
     "fit",
     "forecast_metrics",
@@ -101,6 +102,8 @@ class ForecastConfig:
     num_layers: int = 1
     dropout: float = 0.0  # between LSTM layers (torch.nn.LSTM's meaning); needs num_layers >= 2
     engine: str = "auto"  # lstmkit.LSTM engine
+    linear_skip: bool = True  # add a linear map of the window to the outputs (LSTNet's autoregressive part)
+    calibrate: bool = True  # widen the interval to its level on the validation window (conformal, see calibrate)
     interval: float = 0.8  # central prediction interval: quantiles (1-interval)/2 and (1+interval)/2
     backtest: int | None = None  # points at the end kept for the backtest; None: max(H, 20% of the series)
     validation: int | None = None  # points before the backtest for early stopping; None: max(H, 15% of the rest)
@@ -547,21 +550,47 @@ def _windows(origins: np.ndarray, window: int) -> np.ndarray:
 class ForecastNet(nn.Module):
     """``lstmkit.LSTM`` over the past window, then a linear head for every horizon step and quantile.
 
-    (B, W, F) -> (B, H, Q): F = 1 + number of covariates, Q = 3 quantiles (lower, median, upper).
+    (B, W, F) -> (B, H, Q): F = 1 + number of covariates (the target is feature 0), Q = 3 quantiles
+    (lower, median, upper). With ``linear_skip`` a linear map from the W past target values to the outputs is
+    added, the autoregressive component of LSTNet (Lai et al. 2018): the naive and seasonal-naive forecasts are
+    linear in the window, so the model holds both, and a linear part extrapolates a seasonal amplitude that
+    grows beyond the training range, where the LSTM's bounded tanh units saturate.
     """
 
-    def __init__(self, n_features: int, horizon: int, hidden_size: int = 64, num_layers: int = 1,
-                 dropout: float = 0.0, n_quantiles: int = 3, engine: str = "auto") -> None:
+    def __init__(self, n_features: int, horizon: int, window: int, hidden_size: int = 64, num_layers: int = 1,
+                 dropout: float = 0.0, n_quantiles: int = 3, engine: str = "auto", linear_skip: bool = True
+                 ) -> None:
         super().__init__()
         self.horizon, self.n_quantiles = horizon, n_quantiles
         self.lstm = LSTM(n_features, hidden_size, num_layers=num_layers, dropout=dropout,
                          batch_first=True, engine=engine)
         self.head = nn.Linear(hidden_size, horizon * n_quantiles)
+        self.skip: nn.Linear | None = None
+        if linear_skip:
+            self.skip = nn.Linear(window, horizon * n_quantiles, bias=False)
+            nn.init.zeros_(self.skip.weight)  # start from the LSTM alone
 
     def forward(self, x: Tensor) -> Tensor:
         _, (h_n, _) = self.lstm(x)  # h_n: (num_layers, B, hidden)
         out = self.head(h_n[-1])  # (B, H*Q)
+        if self.skip is not None:
+            out = out + self.skip(x[..., 0])  # (B, W) -> (B, H*Q)
         return out.view(-1, self.horizon, self.n_quantiles)  # (B, H, Q)
+
+
+def calibrate(quantiles: np.ndarray, y: np.ndarray, interval: float) -> np.ndarray:
+    """Conformalized quantile regression (Romano et al. 2019): how much to widen [lower, upper] per horizon step.
+
+    quantiles (N, H, 3) and outcomes y (N, H) on held-out windows. The score max(lower - y, y - upper) is > 0
+    outside the interval; its ceil((N+1)*interval)/N empirical quantile, added to both ends, makes the interval
+    cover ``interval`` of exchangeable new points. Quantile regression alone covers less than it should on
+    new data, since its quantiles are fitted to the training windows (measured: 64-79% for 80% without this).
+    Returns (H,), negative where the interval can be narrowed.
+    """
+    n = len(y)
+    scores = np.maximum(quantiles[..., 0] - y, y - quantiles[..., 2])  # (N, H)
+    level = min(1.0, math.ceil((n + 1) * interval) / n)
+    return np.quantile(scores, level, axis=0, method="higher")
 
 
 def pinball_loss(pred: Tensor, y: Tensor, quantiles: Tensor) -> Tensor:
@@ -581,6 +610,8 @@ class Forecaster:
     covariate_std: np.ndarray  # (C,)
     step: TimeStep | None = None
     history: dict[str, Any] = field(default_factory=dict)  # epochs, best_epoch, losses
+    # (H,) widening of the interval per horizon step, in scaled units, from the validation window (see calibrate)
+    interval_adjust: np.ndarray | None = None
 
     @property
     def window(self) -> int:
@@ -604,11 +635,20 @@ class Forecaster:
         if origins.size and int(origins.min()) < self.window:
             raise ForecastError(f"a forecast needs {self.window} past points (the window), got {int(origins.min())}")
         x, level = self.inputs(target, covariates, origins)
+        out = self.scaled_quantiles(x)
+        return out * self.target_scale + level[:, None, None]
+
+    @torch.no_grad()
+    def scaled_quantiles(self, x: Tensor) -> np.ndarray:
+        """The net's quantiles, uncrossed and calibrated, in scaled units: (N, W, F) -> (N, H, 3)."""
         self.net.eval()
         out = self.net(x).double().numpy()  # (N, H, Q)
         # Rearrangement (Chernozhukov et al. 2010): sorting the quantiles removes any crossing, never hurts.
         out = np.sort(out, axis=-1)
-        return out * self.target_scale + level[:, None, None]
+        if self.interval_adjust is not None:
+            out[..., 0] = np.minimum(out[..., 0] - self.interval_adjust, out[..., 1])
+            out[..., 2] = np.maximum(out[..., 2] + self.interval_adjust, out[..., 1])
+        return out
 
     def predict(self, series: Series) -> np.ndarray:
         """The next H steps after the end of ``series``: (H, 3) lower, median, upper."""
@@ -638,8 +678,8 @@ def fit(series: Series, config: ForecastConfig, split: Split | None = None,
     c_mean = c[: split.train].mean(axis=0) if c.shape[1] else np.zeros(0)
     c_std = c[: split.train].std(axis=0) if c.shape[1] else np.zeros(0)
     c_std = np.where(c_std > 0, c_std, 1.0)
-    net = ForecastNet(1 + c.shape[1], H, config.hidden_size, config.num_layers, config.dropout,
-                      engine=config.engine)
+    net = ForecastNet(1 + c.shape[1], H, W, config.hidden_size, config.num_layers, config.dropout,
+                      engine=config.engine, linear_skip=config.linear_skip)
     model = Forecaster(config, net, scale, c_mean, c_std, series.step)
 
     train_origins = np.arange(W, split.train - H + 1)  # targets [o, o+H) inside the training part
@@ -683,6 +723,8 @@ def fit(series: Series, config: ForecastConfig, split: Split | None = None,
             break
     net.load_state_dict(best_state)
     net.eval()
+    if config.calibrate:
+        model.interval_adjust = calibrate(model.scaled_quantiles(x_val), y_val.double().numpy(), config.interval)
     model.history = {"epochs": epoch, "best_epoch": best_epoch, "val_loss": best_val,
                      "seconds": _time.monotonic() - start}
     return model
@@ -757,7 +799,8 @@ def save(model: Forecaster, directory: str | Path) -> Path:
     """
     extra = {
         "scaling": {"target_scale": model.target_scale, "covariate_mean": model.covariate_mean.tolist(),
-                    "covariate_std": model.covariate_std.tolist()},
+                    "covariate_std": model.covariate_std.tolist(),
+                    "interval_adjust": None if model.interval_adjust is None else model.interval_adjust.tolist()},
         "time_step": asdict(model.step) if model.step else None,
         "training": model.history,
     }
@@ -774,11 +817,14 @@ def load(directory: str | Path) -> Forecaster:
         config = ForecastConfig.from_dict(ckpt.config)
         scaling = ckpt.extra["scaling"]
         step = TimeStep(**ckpt.extra["time_step"]) if ckpt.extra.get("time_step") else None
-        net = ForecastNet(1 + len(config.covariates), config.horizon, config.hidden_size, config.num_layers,
-                          config.dropout, engine=config.engine)
+        if config.window is None:
+            raise ForecastError("the config has no window")
+        net = ForecastNet(1 + len(config.covariates), config.horizon, config.window, config.hidden_size,
+                          config.num_layers, config.dropout, engine=config.engine, linear_skip=config.linear_skip)
         net.load_state_dict(ckpt.state_dict)
         model = Forecaster(config, net, float(scaling["target_scale"]), np.asarray(scaling["covariate_mean"]),
-                           np.asarray(scaling["covariate_std"]), step, ckpt.extra.get("training", {}))
+                           np.asarray(scaling["covariate_std"]), step, ckpt.extra.get("training", {}),
+                           None if scaling.get("interval_adjust") is None else np.asarray(scaling["interval_adjust"]))
     except (ForecastError, KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"checkpoint {ckpt.path} does not hold a valid forecast model: "
                               f"{type(error).__name__}: {error}") from None

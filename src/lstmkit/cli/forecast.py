@@ -7,6 +7,7 @@ import csv
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,11 @@ def register(subparsers: Any) -> None:
     train.add_argument("--dropout", type=float, default=0.0, help="between LSTM layers (needs --num-layers >= 2)")
     train.add_argument("--engine", default="auto", choices=engines.ENGINE_CHOICES,
                        help="lstmkit.LSTM engine (default auto)")
+    train.add_argument("--no-linear-skip", dest="linear_skip", action="store_false",
+                       help="the LSTM alone, without the linear map of the window to the forecast")
+    train.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                       help="keep the quantile regression's interval as it is (no conformal widening on the "
+                            "validation window)")
     train.add_argument("--epochs", type=_positive_int, default=300, help="at most this many epochs (default 300)")
     train.add_argument("--patience", type=_positive_int, default=20,
                        help="stop after this many epochs without a better validation loss (default 20)")
@@ -118,12 +124,9 @@ def run_train(args: argparse.Namespace) -> int:
 
     def go() -> int:
         covariates = tuple(c.strip() for c in args.covariates.split(",") if c.strip())
-        config = forecast.ForecastConfig(
-            target=args.target, horizon=args.horizon, time=args.time, covariates=covariates, window=args.window,
-            season=args.season, hidden_size=args.hidden_size, num_layers=args.num_layers, dropout=args.dropout,
-            engine=args.engine, interval=args.interval, backtest=args.backtest, validation=args.validation,
-            stride=args.stride, epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
-            max_minutes=args.max_minutes, seed=args.seed)
+        # The flags are ForecastConfig's field names (--hidden-size: hidden_size); the rest keep their defaults.
+        settings = {f.name: getattr(args, f.name) for f in fields(forecast.ForecastConfig) if hasattr(args, f.name)}
+        config = forecast.ForecastConfig(**{**settings, "covariates": covariates})
         bar = tqdm(total=config.epochs, desc="forecast", unit="epoch", disable=args.quiet or None,
                    file=sys.stderr, leave=False)
 
