@@ -2,8 +2,8 @@
 
 Each variant is a keyword argument of :class:`lstmkit.LSTM` and :class:`lstmkit.LSTMCell`; any combination
 not refused by :func:`check_variants` may be switched on together. The equations are in ONE place,
-``engines/reference.py`` (``lstm_variant_step`` and ``slstm_step``, beside the plain ``lstm_step``); this file
-is the catalogue every engine and the modules share. With every variant off, the LSTM is ``torch.nn.LSTM``.
+``engines/reference.py`` (``lstm_variant_gated_step``, ``slstm_gated_step``, beside the plain ``lstm_step``); this
+file is the catalogue every engine and the modules share. With every variant off, the LSTM is ``torch.nn.LSTM``.
 
 =================  ==========================================================================================
 argument           what changes (``~`` marks a pre-activation, ``*`` is elementwise)
@@ -31,7 +31,7 @@ argument           what changes (``~`` marks a pre-activation, ``*`` is elementw
                    ``n_t = f'*n_{t-1} + i'`` (normaliser), ``h_t = sig(~o) * c_t / n_t``.
 =================  ==========================================================================================
 
-Order of operations in one LSTM step with several variants (``lstm_variant_step``): recurrent dropout on
+Order of operations in one LSTM step with several variants (``lstm_variant_gated_step``): recurrent dropout on
 ``h_{t-1}``; the gate pre-activations (layer-normalised parts, biases); peepholes from ``c_{t-1}`` into i, f;
 the gates; ``c~ = f*c_{t-1} + i*g``; the peephole from ``c~`` into o; ``h~ = o*tanh(LN(c~))``; the projection
 ``W_hr`` (proj_size); zoneout of c and h last. Zoneout's ``h_{t-1}`` is the state before recurrent dropout.
