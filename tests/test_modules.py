@@ -124,10 +124,11 @@ def check_equivalent(ref: nn.Module, ours: nn.Module, batch_first: bool, dropout
     out_h = (ref.proj_size if lstm else 0) or ref.hidden_size
     # With dropout, training draws masks (the same seed must give torch.nn's masks) and eval() must not: every
     # case runs in training, and one in eval. Without dropout the two modes compute the same.
-    train = dropout > 0 and ref.num_layers > 1
-    for n, (label, x, hx, to_input) in enumerate(
-        input_cases(batch_first, lstm, rows, out_h, ref.hidden_size, ref.input_size)
-    ):
+    train = dropout > 0
+    cases = list(input_cases(batch_first, lstm, rows, out_h, ref.hidden_size, ref.input_size))
+    if train and ref.num_layers == 1:
+        cases = cases[:1]  # dropout acts between layers: with one there is none, which one case shows
+    for n, (label, x, hx, to_input) in enumerate(cases):
         modes = (["eval"] if n == 0 or not train else []) + (["train"] if train else [])
         for mode in modes:
             ref.train(mode == "train")
@@ -395,3 +396,24 @@ def test_functional_call_substitutes_the_weights():
     out, (h, c) = torch.func.functional_call(ours, zeros, (torch.randn(T, B, I),))
     # with every weight zero each gate is sigmoid(0) = 0.5 and g = tanh(0) = 0, so the memory stays empty
     assert torch.equal(c, torch.zeros_like(c)) and torch.equal(out, torch.zeros_like(out))
+
+
+@pytest.mark.parametrize(
+    "name, args",
+    [
+        ("LSTM", (I, H, 2, False, True, 0.25, True, 2)),  # ..., bias, batch_first, dropout, bidirectional, proj_size
+        ("GRU", (I, H, 3, False, True, 0.5, True)),
+        ("RNN", (I, H, 2, "relu", False, True, 0.5, True)),  # the RNN's 4th argument is the nonlinearity
+        ("LSTMCell", (I, H, False)),
+        ("RNNCell", (I, H, True, "relu")),
+    ],
+)
+def test_positional_arguments_mean_what_they_mean_in_torch_nn(name, args):
+    """A drop-in takes torch.nn's arguments in torch.nn's order: code that passes them positionally still works."""
+    ref, ours = getattr(nn, name)(*args), getattr(lstmkit, name)(*args)
+    attrs = ["input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional",
+             "proj_size", "nonlinearity"]
+    for attr in attrs:
+        if hasattr(ref, attr):
+            assert getattr(ours, attr) == getattr(ref, attr), attr
+    assert [(n, p.shape) for n, p in ours.named_parameters()] == [(n, p.shape) for n, p in ref.named_parameters()]
