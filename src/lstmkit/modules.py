@@ -215,9 +215,9 @@ class _RNNBase(nn.Module):
             {name.rsplit("_l", 1)[0]: getattr(self, name) for name in names} for names in self._all_weights
         ]
 
-    def _select_engine(self, requested: str) -> engines.Engine:
+    def _select_engine(self, requested: str, dtype: torch.dtype | None = None) -> engines.Engine:
         ref = cast(Tensor, self.weight_ih_l0)  # its device and dtype decide what can run
-        return engines.select(requested, self._spec(), ref.device, ref.dtype)
+        return engines.select(requested, self._spec(), ref.device, ref.dtype if dtype is None else dtype)
 
     @property
     def engine(self) -> str:
@@ -373,7 +373,12 @@ class _RNNBase(nn.Module):
                 x = x.to(torch.get_autocast_dtype(x.device.type))
             states = tuple(s.to(x.dtype) for s in states)
 
-        engine = self._select_engine(self._engine_request)
+        # The input's dtype, not the weights': under autocast the LSTM computes in the autocast dtype.
+        engine = self._select_engine(self._engine_request, x.dtype)
+        if engine.name == "fused" and torch.compiler.is_exporting():
+            # torch.export / torch.onnx.export get the reference equations, standard ops: the exported program
+            # then runs without lstmkit's C++ op, and ONNX has no translation for that op.
+            engine = engines.ENGINES["reference"]
         spec = self._spec()
         weights = self._layer_weights()
         if spec.variants:
