@@ -1,6 +1,7 @@
 """The engines: interchangeable ways of computing the same recurrent stack.
 
-``reference`` is the equations (the oracle), ``native`` is PyTorch's own fused kernel. ``auto`` takes the first
+``reference`` is the equations (the oracle), ``native`` is PyTorch's own fused kernel, ``fused`` is lstmkit's
+compiled time loop with a hand-written backward (C++, built on first use). ``auto`` takes the first
 engine in :data:`AUTO_ORDER` that can run the configuration: the fastest first, as measured in
 ``docs/benchmarks.md``.
 """
@@ -10,10 +11,11 @@ from __future__ import annotations
 import torch
 
 from .base import Engine, RNNSpec
+from .fused import ENGINE as FUSED
 from .native import ENGINE as NATIVE
 from .reference import ENGINE as REFERENCE
 
-ENGINES: dict[str, Engine] = {REFERENCE.name: REFERENCE, NATIVE.name: NATIVE}
+ENGINES: dict[str, Engine] = {REFERENCE.name: REFERENCE, NATIVE.name: NATIVE, FUSED.name: FUSED}
 AUTO_ORDER: tuple[str, ...] = ("native", "reference")
 ENGINE_CHOICES: tuple[str, ...] = ("auto", *ENGINES)
 

@@ -1,0 +1,369 @@
+// The fused LSTM engine's time loop: one layer, one direction, forward and backward (BPTT), in compiled code.
+//
+// The equations are the reference engine's (engines/reference.py), gate order [i, f, g, o] as in torch.nn:
+//   gates = x_proj[t] + h_{t-1} W_hh^T          x_proj = x W_ih^T + b_ih + b_hh, all steps in one GEMM outside
+//   i, f, o = sigmoid(.), g = tanh(.)
+//   c_t = f * c_{t-1} + i * g;  m_t = o * tanh(c_t);  h_t = m_t (or m_t W_hr^T with a projection)
+//
+// Per step this file does one GEMM (two with a projection) and one pass of pointwise code over the batch; the
+// pointwise code is written out here (not a chain of ATen ops) because each ATen call costs microseconds and a
+// memory round trip, and at batch 1 the step is all overhead. What backward needs is saved per step: the four gate
+// activations (4H) and the cell state (H) per batch row; h_{t-1} is the layer's own output, kept by the caller.
+// The weight gradients are one large GEMM each over all steps, after the loop.
+//
+// Packed sequences arrive as a padded batch with `lengths`: a row whose sequence has ended keeps its state and
+// outputs zero, exactly as the reference engine's masking. The reverse direction walks t from T-1 down to 0 with
+// the same rule, which is "reverse each sequence within its own length" without moving any data.
+//
+// GEMMs: on x86 CPUs the recurrent products go through oneDNN with a weight prepacked once per call
+// (mkldnn::_linear_pointwise), measured 1.6x faster than torch.mm at these shapes (docs/benchmarks.md);
+// float64 and other builds use at::mm.
+
+// Only ATen and torch/library.h (no pybind11, no torch/extension.h): the ops are registered with TORCH_LIBRARY and
+// called as torch.ops.lstmkit_kernel.*, which also halves the first build's compile time.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string_view>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+
+// exp, sigmoid and tanh in plain arithmetic so that the compiler vectorises the pointwise loops (libm's expf is
+// a call per element). Cephes' expf: range reduction by ln 2, degree-6 polynomial, about 1 ulp in float32.
+inline float exp_approx(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  // n = round(x / ln 2) by the 1.5 * 2^23 trick (std::floor would block vectorisation without -fno-trapping-math).
+  float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  return p * __builtin_bit_cast(float, bits);
+}
+inline double exp_approx(double x) { return std::exp(x); }
+
+template <typename T>
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + exp_approx(-x));
+}
+template <typename T>
+inline T tanh_(T x) {
+  // tanh x = 1 - 2 / (e^{2x} + 1): exact at both ends, absolute error ~1e-7 near 0 in float32.
+  return T(1) - T(2) / (exp_approx(T(2) * x) + T(1));
+}
+template <>
+inline double tanh_(double x) {
+  return std::tanh(x);
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// The recurrent GEMM: y = a @ w^T for a fixed weight w (out, in), many times.
+// ------------------------------------------------------------------------------------------------------------
+
+using LinearFn = Tensor(const Tensor&, const Tensor&, const std::optional<Tensor>&, std::string_view,
+                        c10::List<std::optional<at::Scalar>>, std::optional<std::string_view>);
+using ReorderFn = Tensor(const Tensor&, std::optional<int64_t>);
+
+struct StepGemm {
+  Tensor w;       // (out, in), contiguous
+  Tensor packed;  // oneDNN's blocked copy of w when that path is used
+  bool onednn = false;
+
+  StepGemm(const Tensor& weight, int64_t rows, bool use_onednn) : w(weight.contiguous()) {
+    // oneDNN's per-call overhead (~15 us) loses to torch.mm below about a million multiply-adds per step
+    // (measured: B=1, H=256: 26 us mm vs 33 us oneDNN; B=16, H=512: 521 vs 361 us).
+    onednn = use_onednn && w.scalar_type() == at::kFloat && rows * w.size(0) * w.size(1) > (int64_t(1) << 20);
+    if (onednn) {
+      static auto reorder = c10::Dispatcher::singleton()
+                                .findSchemaOrThrow("mkldnn::_reorder_linear_weight", "")
+                                .typed<ReorderFn>();
+      packed = reorder.call(w, rows);
+    }
+  }
+
+  // a @ w^T, (rows, out). The oneDNN op allocates its result (it has no out= form); torch.mm writes into a buffer
+  // kept across steps.
+  Tensor run(const Tensor& a) {
+    if (onednn) {
+      static auto linear = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("mkldnn::_linear_pointwise", "")
+                               .typed<LinearFn>();
+      return linear.call(a, packed, std::nullopt, "none", c10::List<std::optional<at::Scalar>>(), std::nullopt);
+    }
+    if (!buffer.defined()) buffer = at::empty({a.size(0), w.size(0)}, a.options());
+    return at::mm_out(buffer, a, w.t());
+  }
+  Tensor buffer;
+};
+
+inline int64_t grain_rows(int64_t width) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, width)); }
+
+// One batch row of one step, forward: act = [i, f, g, o] from the pre-activations x + gh, then c and m = o tanh(c)
+// in place. __restrict and one simple loop per gate let the compiler vectorise every loop.
+template <typename T>
+inline void forward_row(const T* __restrict x, const T* __restrict gh, T* __restrict act, T* __restrict c,
+                        T* __restrict m, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) act[j] = sigmoid<T>(x[j] + gh[j]);          // i
+  for (int64_t j = H; j < 2 * H; ++j) act[j] = sigmoid<T>(x[j] + gh[j]);      // f
+  for (int64_t j = 2 * H; j < 3 * H; ++j) act[j] = tanh_<T>(x[j] + gh[j]);    // g
+  for (int64_t j = 3 * H; j < 4 * H; ++j) act[j] = sigmoid<T>(x[j] + gh[j]);  // o
+  for (int64_t j = 0; j < H; ++j) {
+    const T cn = act[H + j] * c[j] + act[j] * act[2 * H + j];  // c_t = f c_{t-1} + i g
+    c[j] = cn;
+    m[j] = act[3 * H + j] * tanh_<T>(cn);
+  }
+}
+
+// One batch row of one step, backward: from dm = dL/dm_t and dc = dL/dc_t (flowing back from step t+1) to the
+// gradients of the four pre-activations (dg) and dL/dc_{t-1} (into dc, in place). The chain rule, gate by gate:
+//   m = o tanh(c):  do = dm tanh(c),  dc += dm o (1 - tanh(c)^2)
+//   c = f c_prev + i g:  di = dc g,  df = dc c_prev,  dg = dc i,  dc_prev = dc f
+//   sigmoid' = s (1 - s),  tanh' = 1 - tanh^2
+template <typename T>
+inline void backward_row(const T* __restrict a, const T* __restrict c, const T* __restrict cprev,
+                         const T* __restrict dm, T* __restrict dc, T* __restrict dg, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
+    const T tc = tanh_<T>(c[j]);
+    const T d_o = dm[j] * tc;
+    const T d_c = dc[j] + dm[j] * o * (T(1) - tc * tc);
+    dg[j] = d_c * g * i * (T(1) - i);
+    dg[H + j] = d_c * cprev[j] * f * (T(1) - f);
+    dg[2 * H + j] = d_c * i * (T(1) - g * g);
+    dg[3 * H + j] = d_o * o * (T(1) - o);
+    dc[j] = d_c * f;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Forward
+// ------------------------------------------------------------------------------------------------------------
+
+template <typename T>
+std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
+                                 const std::optional<Tensor>& w_hr, const std::optional<Tensor>& lengths,
+                                 bool reverse, bool save, bool use_onednn) {
+  const int64_t T_ = x_proj.size(0), B = x_proj.size(1), G = x_proj.size(2), H = G / 4;
+  const bool proj = w_hr.has_value();
+  const int64_t P = proj ? w_hr->size(0) : H;
+  auto opts = x_proj.options();
+
+  Tensor out = at::empty({T_, B, P}, opts);
+  Tensor gates = save ? at::empty({T_, B, G}, opts) : at::empty({0}, opts);
+  Tensor cells = save ? at::empty({T_, B, H}, opts) : at::empty({0}, opts);
+  Tensor h = h0.contiguous().clone();  // (B, P) the state, updated in place
+  Tensor c = c0.contiguous().clone();  // (B, H)
+  Tensor m = proj ? at::empty({B, H}, opts) : Tensor();  // o * tanh(c) before the projection
+  Tensor scratch_t = save ? Tensor() : at::empty({B, G}, opts);  // gate activations when nothing is saved
+  T* scratch = save ? nullptr : scratch_t.data_ptr<T>();
+
+  StepGemm rec(w_hh, B, use_onednn);
+  std::optional<StepGemm> prj;
+  if (proj) prj.emplace(*w_hr, B, use_onednn);
+
+  const int64_t* len = lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
+  const T* xp = x_proj.data_ptr<T>();
+  T* hs = h.data_ptr<T>();
+  T* cs = c.data_ptr<T>();
+  T* out_p = out.data_ptr<T>();
+
+  for (int64_t step = 0; step < T_; ++step) {
+    const int64_t t = reverse ? T_ - 1 - step : step;
+    Tensor gh = rec.run(h);  // (B, 4H) = h_{t-1} W_hh^T
+    const T* ghp = gh.data_ptr<T>();
+    T* mp = proj ? m.data_ptr<T>() : nullptr;
+    T* gsave = save ? gates.data_ptr<T>() + t * B * G : nullptr;
+    T* csave = save ? cells.data_ptr<T>() + t * B * H : nullptr;
+    T* ot = out_p + t * B * P;
+    at::parallel_for(0, B, grain_rows(G), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const bool live = len == nullptr || t < len[b];
+        T* crow = cs + b * H;
+        if (!live) {  // the sequence has ended: state unchanged, output zero
+          if (gsave) std::memset(gsave + b * G, 0, sizeof(T) * G);
+          if (csave) std::memcpy(csave + b * H, crow, sizeof(T) * H);
+          if (!proj) std::memset(ot + b * P, 0, sizeof(T) * P);
+          continue;
+        }
+        T* act = gsave ? gsave + b * G : scratch + b * G;
+        T* mrow = proj ? mp + b * H : ot + b * P;
+        forward_row<T>(xp + (t * B + b) * G, ghp + b * G, act, crow, mrow, H);
+        if (csave) std::memcpy(csave + b * H, crow, sizeof(T) * H);
+        if (!proj) std::memcpy(hs + b * P, mrow, sizeof(T) * P);
+      }
+    });
+    if (proj) {
+      Tensor hp = prj->run(m);  // (B, P) = m W_hr^T
+      const T* hpp = hp.data_ptr<T>();
+      for (int64_t b = 0; b < B; ++b) {
+        const bool live = len == nullptr || t < len[b];
+        if (live) {
+          std::memcpy(hs + b * P, hpp + b * P, sizeof(T) * P);
+          std::memcpy(ot + b * P, hpp + b * P, sizeof(T) * P);
+        } else {
+          std::memset(ot + b * P, 0, sizeof(T) * P);
+        }
+      }
+    }
+  }
+  return {out, h, c, gates, cells};
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Backward (BPTT): from the last step processed to the first.
+// ------------------------------------------------------------------------------------------------------------
+
+// The state each step started from, stacked: (T, B, S). For the forward direction h_{t-1} is out[t-1] (h0 at
+// t = 0); a row that is live at step t was live at every step before it, so the output there is its state. In
+// reverse, the step before t is t+1, where a row may not have started yet (its state then is still the initial one).
+Tensor previous_states(const Tensor& seq, const Tensor& init, const std::optional<Tensor>& lengths, bool reverse) {
+  const int64_t T_ = seq.size(0);
+  Tensor prev = at::empty_like(seq);
+  if (T_ == 0) return prev;
+  if (!reverse) {
+    prev[0].copy_(init);
+    if (T_ > 1) prev.narrow(0, 1, T_ - 1).copy_(seq.narrow(0, 0, T_ - 1));
+    return prev;
+  }
+  prev[T_ - 1].copy_(init);
+  if (T_ > 1) prev.narrow(0, 0, T_ - 1).copy_(seq.narrow(0, 1, T_ - 1));
+  if (lengths.has_value()) {
+    // Rows not yet started at t+1 (t+1 >= length): their state before step t is the initial state.
+    Tensor t1 = at::arange(1, T_ + 1, lengths->options()).unsqueeze(1);  // (T, 1)
+    Tensor fresh = (t1 >= lengths->unsqueeze(0)).unsqueeze(2);           // (T, B, 1)
+    prev = at::where(fresh, init.unsqueeze(0), prev);
+  }
+  return prev;
+}
+
+template <typename T>
+std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_hn, const Tensor& grad_cn,
+                                  const Tensor& out, const Tensor& h0, const Tensor& c0, const Tensor& gates,
+                                  const Tensor& cells, const Tensor& w_hh, const std::optional<Tensor>& w_hr,
+                                  const std::optional<Tensor>& lengths, bool reverse, bool use_onednn) {
+  const int64_t T_ = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / 4;
+  const bool proj = w_hr.has_value();
+  const int64_t P = proj ? w_hr->size(0) : H;
+  auto opts = gates.options();
+  Tensor grad_out = grad_out_in.contiguous();
+
+  Tensor d_gates = at::empty({T_, B, G}, opts);         // d loss / d gate pre-activations, every step
+  Tensor d_h_all = proj ? at::empty({T_, B, P}, opts) : Tensor();  // d loss / d h_t, for dW_hr
+  Tensor dh = grad_hn.contiguous().clone();               // (B, P) gradient flowing into h_t from later steps
+  Tensor dc = grad_cn.contiguous().clone();               // (B, H)
+  Tensor dm;
+  Tensor c0c = c0.contiguous();
+
+  // Backward multiplies by W_hh (not its transpose): a GEMM with weight W_hh^T (P, 4H).
+  StepGemm rec(w_hh.t().contiguous(), B, use_onednn);
+  std::optional<StepGemm> prj;
+  if (proj) prj.emplace(w_hr->t().contiguous(), B, use_onednn);
+
+  const int64_t* len = lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
+  const T* gp = gates.data_ptr<T>();
+  const T* cp = cells.data_ptr<T>();
+  const T* c0p = c0c.data_ptr<T>();
+  const T* go = grad_out.data_ptr<T>();
+  T* dgp = d_gates.data_ptr<T>();
+  T* dhp = dh.data_ptr<T>();
+  T* dcp = dc.data_ptr<T>();
+
+  for (int64_t step = T_ - 1; step >= 0; --step) {
+    const int64_t t = reverse ? T_ - 1 - step : step;
+    const int64_t tprev = reverse ? t + 1 : t - 1;  // the step processed before t
+    const bool first = step == 0;
+    // dh += grad of the output at t, for live rows (a finished row's output is a constant zero).
+    const T* got = go + t * B * P;
+    for (int64_t b = 0; b < B; ++b) {
+      if (len != nullptr && t >= len[b]) continue;
+      T* d = dhp + b * P;
+      const T* g = got + b * P;
+      for (int64_t j = 0; j < P; ++j) d[j] += g[j];
+    }
+    if (proj) {
+      std::memcpy(d_h_all.data_ptr<T>() + t * B * P, dhp, sizeof(T) * B * P);
+      dm = prj->run(dh);  // (B, H) = dh W_hr
+    }
+    const T* dmp = proj ? dm.data_ptr<T>() : dhp;
+    T* dgt = dgp + t * B * G;
+    at::parallel_for(0, B, grain_rows(G), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        T* dg = dgt + b * G;
+        if (len != nullptr && t >= len[b]) {  // a finished row: the step was the identity on its state
+          std::memset(dg, 0, sizeof(T) * G);
+          continue;
+        }
+        const T* cprev = first ? c0p + b * H : cp + (tprev * B + b) * H;
+        backward_row<T>(gp + (t * B + b) * G, cp + (t * B + b) * H, cprev, dmp + b * (proj ? H : P), dcp + b * H,
+                        dg, H);
+      }
+    });
+    Tensor dh_rec = rec.run(d_gates[t]);  // (B, P) = d_gates_t W_hh
+    const T* dr = dh_rec.data_ptr<T>();
+    for (int64_t b = 0; b < B; ++b) {
+      if (len != nullptr && t >= len[b]) continue;  // finished rows carry dh through unchanged
+      std::memcpy(dhp + b * P, dr + b * P, sizeof(T) * P);
+    }
+  }
+
+  // Weight gradients: one GEMM each over all T*B rows.
+  Tensor dg2 = d_gates.view({T_ * B, G});
+  Tensor h_prev = previous_states(out, h0, lengths, reverse).view({T_ * B, P});
+  Tensor grad_w_hh = at::mm(dg2.t(), h_prev);  // (4H, P)
+  Tensor grad_w_hr;
+  if (proj) {
+    // m_t = o_t * tanh(c_t), recomputed rather than saved.
+    Tensor mseq = gates.narrow(2, 3 * H, H) * at::tanh(cells);  // (T, B, H)
+    grad_w_hr = at::mm(d_h_all.view({T_ * B, P}).t(), mseq.view({T_ * B, H}));  // (P, H)
+  }
+  return {d_gates, dh, dc, grad_w_hh, grad_w_hr};
+}
+
+std::vector<Tensor> lstm_forward(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
+                                 const std::optional<Tensor>& w_hr, const std::optional<Tensor>& lengths,
+                                 bool reverse, bool save, bool use_onednn) {
+  TORCH_CHECK(x_proj.dim() == 3 && x_proj.size(2) % 4 == 0, "x_proj must be (T, B, 4H)");
+  Tensor xp = x_proj.contiguous();
+  return AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "lstmkit_fused_forward", [&] {
+    return forward_impl<scalar_t>(xp, h0, c0, w_hh, w_hr, lengths, reverse, save, use_onednn);
+  });
+}
+
+std::vector<Tensor> lstm_backward(const Tensor& grad_out, const Tensor& grad_hn, const Tensor& grad_cn,
+                                  const Tensor& out, const Tensor& h0, const Tensor& c0, const Tensor& gates,
+                                  const Tensor& cells, const Tensor& w_hh, const std::optional<Tensor>& w_hr,
+                                  const std::optional<Tensor>& lengths, bool reverse, bool use_onednn) {
+  return AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstmkit_fused_backward", [&] {
+    return backward_impl<scalar_t>(grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths,
+                                   reverse, use_onednn);
+  });
+}
+
+}  // namespace
+
+TORCH_LIBRARY(lstmkit_kernel, m) {
+  m.def("forward(Tensor x_proj, Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor? lengths, bool reverse, "
+        "bool save, bool onednn) -> Tensor[]");
+  m.def("backward(Tensor grad_out, Tensor grad_hn, Tensor grad_cn, Tensor out, Tensor h0, Tensor c0, "
+        "Tensor gates, Tensor cells, Tensor w_hh, Tensor? w_hr, Tensor? lengths, bool reverse, bool onednn) "
+        "-> Tensor[]");
+}
+
+TORCH_LIBRARY_IMPL(lstmkit_kernel, CPU, m) {
+  m.impl("forward", &lstm_forward);
+  m.impl("backward", &lstm_backward);
+}

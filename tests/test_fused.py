@@ -1,0 +1,288 @@
+"""The fused engine (engines/fused.py + csrc/fused_lstm.cpp) against the reference engine, torch.nn.LSTM and float64
+finite differences; its eager fallback the same way; its custom ops through torch.library.opcheck.
+
+The first test to run builds the C++ kernel (tens of seconds on a fresh machine; cached afterwards).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import lstmkit
+from lstmkit.engines import fused
+
+I, H = 5, 8
+CONFIGS = [
+    pytest.param({}, id="plain"),
+    pytest.param({"num_layers": 2}, id="2-layers"),
+    pytest.param({"bidirectional": True}, id="bidirectional"),
+    pytest.param({"bias": False}, id="no-bias"),
+    pytest.param({"proj_size": 3}, id="proj"),
+    pytest.param({"num_layers": 2, "bidirectional": True, "proj_size": 4}, id="2-layers-bi-proj"),
+    pytest.param({"batch_first": True, "num_layers": 2}, id="batch-first"),
+]
+LENGTHS = [9, 4, 6, 1, 9]  # unsorted, with a one-step sequence
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compiled() -> Any:
+    """The compiled kernel, built once for the module; the tests below then check it is the one that runs."""
+    module = fused.kernel()
+    if module is None:
+        pytest.fail(f"the fused kernel did not build: {fused._state['error']}")
+    return module
+
+
+def _run(model: nn.Module, x: Tensor, hx: tuple[Tensor, Tensor], packed: bool) -> list[Tensor]:
+    """Forward and backward of a fixed, non-trivial loss; returns outputs, states and every gradient."""
+    x = x.clone().requires_grad_()
+    hx = tuple(s.clone().requires_grad_() for s in hx)  # type: ignore[assignment]
+    inp: Any = x
+    batch_first = getattr(model, "batch_first", False)
+    if packed:
+        inp = pack_padded_sequence(x, torch.tensor(LENGTHS), batch_first=batch_first, enforce_sorted=False)
+    out, (h_n, c_n) = model(inp, hx)
+    if packed:
+        out, _ = pad_packed_sequence(out, batch_first=batch_first, total_length=x.size(1 if batch_first else 0))
+    weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+    loss = (out * weight).sum() + (h_n**2).sum() + (1.5 * c_n).sum()
+    loss.backward()
+    assert x.grad is not None
+    return [out, h_n, c_n, x.grad, hx[0].grad, hx[1].grad] + [p.grad for p in model.parameters()]
+
+
+def _pair(kwargs: dict[str, Any], dtype: torch.dtype = torch.float32) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(0)
+    reference = lstmkit.LSTM(I, H, engine="reference", dtype=dtype, **kwargs)
+    fast = lstmkit.LSTM(I, H, engine="fused", dtype=dtype, **kwargs)
+    fast.load_state_dict(reference.state_dict())
+    return reference, fast
+
+
+def _inputs(model: nn.Module, T: int = 9, B: int = 5, scale: float = 1.0, dtype=torch.float32):
+    D = 2 if model.bidirectional else 1
+    P = model.proj_size or H
+    shape = (B, T, I) if model.batch_first else (T, B, I)
+    x = scale * torch.randn(*shape, dtype=dtype)
+    hx = (torch.randn(model.num_layers * D, B, P, dtype=dtype), torch.randn(model.num_layers * D, B, H, dtype=dtype))
+    return x, hx
+
+
+def _assert_close(got: list[Tensor], expected: list[Tensor], tol: float = 1e-5) -> None:
+    assert len(got) == len(expected)
+    for k, (a, b) in enumerate(zip(got, expected, strict=True)):
+        assert a is not None and b is not None, f"tensor {k} has no gradient"
+        torch.testing.assert_close(a, b, atol=tol, rtol=tol, msg=lambda m, k=k: f"tensor {k}: {m}")
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("kwargs", CONFIGS)
+def test_fused_matches_reference(kwargs: dict[str, Any], packed: bool) -> None:
+    reference, fast = _pair(kwargs)
+    assert fast.engine == "fused"
+    x, hx = _inputs(fast)
+    _assert_close(_run(fast, x, hx, packed), _run(reference, x, hx, packed))
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+@pytest.mark.parametrize("kwargs", CONFIGS)
+def test_fused_matches_torch_nn(kwargs: dict[str, Any]) -> None:
+    _, fast = _pair(kwargs)
+    theirs = nn.LSTM(I, H, **kwargs)
+    theirs.load_state_dict(fast.state_dict())
+    x, hx = _inputs(fast)
+    _assert_close(_run(fast, x, hx, packed=True), _run(theirs, x, hx, packed=True))
+    _assert_close(_run(fast, x, hx, packed=False), _run(theirs, x, hx, packed=False))
+
+
+def test_fused_float64_matches_torch_nn() -> None:
+    _, fast = _pair({"num_layers": 2, "bidirectional": True}, dtype=torch.float64)
+    theirs = nn.LSTM(I, H, num_layers=2, bidirectional=True, dtype=torch.float64)
+    theirs.load_state_dict(fast.state_dict())
+    x, hx = _inputs(fast, dtype=torch.float64)
+    _assert_close(_run(fast, x, hx, packed=True), _run(theirs, x, hx, packed=True), tol=1e-10)
+
+
+def test_long_sequences_and_saturated_gates() -> None:
+    """200 steps at batch 64, inputs scaled so that many gates saturate. The weight gradients sum 12800 terms of
+    size ~1, so float32 rounding alone moves them by ~1e-4: each result is held to float64's answer, as close as
+    the float32 reference engine gets (the compiled exp/sigmoid/tanh add no error that matters)."""
+    torch.manual_seed(1)
+    reference = lstmkit.LSTM(16, 64, engine="reference")
+    fast = lstmkit.LSTM(16, 64, engine="fused")
+    exact = lstmkit.LSTM(16, 64, engine="reference", dtype=torch.float64)
+    fast.load_state_dict(reference.state_dict())
+    exact.load_state_dict(reference.state_dict())
+    x = 8 * torch.randn(200, 64, 16)
+    hx = (torch.zeros(1, 64, 64), torch.zeros(1, 64, 64))
+    truth = _run(exact, x.double(), tuple(s.double() for s in hx), packed=False)  # type: ignore[arg-type]
+    got, ref = _run(fast, x, hx, packed=False), _run(reference, x, hx, packed=False)
+    _assert_close(got[:3], ref[:3])  # outputs and final states
+    for k, (a, b, t) in enumerate(zip(got, ref, truth, strict=True)):
+        error, ref_error = (a.double() - t).abs().max().item(), (b.double() - t).abs().max().item()
+        assert error <= 2 * ref_error + 1e-6, f"tensor {k}: fused error {error:.2e}, reference's {ref_error:.2e}"
+
+
+def test_large_batch_takes_the_onednn_path() -> None:
+    """B * 4H * H above the kernel's threshold, so the per-step GEMMs go through oneDNN (float32)."""
+    torch.manual_seed(2)
+    theirs = nn.LSTM(32, 256)
+    fast = lstmkit.LSTM(32, 256, engine="fused")
+    fast.load_state_dict(theirs.state_dict())
+    x = torch.randn(6, 32, 32)
+    hx = (0.1 * torch.randn(1, 32, 256), 0.1 * torch.randn(1, 32, 256))
+    _assert_close(_run(fast, x, hx, packed=False), _run(theirs, x, hx, packed=False), tol=2e-5)
+
+
+def test_no_grad_and_inference_mode_match() -> None:
+    reference, fast = _pair({"num_layers": 2, "proj_size": 3})
+    x, hx = _inputs(fast)
+    with torch.no_grad():
+        expected = reference(x, hx)
+        got = fast(x, hx)
+    with torch.inference_mode():
+        got_inference = fast(x, hx)
+    for a in (got, got_inference):
+        torch.testing.assert_close(a[0], expected[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(a[1], expected[1], atol=1e-5, rtol=1e-5)
+
+
+def test_dropout_between_layers_draws_as_the_reference() -> None:
+    reference, fast = _pair({"num_layers": 3, "dropout": 0.5})
+    reference.train()
+    fast.train()
+    x, hx = _inputs(fast)
+    torch.manual_seed(5)
+    expected = _run(reference, x, hx, packed=False)
+    torch.manual_seed(5)
+    _assert_close(_run(fast, x, hx, packed=False), expected)
+
+
+def _gradcheck_layer(reverse: bool, proj: bool, lengths: list[int] | None) -> None:
+    torch.manual_seed(3)
+    T, B, Hs, P = 5, 3, 4, (2 if proj else 4)
+    d = torch.float64
+    x_proj = torch.randn(T, B, 4 * Hs, dtype=d, requires_grad=True)
+    h0 = torch.randn(B, P, dtype=d, requires_grad=True)
+    c0 = torch.randn(B, Hs, dtype=d, requires_grad=True)
+    w_hh = torch.randn(4 * Hs, P, dtype=d, requires_grad=True)
+    w_hr = torch.randn(P, Hs, dtype=d, requires_grad=True) if proj else None
+    n = torch.tensor(lengths) if lengths is not None else None
+
+    def f(x_proj, h0, c0, w_hh, *rest):
+        return fused.FusedLSTMLayer.apply(x_proj, h0, c0, w_hh, rest[0] if rest else None, n, reverse)
+
+    inputs = (x_proj, h0, c0, w_hh) + ((w_hr,) if w_hr is not None else ())
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("lengths", [None, [5, 2, 4]], ids=["full", "lengths"])
+@pytest.mark.parametrize("proj", [False, True], ids=["", "proj"])
+def test_gradcheck_fused_function(reverse: bool, proj: bool, lengths: list[int] | None) -> None:
+    _gradcheck_layer(reverse, proj, lengths)
+
+
+@pytest.fixture
+def fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend the C++ kernel could not be built."""
+    monkeypatch.setattr(fused, "_state", {"module": None, "tried": True, "error": "forced by a test", "warned": False})
+
+
+def test_fallback_warns_once_and_matches_reference(fallback: None) -> None:
+    reference, fast = _pair({"num_layers": 2, "bidirectional": True, "proj_size": 4})
+    x, hx = _inputs(fast)
+    with pytest.warns(RuntimeWarning, match="could not be built.*forced by a test"):
+        got = _run(fast, x, hx, packed=True)
+    _assert_close(got, _run(reference, x, hx, packed=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _run(fast, x, hx, packed=False)  # no second warning
+
+
+def test_fallback_gradcheck(fallback: None) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for reverse in (False, True):
+            _gradcheck_layer(reverse, proj=True, lengths=[5, 2, 4])
+
+
+def test_build_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fused, "_state", {"module": None, "tried": False, "error": None, "warned": False})
+    monkeypatch.setenv("LSTMKIT_FUSED_BUILD", "0")
+    with pytest.warns(RuntimeWarning, match="LSTMKIT_FUSED_BUILD=0"):
+        assert fused.kernel() is None
+
+
+def test_aten_gemm_path_matches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LSTMKIT_FUSED_GEMM", "aten")
+    theirs = nn.LSTM(32, 256)
+    fast = lstmkit.LSTM(32, 256, engine="fused")
+    fast.load_state_dict(theirs.state_dict())
+    x = torch.randn(4, 32, 32)
+    hx = (torch.zeros(1, 32, 256), torch.zeros(1, 32, 256))
+    _assert_close(_run(fast, x, hx, packed=False), _run(theirs, x, hx, packed=False), tol=2e-5)
+
+
+def test_custom_ops_pass_opcheck() -> None:
+    """The fake (meta) implementations agree with the real ones, so torch.compile/export can trace the engine."""
+    torch.manual_seed(4)
+    T, B, Hs, P = 4, 3, 4, 2
+    args = (
+        torch.randn(T, B, 4 * Hs), torch.randn(B, P), torch.randn(B, Hs), torch.randn(4 * Hs, P),
+        torch.randn(P, Hs), torch.tensor([4, 1, 3]), True, True,
+    )
+    torch.library.opcheck(fused.fused_lstm_forward, args, test_utils=("test_schema", "test_faketensor"))
+    out, h_n, c_n, gates, cells = fused.fused_lstm_forward(*args)
+    bargs = (torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n), out, args[1], args[2], gates, cells,
+             args[3], args[4], args[5], True)
+    torch.library.opcheck(fused.fused_lstm_backward, bargs, test_utils=("test_schema", "test_faketensor"))
+
+
+def test_compiles_with_torch_compile() -> None:
+    reference, fast = _pair({"bidirectional": True})
+    x, hx = _inputs(fast)
+    compiled = torch.compile(fast, backend="aot_eager", fullgraph=True)
+    expected = _run(reference, x, hx, packed=False)
+    _assert_close(_run(compiled, x, hx, packed=False), expected)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: lstmkit.GRU(I, H, engine="fused"), "LSTM only"),
+        (lambda: lstmkit.LSTM(I, H, engine="fused", dtype=torch.bfloat16), "float32 and float64"),
+        (lambda: lstmkit.LSTM(I, H, engine="fused", cell="slstm"), "plain LSTM"),
+    ],
+    ids=["gru", "bfloat16", "slstm"],
+)
+def test_unsupported_configurations_are_refused(make: Any, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_saved_for_backward_is_gates_and_cells() -> None:
+    """What the Function keeps per layer and step: 4H gate activations and H cell values per batch row, plus the
+    output it returns (which the next layer keeps anyway) and the small initial states and weights."""
+    T, B = 7, 3
+    model = lstmkit.LSTM(I, H, engine="fused")
+    x = torch.randn(T, B, I)
+    saved: list[Tensor] = []
+
+    def pack(t: Tensor) -> Tensor:
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    shapes = sorted(tuple(t.shape) for t in saved)
+    assert (T, B, 4 * H) in shapes and (T, B, H) in shapes
+    per_step = [s for s in shapes if len(s) == 3 and s[0] == T]
+    # gates, cells and the output (the input projection's GEMM keeps x as a 2-D view)
+    assert per_step == sorted([(T, B, 4 * H), (T, B, H), (T, B, H)])
