@@ -180,3 +180,18 @@ def test_cli_variant_flag_needs_the_lstm(capsys) -> None:
     assert main(["longrange", "--model", "rnn", flag, "--steps", "1", "--json"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "need --model lstm" in err
+
+
+def test_cli_variant_flags_reach_the_lstm(capsys) -> None:
+    options = longrange.lstm_variant_options()
+    bools = [n for n, p in options.items() if isinstance(p.default, bool)]
+    if not bools:
+        pytest.skip("this lstmkit.LSTM has no boolean variant arguments")
+    name = bools[0]
+    code = main(["longrange", "--task", "order", "--length", "3", "--steps", "2", "--eval-every", "1",
+                 "--hidden-size", "8", "--" + name.replace("_", "-"), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["config"]["variants"] == {name: True}
+    model = build_model(LongRangeConfig(task="order", length=3, variants={name: True}, **SMALL))
+    assert f"{name}=True" in repr(model.rnn)
