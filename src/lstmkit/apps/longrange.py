@@ -330,16 +330,21 @@ def plot_sweep(results: Iterable[LongRangeResult], path: str | Path) -> None:
         raise ValueError("results is empty")
     figure = Figure(figsize=(6.4, 4.2))
     ax = figure.add_subplot()
+    first = results[0]
+    floor = first.threshold / 10  # where a metric of exactly 0 is drawn: a log scale has no 0
     for name in dict.fromkeys(r.model for r in results):
         mine = sorted((r for r in results if r.model == name), key=lambda r: r.length)
-        ax.plot([r.length for r in mine], [max(r.final_metric, 1e-6) for r in mine], marker="o", label=name)
-    first = results[0]
+        ax.plot([r.length for r in mine], [max(r.final_metric, floor) for r in mine], marker="o", label=name)
     ax.axhline(first.baseline, color="grey", linestyle="--", label="chance level")
-    ax.axhline(first.threshold, color="grey", linestyle=":", label="solved below")
+    ax.axhline(first.threshold, color="grey", linestyle=":", label="solved at or below")
+    lengths = sorted({r.length for r in results})
     ax.set_xscale("log")
+    ax.set_xticks(lengths, [str(length) for length in lengths])
+    ax.minorticks_off()
     ax.set_yscale("log")
+    ax.set_ylim(floor / 2, max(first.baseline, *(r.final_metric for r in results)) * 3)
     ax.set_xlabel("length T")
-    ax.set_ylabel(f"held-out {first.metric}")
+    ax.set_ylabel(f"held-out {first.metric} (0 drawn at {floor:.0e})")
     ax.set_title(f"{first.task}: {first.metric} after at most {first.config.steps} steps")
     ax.legend()
     _save_figure(figure, path)
