@@ -157,6 +157,9 @@ def test_cli_sweep_and_gradient_plot_write_files(tmp_path, capsys) -> None:
         ["--task", "adding", "--length", "1"],
         ["sweep", "--lengths", "10,x"],
         ["sweep", "--models", "lstm,mamba"],
+        ["--device", "tpu9"],
+        ["--zoneout", "2"],
+        ["--peephole", "--engine", "native"],
     ],
 )
 def test_cli_bad_values_exit_2_with_one_line(argv: list[str], capsys) -> None:

@@ -102,6 +102,9 @@ class LongRangeConfig:
         if self.variants and self.model != "lstm":
             raise ValueError(f"variants ({', '.join(self.variants)}) are lstmkit.LSTM arguments; "
                              f"model is {self.model!r}")
+        # A tiny module checks the variants' values and that the engine can run them, before any training.
+        recurrent = {"lstm": LSTM, "gru": GRU, "rnn": RNN}[self.model]
+        recurrent(1, 2, num_layers=self.num_layers, engine=self.engine, **dict(self.variants))
 
     def make_task(self) -> LongRangeTask:
         return make_task(self.task, self.length)

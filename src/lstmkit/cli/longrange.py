@@ -160,9 +160,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     try:
-        torch.device(args.device)
-    except RuntimeError:
-        raise UsageError(f"--device: not a torch device: {args.device!r}") from None
+        torch.empty(0, device=args.device)
+    except (RuntimeError, AssertionError) as error:  # torch asserts when it was built without that backend
+        raise UsageError(f"--device {args.device}: not usable here ({error})") from None
     if args.threads:
         torch.set_num_threads(args.threads)
     progress = not args.json and sys.stderr.isatty()
