@@ -164,7 +164,7 @@ def test_dropout_between_layers_draws_as_the_reference() -> None:
     _assert_close(_run(fast, x, hx, packed=False), expected)
 
 
-def _gradcheck_layer(reverse: bool, proj: bool, lengths: list[int] | None) -> None:
+def _gradcheck_layer(reverse: bool, proj: bool, lengths: list[int] | None, dropout: bool = False) -> None:
     torch.manual_seed(3)
     T, B, Hs, P = 5, 3, 4, (2 if proj else 4)
     d = torch.float64
@@ -174,9 +174,10 @@ def _gradcheck_layer(reverse: bool, proj: bool, lengths: list[int] | None) -> No
     w_hh = torch.randn(4 * Hs, P, dtype=d, requires_grad=True)
     w_hr = torch.randn(P, Hs, dtype=d, requires_grad=True) if proj else None
     n = torch.tensor(lengths) if lengths is not None else None
+    mask = (torch.rand(B, P, dtype=d) > 0.3).to(d) / 0.7 if dropout else None
 
     def f(x_proj, h0, c0, w_hh, *rest):
-        return fused.FusedLSTMLayer.apply(x_proj, h0, c0, w_hh, rest[0] if rest else None, n, reverse)
+        return fused.FusedLSTMLayer.apply(x_proj, h0, c0, w_hh, rest[0] if rest else None, n, reverse, mask)
 
     inputs = (x_proj, h0, c0, w_hh) + ((w_hr,) if w_hr is not None else ())
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
@@ -187,6 +188,37 @@ def _gradcheck_layer(reverse: bool, proj: bool, lengths: list[int] | None) -> No
 @pytest.mark.parametrize("proj", [False, True], ids=["", "proj"])
 def test_gradcheck_fused_function(reverse: bool, proj: bool, lengths: list[int] | None) -> None:
     _gradcheck_layer(reverse, proj, lengths)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_gradcheck_fused_function_recurrent_dropout(reverse: bool) -> None:
+    _gradcheck_layer(reverse, proj=True, lengths=[5, 2, 4], dropout=True)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"recurrent_dropout": 0.3}, id="recurrent-dropout"),
+        pytest.param({"recurrent_dropout": 0.3, "num_layers": 2, "bidirectional": True, "proj_size": 3}, id="rd-all"),
+        pytest.param({"forget_bias": 1.0, "num_layers": 2}, id="forget-bias"),
+    ],
+)
+def test_variants_match_reference_in_training(kwargs: dict[str, Any], packed: bool) -> None:
+    """Training mode: the module draws the masks once, before the engine, so both engines see the same masks."""
+    reference, fast = _pair(kwargs)
+    assert fast.engine == "fused"
+    reference.train()
+    fast.train()
+    x, hx = _inputs(fast)
+    torch.manual_seed(6)
+    expected = _run(reference, x, hx, packed)
+    torch.manual_seed(6)
+    got = _run(fast, x, hx, packed)
+    _assert_close(got, expected)
+    reference.eval()
+    fast.eval()  # recurrent dropout is off in eval()
+    _assert_close(_run(fast, x, hx, packed), _run(reference, x, hx, packed))
 
 
 @pytest.fixture
@@ -236,12 +268,12 @@ def test_custom_ops_pass_opcheck() -> None:
     T, B, Hs, P = 4, 3, 4, 2
     args = (
         torch.randn(T, B, 4 * Hs), torch.randn(B, P), torch.randn(B, Hs), torch.randn(4 * Hs, P),
-        torch.randn(P, Hs), torch.tensor([4, 1, 3]), True, True,
+        torch.randn(P, Hs), torch.tensor([4, 1, 3]), torch.rand(B, P), True, True,
     )
     torch.library.opcheck(fused.fused_lstm_forward, args, test_utils=("test_schema", "test_faketensor"))
     out, h_n, c_n, gates, cells = fused.fused_lstm_forward(*args)
     bargs = (torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n), out, args[1], args[2], gates, cells,
-             args[3], args[4], args[5], True)
+             args[3], args[4], args[5], args[6], True)
     torch.library.opcheck(fused.fused_lstm_backward, bargs, test_utils=("test_schema", "test_faketensor"))
 
 
@@ -258,9 +290,10 @@ def test_compiles_with_torch_compile() -> None:
     [
         (lambda: lstmkit.GRU(I, H, engine="fused"), "LSTM only"),
         (lambda: lstmkit.LSTM(I, H, engine="fused", dtype=torch.bfloat16), "float32 and float64"),
-        (lambda: lstmkit.LSTM(I, H, engine="fused", cell="slstm"), "plain LSTM"),
+        (lambda: lstmkit.LSTM(I, H, engine="fused", cell="slstm"), "not cell='slstm'"),
+        (lambda: lstmkit.LSTM(I, H, engine="fused", zoneout=0.1), "not zoneout"),
     ],
-    ids=["gru", "bfloat16", "slstm"],
+    ids=["gru", "bfloat16", "slstm", "zoneout"],
 )
 def test_unsupported_configurations_are_refused(make: Any, match: str) -> None:
     with pytest.raises(ValueError, match=match):

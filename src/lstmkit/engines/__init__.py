@@ -16,7 +16,10 @@ from .native import ENGINE as NATIVE
 from .reference import ENGINE as REFERENCE
 
 ENGINES: dict[str, Engine] = {REFERENCE.name: REFERENCE, NATIVE.name: NATIVE, FUSED.name: FUSED}
-AUTO_ORDER: tuple[str, ...] = ("native", "reference")
+# native (torch's oneDNN kernel) first: the fused engine matches it in training only at large sizes, and loses in
+# inference (docs/benchmarks.md); fused runs what native cannot (recurrent dropout in training) far faster than
+# the reference loop.
+AUTO_ORDER: tuple[str, ...] = ("native", "fused", "reference")
 ENGINE_CHOICES: tuple[str, ...] = ("auto", *ENGINES)
 
 

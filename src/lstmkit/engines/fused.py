@@ -124,14 +124,15 @@ def _live(t: int, lengths: Tensor | None) -> Tensor | None:
 
 def _python_forward(
     x_proj: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None,
-    reverse: bool, save: bool,
+    h_mask: Tensor | None, reverse: bool, save: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     T, B, G = x_proj.shape
     H = G // 4
     h, c = h0, c0
     outs, gates, cells = [], [], []
     for t in range(T - 1, -1, -1) if reverse else range(T):
-        i, f, g, o = (x_proj[t] + h @ w_hh.t()).chunk(4, dim=1)  # each (B, H)
+        h_in = h if h_mask is None else h * h_mask  # recurrent dropout: on the recurrent path only
+        i, f, g, o = (x_proj[t] + h_in @ w_hh.t()).chunk(4, dim=1)  # each (B, H)
         i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
         c_new = f * c + i * g
         h_new = o * torch.tanh(c_new)
@@ -158,7 +159,7 @@ def _python_forward(
 
 def _python_backward(
     grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor, out: Tensor, h0: Tensor, c0: Tensor, gates: Tensor,
-    cells: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None, reverse: bool,
+    cells: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None, h_mask: Tensor | None, reverse: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
     T, B, G = gates.shape
     H = G // 4
@@ -181,6 +182,8 @@ def _python_backward(
         dg = torch.cat([d_c * g * i * (1 - i), d_c * c_prev * f * (1 - f), d_c * i * (1 - g * g), d_o * o * (1 - o)], 1)
         dc_new = d_c * f
         dh_new = dg @ w_hh  # (B, P)
+        if h_mask is not None:
+            dh_new = dh_new * h_mask
         if keep is not None:
             dg = dg * keep
             dc_new = torch.where(keep, dc_new, dc)
@@ -188,6 +191,8 @@ def _python_backward(
         d_gates[t] = dg
         dh, dc = dh_new, dc_new
     h_prev = _previous_states(out, h0, lengths, reverse)
+    if h_mask is not None:
+        h_prev = h_prev * h_mask
     grad_w_hh = d_gates.reshape(T * B, G).t() @ h_prev.reshape(T * B, -1)
     grad_w_hr = None
     if w_hr is not None:
@@ -215,22 +220,23 @@ def _previous_states(out: Tensor, h0: Tensor, lengths: Tensor | None, reverse: b
 @torch.library.custom_op("lstmkit::fused_lstm_forward", mutates_args=())
 def fused_lstm_forward(
     x_proj: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None,
-    reverse: bool, save: bool,
+    h_mask: Tensor | None, reverse: bool, save: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """One layer, one direction. x_proj (T, B, 4H), h0 (B, P), c0 (B, H), w_hh (4H, P), w_hr (P, H) or None,
-    lengths (B,) int64 or None. Returns output (T, B, P), h_n (B, P), c_n (B, H), and when ``save`` the gate
-    activations (T, B, 4H) and cell states (T, B, H) that backward needs (empty tensors otherwise)."""
+    lengths (B,) int64 or None, h_mask (B, P) (recurrent dropout's mask on h_{t-1}) or None. Returns output
+    (T, B, P), h_n (B, P), c_n (B, H), and when ``save`` the gate activations (T, B, 4H) and cell states
+    (T, B, H) that backward needs (empty tensors otherwise)."""
     module = kernel()
     if module is None:
-        out = _python_forward(x_proj, h0, c0, w_hh, w_hr, lengths, reverse, save)
+        out = _python_forward(x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, reverse, save)
         return tuple(t.contiguous() for t in out)  # type: ignore[return-value]
     return tuple(  # type: ignore[return-value]
-        module.forward(x_proj, h0, c0, w_hh, w_hr, lengths, reverse, save, _use_onednn(x_proj.dtype))
+        module.forward(x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, reverse, save, _use_onednn(x_proj.dtype))
     )
 
 
 @fused_lstm_forward.register_fake
-def _(x_proj, h0, c0, w_hh, w_hr, lengths, reverse, save):
+def _(x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, reverse, save):
     T, B, G = x_proj.shape
     P, H = h0.size(1), G // 4
     gates = x_proj.new_empty(T, B, G) if save else x_proj.new_empty(0)
@@ -241,17 +247,19 @@ def _(x_proj, h0, c0, w_hh, w_hr, lengths, reverse, save):
 @torch.library.custom_op("lstmkit::fused_lstm_backward", mutates_args=())
 def fused_lstm_backward(
     grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor, out: Tensor, h0: Tensor, c0: Tensor, gates: Tensor,
-    cells: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None, reverse: bool,
+    cells: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None, h_mask: Tensor | None, reverse: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Backward through time of :func:`fused_lstm_forward`. Returns the gradients of x_proj (T, B, 4H), h0, c0,
     w_hh and w_hr (an empty tensor when there is no projection)."""
     module = kernel()
     if module is None:
-        res = _python_backward(grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, reverse)
+        res = _python_backward(
+            grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, reverse
+        )
     else:
         res = tuple(
             module.backward(
-                grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, reverse,
+                grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, reverse,
                 _use_onednn(gates.dtype),
             )
         )
@@ -263,7 +271,7 @@ def fused_lstm_backward(
 
 
 @fused_lstm_backward.register_fake
-def _(grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, reverse):
+def _(grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, reverse):
     d_w_hr = w_hr.new_empty(w_hr.shape) if w_hr is not None else gates.new_empty(0)
     return (
         gates.new_empty(gates.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape), w_hh.new_empty(w_hh.shape),
@@ -274,27 +282,28 @@ def _(grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths
 class FusedLSTMLayer(torch.autograd.Function):
     """One LSTM layer in one direction over a whole sequence, with a hand-written backward through time.
 
-    ``apply(x_proj, h0, c0, w_hh, w_hr, lengths, reverse)`` with x_proj (T, B, 4H) (the input projections and
-    both biases), h0 (B, P), c0 (B, H), w_hh (4H, P), w_hr (P, H) or None, lengths (B,) int64 (on the CPU) or
-    None; returns output (T, B, P), h_n (B, P), c_n (B, H).
+    ``apply(x_proj, h0, c0, w_hh, w_hr, lengths, reverse, h_mask=None)`` with x_proj (T, B, 4H) (the input
+    projections and both biases), h0 (B, P), c0 (B, H), w_hh (4H, P), w_hr (P, H) or None, lengths (B,) int64
+    (on the CPU) or None, h_mask (B, P) recurrent dropout's mask or None; returns output (T, B, P), h_n (B, P),
+    c_n (B, H).
     """
 
     @staticmethod
-    def forward(ctx: Any, x_proj, h0, c0, w_hh, w_hr, lengths, reverse):  # type: ignore[override]
+    def forward(ctx: Any, x_proj, h0, c0, w_hh, w_hr, lengths, reverse, h_mask=None):  # type: ignore[override]
         save = any(ctx.needs_input_grad[:5])
-        out, h_n, c_n, gates, cells = fused_lstm_forward(x_proj, h0, c0, w_hh, w_hr, lengths, reverse, save)
+        out, h_n, c_n, gates, cells = fused_lstm_forward(x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, reverse, save)
         if save:
-            ctx.save_for_backward(out, h0, c0, gates, cells, w_hh, w_hr, lengths)
+            ctx.save_for_backward(out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask)
         ctx.reverse = reverse
         return out, h_n, c_n
 
     @staticmethod
     def backward(ctx: Any, grad_out, grad_hn, grad_cn):  # type: ignore[override]
-        out, h0, c0, gates, cells, w_hh, w_hr, lengths = ctx.saved_tensors
+        out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask = ctx.saved_tensors
         d_x, d_h0, d_c0, d_w_hh, d_w_hr = fused_lstm_backward(
-            grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, ctx.reverse
+            grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, ctx.reverse
         )
-        return d_x, d_h0, d_c0, d_w_hh, (d_w_hr if w_hr is not None else None), None, None
+        return d_x, d_h0, d_c0, d_w_hh, (d_w_hr if w_hr is not None else None), None, None, None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -303,7 +312,8 @@ class FusedLSTMLayer(torch.autograd.Function):
 
 
 class FusedEngine:
-    """The compiled time loop for the plain LSTM (layers, bidirectional, bias, proj_size, packed sequences)."""
+    """The compiled time loop for the LSTM: layers, bidirectional, bias, proj_size, packed sequences, and the
+    variants forget_bias (an initialisation) and recurrent_dropout."""
 
     name = "fused"
 
@@ -314,10 +324,11 @@ class FusedEngine:
             return f"the fused engine's kernel is CPU code; the weights are on {device}"
         if dtype not in (torch.float32, torch.float64):
             return f"the fused engine runs float32 and float64, not {dtype}"
-        if spec.variants:
+        others = [v for v in spec.variants if not v.startswith("recurrent_dropout=")]
+        if others:
             return (
-                f"the fused engine runs the plain LSTM (and forget_bias, which is only an initialisation), "
-                f"not {', '.join(spec.variants)}; use engine='reference'"
+                "the fused engine runs the plain LSTM with forget_bias (an initialisation) and recurrent_dropout, "
+                f"not {', '.join(others)}; use engine='reference'"
             )
         return None
 
@@ -344,7 +355,8 @@ class FusedEngine:
                 bias = w["bias_ih"] + w["bias_hh"] if spec.bias else None
                 x_proj = F.linear(layer_input, w["weight_ih"], bias)  # (T, B, 4H), all steps in one GEMM
                 out, h, c = FusedLSTMLayer.apply(
-                    x_proj, h0[k], c0[k], w["weight_hh"], w.get("weight_hr"), lengths, direction == 1
+                    x_proj, h0[k], c0[k], w["weight_hh"], w.get("weight_hr"), lengths, direction == 1,
+                    w.get("recurrent_dropout_mask"),
                 )
                 outputs.append(out)
                 h_n.append(h)

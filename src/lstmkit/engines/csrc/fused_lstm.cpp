@@ -156,7 +156,7 @@ inline void backward_row(const T* __restrict a, const T* __restrict c, const T* 
 template <typename T>
 std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                                  const std::optional<Tensor>& w_hr, const std::optional<Tensor>& lengths,
-                                 bool reverse, bool save, bool use_onednn) {
+                                 const std::optional<Tensor>& h_mask, bool reverse, bool save, bool use_onednn) {
   const int64_t T_ = x_proj.size(0), B = x_proj.size(1), G = x_proj.size(2), H = G / 4;
   const bool proj = w_hr.has_value();
   const int64_t P = proj ? w_hr->size(0) : H;
@@ -183,7 +183,8 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
 
   for (int64_t step = 0; step < T_; ++step) {
     const int64_t t = reverse ? T_ - 1 - step : step;
-    Tensor gh = rec.run(h);  // (B, 4H) = h_{t-1} W_hh^T
+    // (B, 4H) = h_{t-1} W_hh^T; recurrent dropout (Gal & Ghahramani) masks h_{t-1} on this path only.
+    Tensor gh = rec.run(h_mask.has_value() ? h * *h_mask : h);
     const T* ghp = gh.data_ptr<T>();
     T* mp = proj ? m.data_ptr<T>() : nullptr;
     T* gsave = save ? gates.data_ptr<T>() + t * B * G : nullptr;
@@ -254,7 +255,8 @@ template <typename T>
 std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_hn, const Tensor& grad_cn,
                                   const Tensor& out, const Tensor& h0, const Tensor& c0, const Tensor& gates,
                                   const Tensor& cells, const Tensor& w_hh, const std::optional<Tensor>& w_hr,
-                                  const std::optional<Tensor>& lengths, bool reverse, bool use_onednn) {
+                                  const std::optional<Tensor>& lengths, const std::optional<Tensor>& h_mask,
+                                  bool reverse, bool use_onednn) {
   const int64_t T_ = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / 4;
   const bool proj = w_hr.has_value();
   const int64_t P = proj ? w_hr->size(0) : H;
@@ -313,6 +315,7 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
       }
     });
     Tensor dh_rec = rec.run(d_gates[t]);  // (B, P) = d_gates_t W_hh
+    if (h_mask.has_value()) dh_rec = (dh_rec * *h_mask).contiguous();
     const T* dr = dh_rec.data_ptr<T>();
     for (int64_t b = 0; b < B; ++b) {
       if (len != nullptr && t >= len[b]) continue;  // finished rows carry dh through unchanged
@@ -322,7 +325,9 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
 
   // Weight gradients: one GEMM each over all T*B rows.
   Tensor dg2 = d_gates.view({T_ * B, G});
-  Tensor h_prev = previous_states(out, h0, lengths, reverse).view({T_ * B, P});
+  Tensor h_prev = previous_states(out, h0, lengths, reverse);
+  if (h_mask.has_value()) h_prev = h_prev * *h_mask;
+  h_prev = h_prev.reshape({T_ * B, P});
   Tensor grad_w_hh = at::mm(dg2.t(), h_prev);  // (4H, P)
   Tensor grad_w_hr;
   if (proj) {
@@ -335,31 +340,33 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
 
 std::vector<Tensor> lstm_forward(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                                  const std::optional<Tensor>& w_hr, const std::optional<Tensor>& lengths,
-                                 bool reverse, bool save, bool use_onednn) {
+                                 const std::optional<Tensor>& h_mask, bool reverse, bool save, bool use_onednn) {
   TORCH_CHECK(x_proj.dim() == 3 && x_proj.size(2) % 4 == 0, "x_proj must be (T, B, 4H)");
   Tensor xp = x_proj.contiguous();
   return AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "lstmkit_fused_forward", [&] {
-    return forward_impl<scalar_t>(xp, h0, c0, w_hh, w_hr, lengths, reverse, save, use_onednn);
+    return forward_impl<scalar_t>(xp, h0, c0, w_hh, w_hr, lengths, h_mask, reverse, save, use_onednn);
   });
 }
 
 std::vector<Tensor> lstm_backward(const Tensor& grad_out, const Tensor& grad_hn, const Tensor& grad_cn,
                                   const Tensor& out, const Tensor& h0, const Tensor& c0, const Tensor& gates,
                                   const Tensor& cells, const Tensor& w_hh, const std::optional<Tensor>& w_hr,
-                                  const std::optional<Tensor>& lengths, bool reverse, bool use_onednn) {
+                                  const std::optional<Tensor>& lengths, const std::optional<Tensor>& h_mask,
+                                  bool reverse, bool use_onednn) {
   return AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstmkit_fused_backward", [&] {
     return backward_impl<scalar_t>(grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths,
-                                   reverse, use_onednn);
+                                   h_mask, reverse, use_onednn);
   });
 }
 
 }  // namespace
 
 TORCH_LIBRARY(lstmkit_kernel, m) {
-  m.def("forward(Tensor x_proj, Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor? lengths, bool reverse, "
-        "bool save, bool onednn) -> Tensor[]");
+  m.def("forward(Tensor x_proj, Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor? lengths, Tensor? h_mask, "
+        "bool reverse, bool save, bool onednn) -> Tensor[]");
   m.def("backward(Tensor grad_out, Tensor grad_hn, Tensor grad_cn, Tensor out, Tensor h0, Tensor c0, "
-        "Tensor gates, Tensor cells, Tensor w_hh, Tensor? w_hr, Tensor? lengths, bool reverse, bool onednn) "
+        "Tensor gates, Tensor cells, Tensor w_hh, Tensor? w_hr, Tensor? lengths, Tensor? h_mask, bool reverse, "
+        "bool onednn) "
         "-> Tensor[]");
 }
 
