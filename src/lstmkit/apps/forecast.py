@@ -293,6 +293,10 @@ def _time_step(path: str, name: str, times: list[float | datetime], rows: list[i
                                 f"{diffs[k - 1]:g} after the row before, but the series steps by {step:g}")
         return TimeStep("number", step)
     dts: list[datetime] = times  # type: ignore[assignment]
+
+    def shown(t: datetime) -> str:
+        return t.date().isoformat() if date_only else t.isoformat()
+
     # Calendar months are irregular in seconds (28-31 days); a monthly series keeps its day of the month.
     months = [(b.year - a.year) * 12 + b.month - a.month for a, b in zip(dts, dts[1:], strict=False)]
     same_day = all((t.day, t.time()) == (dts[0].day, dts[0].time()) for t in dts) or all(
@@ -302,8 +306,8 @@ def _time_step(path: str, name: str, times: list[float | datetime], rows: list[i
         for k, m in enumerate(months, start=1):
             if m <= 0:
                 raise ForecastError(f"{path}: time column {name!r} must increase: row {rows[k]} "
-                                    f"({dts[k].isoformat()}) is not after row {rows[k - 1]} "
-                                    f"({dts[k - 1].isoformat()})")
+                                    f"({shown(dts[k])}) is not after row {rows[k - 1]} "
+                                    f"({shown(dts[k - 1])})")
             if m != step_months:
                 raise ForecastError(f"{path}: irregular timestamps in column {name!r}: row {rows[k]} is {m} "
                                     f"month(s) after the row before, but the series steps by {step_months}")
@@ -313,7 +317,7 @@ def _time_step(path: str, name: str, times: list[float | datetime], rows: list[i
     for k, s in enumerate(seconds, start=1):
         if s <= 0:
             raise ForecastError(f"{path}: time column {name!r} must increase: row {rows[k]} "
-                                f"({dts[k].isoformat()}) is not after row {rows[k - 1]} ({dts[k - 1].isoformat()})")
+                                f"({shown(dts[k])}) is not after row {rows[k - 1]} ({shown(dts[k - 1])})")
         if s != step:
             raise ForecastError(f"{path}: irregular timestamps in column {name!r}: row {rows[k]} is "
                                 f"{_duration(s)} after the row before, but the series steps by {_duration(step)}")
@@ -858,7 +862,10 @@ def write_backtest_csv(path: str | Path, series: Series, result: Backtest) -> No
 
 def plot_forecast(path: str | Path, series: Series, forecast: np.ndarray, interval: float,
                   result: Backtest | None = None, title: str | None = None) -> None:
-    """PNG: the history, the backtest forecasts (every H-th origin, with intervals) and the forecast ahead."""
+    """PNG: the history, the backtest forecasts (every H-th origin, with intervals) and the forecast ahead.
+
+    forecast: (H, 3) lower, median, upper. A long series gets a second panel, a close-up of its last steps.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -867,32 +874,43 @@ def plot_forecast(path: str | Path, series: Series, forecast: np.ndarray, interv
     H = len(forecast)
     x = series.axis(H)
     n = len(series)
-    fig, ax = plt.subplots(figsize=(11, 4.5))
+    pct = f"{round(100 * interval)}%"
+    zoom = 10 * H  # the close-up: the last 10 horizons, where a full plot of a long series is a solid band
+    panels = [0, n - zoom] if n > 2 * zoom else [0]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 4.2 * len(panels)), squeeze=False)
     try:
-        ax.plot(x[:n], series.target, color="0.25", lw=1, label="history")
-        pct = f"{round(100 * interval)}%"
-        if result is not None:
-            first = True
-            for i in range(0, len(result.origins), H):
-                o = int(result.origins[i])
-                xs = x[o: o + H]
-                ax.fill_between(xs, result.forecasts[i, :, 0], result.forecasts[i, :, 2], color="tab:orange",
-                                alpha=0.25, lw=0, label=f"backtest {pct} interval" if first else None)
-                ax.plot(xs, result.forecasts[i, :, 1], color="tab:orange", lw=1.5,
-                        label="backtest forecast" if first else None)
-                first = False
-            ax.axvline(x[int(result.origins[0])], color="0.5", ls=":", lw=1)
-        xs = x[n - 1: n + H]
-        last = series.target[-1]
-        ax.fill_between(xs, [last, *forecast[:, 0]], [last, *forecast[:, 2]], color="tab:blue", alpha=0.25, lw=0,
-                        label=f"forecast {pct} interval")
-        ax.plot(xs, [last, *forecast[:, 1]], color="tab:blue", lw=2, label="forecast")
-        ax.set_xlabel(series.time_name or "step")
-        ax.set_ylabel(series.target_name)
-        ax.set_title(title or f"{series.target_name}: LSTM forecast, {H} steps ahead")
-        ax.legend(loc="upper left", fontsize=8)
-        if series.step is not None and series.step.kind != "number":
-            fig.autofmt_xdate()  # dates on the x axis overlap unless slanted
+        for ax, start in zip(axes[:, 0], panels, strict=True):
+            ax.plot(x[start:n], series.target[start:], color="0.25", lw=1, label="history")
+            if result is not None:
+                first = True
+                for i in range(0, len(result.origins), H):
+                    o = int(result.origins[i])
+                    if o < start:
+                        continue
+                    xs = x[o: o + H]
+                    ax.fill_between(xs, result.forecasts[i, :, 0], result.forecasts[i, :, 2], color="tab:orange",
+                                    alpha=0.25, lw=0, label=f"backtest {pct} interval" if first else None)
+                    ax.plot(xs, result.forecasts[i, :, 1], color="tab:orange", lw=1.5,
+                            label="backtest forecast" if first else None)
+                    first = False
+                if int(result.origins[0]) >= start:
+                    ax.axvline(x[int(result.origins[0])], color="0.5", ls=":", lw=1)
+            xs = x[n - 1: n + H]
+            last = series.target[-1]
+            ax.fill_between(xs, [last, *forecast[:, 0]], [last, *forecast[:, 2]], color="tab:blue", alpha=0.25,
+                            lw=0, label=f"forecast {pct} interval")
+            ax.plot(xs, [last, *forecast[:, 1]], color="tab:blue", lw=2, label="forecast")
+            ax.set_xlabel(series.time_name or "step")
+            ax.set_ylabel(series.target_name)
+            ax.legend(loc="upper left", fontsize=8)
+            if series.step is not None and series.step.kind != "number":
+                for label in ax.get_xticklabels():  # dates on the x axis overlap unless slanted
+                    label.set_rotation(20)
+                    label.set_horizontalalignment("right")
+        head = title or f"{series.target_name}: LSTM forecast, {H} steps ahead"
+        axes[0, 0].set_title(head)
+        if len(panels) > 1:
+            axes[1, 0].set_title(f"the last {zoom} steps")
         fig.tight_layout()
         with atomic_write(path, "wb") as handle:
             fig.savefig(handle, format="png", dpi=110)

@@ -75,8 +75,8 @@ def register(subparsers: Any) -> None:
     train.add_argument("--validation", type=_positive_int,
                        help="points before the backtest for early stopping (default: max(horizon, 15%% of the rest))")
     train.add_argument("--stride", type=_positive_int, default=1, help="steps between backtest origins (default 1)")
-    train.add_argument("--hidden-size", type=_positive_int, default=64)
-    train.add_argument("--num-layers", type=_positive_int, default=1)
+    train.add_argument("--hidden-size", type=_positive_int, default=64, help="LSTM units (default 64)")
+    train.add_argument("--num-layers", type=_positive_int, default=1, help="stacked LSTM layers (default 1)")
     train.add_argument("--dropout", type=float, default=0.0, help="between LSTM layers (needs --num-layers >= 2)")
     train.add_argument("--engine", default="auto", choices=engines.ENGINE_CHOICES,
                        help="lstmkit.LSTM engine (default auto)")
@@ -88,10 +88,10 @@ def register(subparsers: Any) -> None:
     train.add_argument("--epochs", type=_positive_int, default=300, help="at most this many epochs (default 300)")
     train.add_argument("--patience", type=_positive_int, default=20,
                        help="stop after this many epochs without a better validation loss (default 20)")
-    train.add_argument("--batch-size", type=_positive_int, default=32)
+    train.add_argument("--batch-size", type=_positive_int, default=32, help="windows per step (default 32)")
     train.add_argument("--lr", type=_positive_float, default=3e-3, help="AdamW learning rate (default 3e-3)")
     train.add_argument("--max-minutes", type=_positive_float, help="stop training after this long")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="seed of the initialisation and shuffling")
     train.add_argument("--json", action="store_true", help="print the backtest metrics as one JSON object")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=run_train)
