@@ -1,7 +1,7 @@
 """The shared training loop for sequence models over a stream of tokens: truncated BPTT, checkpoints, resume, DDP.
 
-A model here maps ``ids (T, B)`` int64 and a carried state to ``logits (T, B, V)`` and the new state, and has
-``init_state(batch, device)`` (see :class:`lstmkit.apps.charlm.CharLM`). :func:`fit` trains it as char-rnn and
+A model here maps ``ids (T, B)`` int64 and a carried state (``None`` for zeros) to ``logits (T, B, V)`` and
+the new state, a tuple of tensors (see :class:`lstmkit.apps.charlm.CharLM`). :func:`fit` trains it as char-rnn and
 D2L do: the training stream is cut into ``batch_size`` contiguous rows, read ``seq_len`` steps at a time, and
 the state is carried from one batch to the next, detached, so gradients flow back at most ``seq_len`` steps
 (truncated BPTT, Williams & Peng 1990) while the state sees the whole row. Each epoch starts the rows at a
@@ -55,8 +55,8 @@ __all__ = [
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("auto", "cosine", "plateau", "constant")
-METRICS = ("step", "epoch", "seconds", "lr", "train_loss", "train_perplexity", "val_loss", "val_perplexity",
-           "val_bits_per_char", "chars_per_second")
+METRICS = ("step", "epoch", "seconds", "cpu_seconds", "lr", "train_loss", "train_perplexity", "val_loss",
+           "val_perplexity", "val_bits_per_char", "chars_per_second")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -79,6 +79,9 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many steps (0: no limit)
     max_epochs: int = 0  # stop after this many passes over the training text (0: no limit)
     max_minutes: float = 0.0  # stop after this much training time (0: no limit; not bit-reproducible)
+    # Stop after this much CPU time of this process (all its threads; 0: no limit): a budget that a machine
+    # shared with other work does not shrink, as wall-clock minutes are.
+    max_cpu_minutes: float = 0.0
     eval_every: int = 100  # score the validation text every this many steps; 0: at the end of every epoch
     patience: int = 10  # stop after this many evaluations without a better validation loss; 0: never
     seed: int = 0
@@ -98,6 +101,8 @@ class TrainConfig:
         _check(self.max_epochs >= 0, f"max_epochs must be >= 0 (0 for no limit), got {self.max_epochs}")
         _check(self.max_minutes >= 0 and math.isfinite(self.max_minutes),
                f"max_minutes must be >= 0 (0 for no limit), got {self.max_minutes}")
+        _check(self.max_cpu_minutes >= 0 and math.isfinite(self.max_cpu_minutes),
+               f"max_cpu_minutes must be >= 0 (0 for no limit), got {self.max_cpu_minutes}")
         _check(self.eval_every >= 0, f"eval_every must be >= 0 (0 for every epoch), got {self.eval_every}")
         _check(self.patience >= 0, f"patience must be >= 0 (0 for never), got {self.patience}")
         _check(self.schedule != "cosine" or bool(self.max_steps or self.max_epochs),
@@ -112,7 +117,7 @@ class FitResult:
     epochs: float
     best_val_loss: float
     val_loss: float
-    stopped: str  # "max_steps", "max_epochs", "max_minutes" or "early_stopping"
+    stopped: str  # "max_steps", "max_epochs", "max_minutes", "max_cpu_minutes" or "early_stopping"
     seconds: float
     history: list[dict[str, float]]
 
@@ -366,7 +371,7 @@ def _fit(
     plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
     step, epoch, position = 0, 0, 0
-    best, bad_evals, elapsed = math.inf, 0, 0.0
+    best, bad_evals, elapsed, cpu = math.inf, 0, 0.0, 0.0
     history: list[dict[str, float]] = []
     carry: tuple[Tensor, ...] | None = None
     torch.manual_seed(config.seed * 1009 + rank)  # dropout: each rank its own stream
@@ -385,6 +390,7 @@ def _fit(
         scheduler.load_state_dict(state["scheduler"])
         step, epoch, position = int(state["step"]), int(state["epoch"]), int(state["position"])
         best, bad_evals, elapsed = float(state["best"]), int(state["bad_evals"]), float(state["elapsed"])
+        cpu = float(state.get("cpu", 0.0))
         history = [dict(row) for row in state["history"]]
         mine = state["ranks"][rank]
         _set_rng_state(mine["rng"], device)
@@ -408,7 +414,7 @@ def _fit(
             trainer = {
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
                 "epoch": epoch, "position": position, "best": best, "bad_evals": bad_evals, "elapsed": elapsed,
-                "history": history, "ranks": ranks, "world_size": world,
+                "cpu": cpu, "history": history, "ranks": ranks, "world_size": world,
             }
         if rank == 0:
             save_checkpoint(path, model, run_config, kind=kind, extra={**extra, **info}, trainer=trainer)
@@ -425,6 +431,7 @@ def _fit(
     bar = tqdm(total=budget or None, initial=step, disable=not progress or rank != 0, unit="step",
                dynamic_ncols=True, leave=True)
     began = time.monotonic() - elapsed
+    cpu_began = time.process_time() - cpu
     interval_loss, interval_steps, interval_elapsed = 0.0, 0, elapsed
     stopped = ""
     if config.max_steps and step >= config.max_steps:
@@ -438,8 +445,6 @@ def _fit(
         xs, ys = contiguous_batches(train_shard, B, T, offset)
         n = min(xs.size(0), per_epoch)  # every rank and every epoch the same number of steps
         while position < n and not stopped:
-            if carry is None:
-                carry = model.init_state(B, device)  # type: ignore[operator]
             logits, state = net(xs[position], carry)  # (T, B, V)
             loss = F.cross_entropy(logits.flatten(0, 1), ys[position].flatten())
             optimizer.zero_grad(set_to_none=True)
@@ -455,6 +460,7 @@ def _fit(
             interval_loss += loss.item()
             interval_steps += 1
             elapsed = time.monotonic() - began
+            cpu = time.process_time() - cpu_began
             end_of_epoch = position >= n
             if config.max_steps and step >= config.max_steps:
                 stopped = "max_steps"
@@ -462,6 +468,8 @@ def _fit(
                 stopped = "max_epochs"
             elif config.max_minutes and _agree(elapsed >= 60 * config.max_minutes, device):
                 stopped = "max_minutes"
+            elif config.max_cpu_minutes and _agree(cpu >= 60 * config.max_cpu_minutes, device):
+                stopped = "max_cpu_minutes"
             due = (step % config.eval_every == 0) if config.eval_every else end_of_epoch
             speed = chars_per_step * interval_steps / max(1e-9, elapsed - interval_elapsed)
             if due or stopped:
@@ -469,6 +477,7 @@ def _fit(
                 train_loss = _sum([interval_loss / interval_steps], device)[0] / world
                 row = {
                     "step": step, "epoch": round(epoch + position / n, 4), "seconds": round(elapsed, 3),
+                    "cpu_seconds": round(cpu, 3),
                     "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
                     "train_perplexity": math.exp(min(train_loss, 50)), "val_loss": val_loss,
                     "val_perplexity": math.exp(min(val_loss, 50)), "val_bits_per_char": val_loss / math.log(2),
@@ -506,6 +515,8 @@ def _fit(
                 f"{speed:,.0f} chars/s left {_clock(left)}", refresh=False,
             )
             bar.update(1)
+            if end_of_epoch:
+                break  # the next epoch reads new batches (a new offset)
     bar.close()
     return FitResult(
         steps=step, epochs=epoch + position / max(1, per_epoch), best_val_loss=best, val_loss=val_loss,

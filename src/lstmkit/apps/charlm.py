@@ -18,6 +18,7 @@ import hashlib
 import importlib.resources
 import json
 import math
+import os
 import re
 import sysconfig
 from collections.abc import Iterator, Sequence
@@ -33,6 +34,7 @@ from .. import engines
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..modules import LSTM
 from ..train import FitResult, TrainConfig, fit, score_stream
+from ..variants import CELLS, check_variants
 
 __all__ = [
     "CORPORA",
@@ -107,19 +109,15 @@ def read_texts(paths: Sequence[str | Path]) -> str:
 def stdlib_text(cap: int = STDLIB_CAP) -> str:
     """The Python standard library's ``.py`` files on this machine (found with ``sysconfig``), up to ``cap`` chars.
 
-    Files are read in sorted order of their path below the library's root, so the corpus is the same on every
-    run of the same Python; installed packages (``site-packages``) and files that are not UTF-8 are skipped.
+    Files are read depth first, each folder's entries sorted by name, so the corpus is the same on every run of
+    the same Python; installed packages (``site-packages``) and files that are not UTF-8 are skipped.
     """
     root = Path(sysconfig.get_paths()["stdlib"])
     if not root.is_dir():
         raise TextError(f"the Python standard library is not at {root} on this machine; use --text FILE")
-    files = sorted(
-        (p for p in root.rglob("*.py") if not {"site-packages", "dist-packages"} & set(p.relative_to(root).parts)),
-        key=lambda p: p.relative_to(root).as_posix(),
-    )
     parts: list[str] = []
     size = 0
-    for path in files:
+    for path in _sorted_sources(root):
         try:
             text = path.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
@@ -132,6 +130,17 @@ def stdlib_text(cap: int = STDLIB_CAP) -> str:
         if size >= cap:
             break
     return "".join(parts)
+
+
+def _sorted_sources(folder: Path) -> Iterator[Path]:
+    """The ``.py`` files below ``folder``, depth first with each folder's entries sorted by name (lazily: the
+    walk stops where the cap is reached)."""
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        if entry.is_dir() and not entry.is_symlink():
+            if entry.name not in ("site-packages", "dist-packages", "__pycache__"):
+                yield from _sorted_sources(entry)
+        elif entry.suffix == ".py" and entry.is_file():
+            yield entry
 
 
 def _timemachine() -> str:
@@ -226,6 +235,20 @@ class CharLMConfig:
     proj_size: int = 0  # LSTMP (Sak et al. 2014): h_t projected down to this size, 0 for none
     bias: bool = True
     engine: str = "auto"  # any lstmkit engine
+    # The LSTM variants (lstmkit.variants): off by default, which is torch.nn.LSTM's cell.
+    cell: str = "lstm"  # "lstm" or "slstm" (xLSTM's sLSTM)
+    peephole: bool = False
+    layer_norm: bool = False
+    coupled_gates: bool = False
+    forget_bias: float | None = None  # initial forget-gate bias; None keeps torch.nn's init
+    recurrent_dropout: float = 0.0
+    zoneout: float = 0.0
+
+    def variants(self) -> dict[str, Any]:
+        """The variant keyword arguments of :class:`lstmkit.LSTM`."""
+        return {"cell": self.cell, "peephole": self.peephole, "layer_norm": self.layer_norm,
+                "coupled_gates": self.coupled_gates, "forget_bias": self.forget_bias,
+                "recurrent_dropout": self.recurrent_dropout, "zoneout": self.zoneout}
 
     def __post_init__(self) -> None:
         _check(self.vocab_size >= 1, f"vocab_size must be >= 1, got {self.vocab_size}")
@@ -237,6 +260,11 @@ class CharLMConfig:
                f"proj_size must be in [0, hidden_size={self.hidden_size}), got {self.proj_size}")
         _check(self.engine in engines.ENGINE_CHOICES,
                f"engine must be one of {', '.join(engines.ENGINE_CHOICES)}, got {self.engine!r}")
+        _check(self.cell in CELLS, f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        try:
+            check_variants(**self.variants(), proj_size=self.proj_size, bias=self.bias)
+        except TypeError as error:
+            raise ValueError(str(error)) from None
 
 
 @dataclass(frozen=True)
@@ -317,19 +345,16 @@ class CharLM(nn.Module):
             dropout=config.dropout if config.num_layers > 1 else 0.0,
             proj_size=config.proj_size,
             engine=config.engine,
+            **config.variants(),
         )
         self.drop = nn.Dropout(config.dropout)
         self.decoder = nn.Linear(config.proj_size or config.hidden_size, V)
 
-    def init_state(self, batch: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
-        """Zero ``(h_0, c_0)``: ``(num_layers, batch, proj_size or hidden_size)``, ``(num_layers, batch, hidden)``."""
-        c = self.config
-        weight = self.decoder.weight
-        h = torch.zeros(c.num_layers, batch, c.proj_size or c.hidden_size, device=device, dtype=weight.dtype)
-        return h, torch.zeros(c.num_layers, batch, c.hidden_size, device=device, dtype=weight.dtype)
+    def forward(self, ids: Tensor, state: tuple[Tensor, ...] | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """ids: ``(T, B)`` int64 -> logits ``(T, B, vocab_size)`` and the final state ``(h, c)``.
 
-    def forward(self, ids: Tensor, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """ids: ``(T, B)`` int64 -> logits ``(T, B, vocab_size)`` and the final ``(h, c)``."""
+        state: ``None`` (zeros) or the state a previous call returned (``(h, c, n, m)`` for the sLSTM cell).
+        """
         if self.embedding is not None:
             x = self.embedding(ids)  # (T, B, E)
         else:
@@ -378,6 +403,16 @@ def train_charlm(
     vocab = Vocabulary.from_text(text)
     run = dataclasses.replace(run, model=dataclasses.replace(run.model, vocab_size=len(vocab)))
     train_text, val_text = prepare_text(text, run.data)
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # under torchrun each process trains on 1/world of the text
+    B, T = run.train.batch_size, run.train.seq_len
+    if len(train_text) // world < B * T + T + 1:
+        raise TextError(
+            f"the text is too short: {len(train_text):,} characters to train on"
+            f"{f' ({len(train_text) // world:,} per process)' if world > 1 else ''}, and --batch-size {B} x "
+            f"--seq-len {T} needs at least {B * T + T + 1:,}; give more text or smaller --batch-size/--seq-len"
+        )
+    if len(val_text) // world < 2:
+        raise TextError(f"the validation part is too short ({len(val_text)} characters); raise --val-fraction")
     extra = {"vocabulary": list(vocab.chars), "text_sha256": _digest(text), "train_chars": len(train_text),
              "val_chars": len(val_text)}
     if resume:

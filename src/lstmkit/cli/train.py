@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from ..apps import charlm
 from ..checkpoint import LAST, load_checkpoint
 from ..engines import ENGINE_CHOICES
 from ..train import OPTIMIZERS, SCHEDULES, TrainConfig, resolve_device
+from ..variants import CELLS
 from .common import UsageError
 
 
@@ -86,6 +88,16 @@ def register(subparsers: Any) -> None:
     g.add_argument("--no-bias", dest="model.bias", action="store_false", default=argparse.SUPPRESS,
                    help="LSTM without biases")
     _field(g, "--engine", "model", "engine", str, "lstmkit engine (auto)", choices=list(ENGINE_CHOICES))
+    g = p.add_argument_group("LSTM variants (lstmkit.variants)")
+    _field(g, "--cell", "model", "cell", str, "lstm, or slstm (xLSTM's sLSTM)", choices=list(CELLS))
+    for flag, name, help in (("--peephole", "peephole", "peephole connections (Gers & Schmidhuber 2000)"),
+                             ("--layer-norm", "layer_norm", "layer-normalised LSTM (Ba et al. 2016)"),
+                             ("--coupled-gates", "coupled_gates", "CIFG: i = 1 - f (Greff et al. 2017)")):
+        g.add_argument(flag, dest=f"model.{name}", action="store_true", default=argparse.SUPPRESS, help=help)
+    _field(g, "--forget-bias", "model", "forget_bias", float, "initial forget-gate bias (Jozefowicz et al. 2015)")
+    _field(g, "--recurrent-dropout", "model", "recurrent_dropout", _ranged(float, 0, True, 1),
+           "dropout on h_{t-1}, one mask per sequence (Gal & Ghahramani 2016)")
+    _field(g, "--zoneout", "model", "zoneout", _ranged(float, 0, True, 1), "zoneout rate (Krueger et al. 2016)")
 
     g = p.add_argument_group("training")
     _field(g, "--seq-len", "train", "seq_len", _ranged(int, 1), "BPTT steps per batch (100)")
@@ -100,6 +112,8 @@ def register(subparsers: Any) -> None:
     _field(g, "--max-steps", "train", "max_steps", _ranged(int, 0), "stop after N steps")
     _field(g, "--max-epochs", "train", "max_epochs", _ranged(int, 0), "stop after N epochs")
     _field(g, "--max-minutes", "train", "max_minutes", _ranged(float, 0), "stop after M minutes")
+    _field(g, "--max-cpu-minutes", "train", "max_cpu_minutes", _ranged(float, 0),
+           "stop after M minutes of this process's CPU time (a budget a shared machine does not shrink)")
     _field(g, "--eval-every", "train", "eval_every", _ranged(int, 0), "validate every N steps, 0: every epoch (100)")
     _field(g, "--patience", "train", "patience", _ranged(int, 0), "early stopping: evaluations without "
            "improvement, 0 for never (10)")
@@ -109,8 +123,8 @@ def register(subparsers: Any) -> None:
 
 
 # Flags that may change when a run is resumed: how long it goes on, and where.
-RESUMABLE = {("train", "max_steps"), ("train", "max_epochs"), ("train", "max_minutes"), ("train", "patience"),
-             ("train", "device")}
+RESUMABLE = {("train", "max_steps"), ("train", "max_epochs"), ("train", "max_minutes"), ("train", "max_cpu_minutes"),
+             ("train", "patience"), ("train", "device")}
 
 
 def build_run(args: argparse.Namespace) -> charlm.RunConfig:
@@ -171,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{out} already holds a training run; pass --resume to continue it, or choose another --out"
             )
     result = charlm.train_charlm(run_config, out, resume=args.resume, progress=not args.quiet)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 reports for all
     best = result.best_val_loss
     print(f"trained {result.steps} steps ({result.epochs:.2f} epochs, {result.seconds:.0f} s, stopped by "
           f"{result.stopped}); best validation: {best / math.log(2):.3f} bits/char, perplexity "
