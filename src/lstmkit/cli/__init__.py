@@ -17,7 +17,9 @@ from .. import __version__
 from .common import report_error
 
 # Command modules, in the order ``lstmkit --help`` lists them.
-COMMANDS: tuple[str, ...] = ("train", "generate", "evaluate", "corpora", "forecast", "longrange")
+COMMANDS: tuple[str, ...] = (
+    "train", "generate", "evaluate", "corpora", "forecast", "longrange", "inspect", "memory", "params",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

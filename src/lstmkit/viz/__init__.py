@@ -1,0 +1,22 @@
+"""Pictures of what an LSTM does: PNG heatmaps (matplotlib, Agg) and a self-contained HTML gate viewer.
+
+Applications of :mod:`lstmkit.inspect`; the library itself (``lstmkit.LSTM``) knows nothing of plotting.
+"""
+
+from .heatmaps import plot_gate_heatmaps, plot_saturation, plot_text_cells
+from .page import page_data, render_page, write_page
+from .report import SCORE_DEFINITION, Inspection, inspect_charlm, inspect_sequence, record_charlm
+
+__all__ = [
+    "SCORE_DEFINITION",
+    "Inspection",
+    "inspect_charlm",
+    "inspect_sequence",
+    "page_data",
+    "plot_gate_heatmaps",
+    "plot_saturation",
+    "plot_text_cells",
+    "record_charlm",
+    "render_page",
+    "write_page",
+]
