@@ -128,6 +128,10 @@ def test_read_csv_parses_target_covariates_and_monthly_dates(tmp_path):
     np.testing.assert_array_equal(s.covariates, [[1], [2], [3]])
     assert s.step is not None and s.step.kind == "months"  # month ends: 30, 31, 31 days apart
     assert [s.label(i) for i in range(3, 6)] == ["2002-02-28", "2002-03-31", "2002-04-30"]
+    path = write_csv(tmp_path / "e.csv", ["date", "y"], [["2002-01-31", "1"], ["2002-02-28", "2"]])
+    assert F.read_csv(path, "y", time="date").label(2) == "2002-03-31"  # month ends stay month ends
+    path = write_csv(tmp_path / "q.csv", ["date", "y"], [["2001-11-28", "1"], ["2002-02-28", "2"]])
+    assert F.read_csv(path, "y", time="date").label(2) == "2002-05-28"  # quarterly on the 28th stays there
 
 
 def test_read_csv_numeric_time_and_hourly_timestamps(tmp_path):
@@ -298,11 +302,12 @@ def test_bad_csv_is_one_line_exit_2_and_nothing_written(case, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_missing_and_empty_files(tmp_path, capsys):
+def test_missing_empty_and_binary_files(tmp_path, capsys):
     out = tmp_path / "out"
-    for path, word in ((tmp_path / "nope.csv", "No such file"), (tmp_path / "empty.csv", "empty")):
-        if word == "empty":
-            path.write_text("")
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "binary.csv").write_bytes(bytes(range(256)) * 4)
+    for path, word in ((tmp_path / "nope.csv", "No such file"), (tmp_path / "empty.csv", "empty"),
+                       (tmp_path / "binary.csv", "UTF-8")):
         capsys.readouterr()
         assert main(["forecast", "train", "--csv", str(path), "--target", "y", "--horizon", "3", "--out",
                      str(out), "--quiet"]) == 2

@@ -186,13 +186,7 @@ class TimeStep:
     kind: str  # "number", "seconds" or "months"
     value: float
     date_only: bool = False  # the column held dates (2024-01-31), not datetimes
-
-    def describe(self) -> str:
-        if self.kind == "months":
-            return f"{int(self.value)} month(s)"
-        if self.kind == "seconds":
-            return _duration(self.value)
-        return f"{self.value:g}"
+    month_end: bool = False  # monthly on the last day of each month (Jan 31, Feb 28, ...)
 
     def label(self, last: float | datetime, n: int) -> str:
         """The time ``n`` steps after ``last``, written as the column writes it."""
@@ -204,7 +198,8 @@ class TimeStep:
         if self.kind == "months":
             months = last.month - 1 + n * int(self.value)
             year, month = last.year + months // 12, months % 12 + 1
-            day = min(last.day, calendar.monthrange(year, month)[1])
+            days = calendar.monthrange(year, month)[1]
+            day = days if self.month_end else min(last.day, days)
             t = last.replace(year=year, month=month, day=day)
         else:
             t = last + timedelta(seconds=n * self.value)
@@ -299,9 +294,10 @@ def _time_step(path: str, name: str, times: list[float | datetime], rows: list[i
 
     # Calendar months are irregular in seconds (28-31 days); a monthly series keeps its day of the month.
     months = [(b.year - a.year) * 12 + b.month - a.month for a, b in zip(dts, dts[1:], strict=False)]
-    same_day = all((t.day, t.time()) == (dts[0].day, dts[0].time()) for t in dts) or all(
+    same_day = all((t.day, t.time()) == (dts[0].day, dts[0].time()) for t in dts)
+    month_end = not same_day and all(
         t.day == calendar.monthrange(t.year, t.month)[1] and t.time() == dts[0].time() for t in dts)
-    if same_day:
+    if same_day or month_end:
         step_months = months[0]
         for k, m in enumerate(months, start=1):
             if m <= 0:
@@ -311,7 +307,7 @@ def _time_step(path: str, name: str, times: list[float | datetime], rows: list[i
             if m != step_months:
                 raise ForecastError(f"{path}: irregular timestamps in column {name!r}: row {rows[k]} is {m} "
                                     f"month(s) after the row before, but the series steps by {step_months}")
-        return TimeStep("months", float(step_months), date_only)
+        return TimeStep("months", float(step_months), date_only, month_end)
     seconds = [(b - a).total_seconds() for a, b in zip(dts, dts[1:], strict=False)]
     step = seconds[0]
     for k, s in enumerate(seconds, start=1):
@@ -332,6 +328,13 @@ def read_csv(path: str | Path, target: str, time: str | None = None, covariates:
     ``FileNotFoundError`` for a missing file.
     """
     path = str(path)
+    try:
+        return _read_csv(path, target, time, covariates)
+    except UnicodeDecodeError:
+        raise ForecastError(f"{path} is not a text file in UTF-8 (a CSV file is expected)") from None
+
+
+def _read_csv(path: str, target: str, time: str | None, covariates: Sequence[str]) -> Series:
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         try:
