@@ -164,22 +164,35 @@ def test_dropout_between_layers_draws_as_the_reference() -> None:
     _assert_close(_run(fast, x, hx, packed=False), expected)
 
 
-def _gradcheck_layer(reverse: bool, proj: bool, lengths: list[int] | None, dropout: bool = False) -> None:
+def _gradcheck_layer(
+    reverse: bool, proj: bool, lengths: list[int] | None, dropout: bool = False, peephole: bool = False,
+    coupled: bool = False,
+) -> None:
     torch.manual_seed(3)
     T, B, Hs, P = 5, 3, 4, (2 if proj else 4)
+    G = (3 if coupled else 4) * Hs
     d = torch.float64
-    x_proj = torch.randn(T, B, 4 * Hs, dtype=d, requires_grad=True)
-    h0 = torch.randn(B, P, dtype=d, requires_grad=True)
-    c0 = torch.randn(B, Hs, dtype=d, requires_grad=True)
-    w_hh = torch.randn(4 * Hs, P, dtype=d, requires_grad=True)
-    w_hr = torch.randn(P, Hs, dtype=d, requires_grad=True) if proj else None
+
+    def param(*shape: int) -> Tensor:
+        return torch.randn(*shape, dtype=d, requires_grad=True)
+
     n = torch.tensor(lengths) if lengths is not None else None
     mask = (torch.rand(B, P, dtype=d) > 0.3).to(d) / 0.7 if dropout else None
+    optional = {
+        "w_hr": param(P, Hs) if proj else None,
+        "w_ci": param(Hs) if peephole and not coupled else None,
+        "w_cf": param(Hs) if peephole else None,
+        "w_co": param(Hs) if peephole else None,
+    }
+    names = [k for k, v in optional.items() if v is not None]
 
     def f(x_proj, h0, c0, w_hh, *rest):
-        return fused.FusedLSTMLayer.apply(x_proj, h0, c0, w_hh, rest[0] if rest else None, n, reverse, mask)
+        w = {**dict.fromkeys(optional), **dict(zip(names, rest, strict=True))}
+        return fused.FusedLSTMLayer.apply(
+            x_proj, h0, c0, w_hh, w["w_hr"], n, reverse, mask, w["w_ci"], w["w_cf"], w["w_co"], coupled
+        )
 
-    inputs = (x_proj, h0, c0, w_hh) + ((w_hr,) if w_hr is not None else ())
+    inputs = (param(T, B, G), param(B, P), param(B, Hs), param(G, P), *(optional[k] for k in names))
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
 
 
@@ -195,6 +208,17 @@ def test_gradcheck_fused_function_recurrent_dropout(reverse: bool) -> None:
     _gradcheck_layer(reverse, proj=True, lengths=[5, 2, 4], dropout=True)
 
 
+@pytest.mark.parametrize("coupled", [False, True], ids=["peephole", "peephole-coupled"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_gradcheck_fused_function_peephole(reverse: bool, coupled: bool) -> None:
+    _gradcheck_layer(reverse, proj=True, lengths=[5, 2, 4], peephole=True, coupled=coupled)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_gradcheck_fused_function_coupled(reverse: bool) -> None:
+    _gradcheck_layer(reverse, proj=False, lengths=None, coupled=True)
+
+
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 @pytest.mark.parametrize(
     "kwargs",
@@ -202,11 +226,25 @@ def test_gradcheck_fused_function_recurrent_dropout(reverse: bool) -> None:
         pytest.param({"recurrent_dropout": 0.3}, id="recurrent-dropout"),
         pytest.param({"recurrent_dropout": 0.3, "num_layers": 2, "bidirectional": True, "proj_size": 3}, id="rd-all"),
         pytest.param({"forget_bias": 1.0, "num_layers": 2}, id="forget-bias"),
+        pytest.param({"peephole": True}, id="peephole"),
+        pytest.param({"coupled_gates": True, "num_layers": 2}, id="coupled"),
+        pytest.param({"peephole": True, "coupled_gates": True, "bidirectional": True}, id="peephole-coupled"),
+        pytest.param(
+            {"peephole": True, "coupled_gates": True, "recurrent_dropout": 0.3, "num_layers": 2,
+             "bidirectional": True, "proj_size": 3},
+            id="every-fused-variant",
+        ),
     ],
 )
 def test_variants_match_reference_in_training(kwargs: dict[str, Any], packed: bool) -> None:
-    """Training mode: the module draws the masks once, before the engine, so both engines see the same masks."""
+    """Training mode: the module draws the masks once, before the engine, so both engines see the same masks.
+    Every parameter is redrawn in [-0.5, 0.5] so that the peephole weights (initialised as torch.nn would
+    initialise any weight) and the gates they feed matter."""
     reference, fast = _pair(kwargs)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.uniform_(-0.5, 0.5)
+    fast.load_state_dict(reference.state_dict())
     assert fast.engine == "fused"
     reference.train()
     fast.train()
@@ -243,6 +281,20 @@ def test_fallback_gradcheck(fallback: None) -> None:
         warnings.simplefilter("ignore", RuntimeWarning)
         for reverse in (False, True):
             _gradcheck_layer(reverse, proj=True, lengths=[5, 2, 4])
+            _gradcheck_layer(reverse, proj=True, lengths=[5, 2, 4], dropout=True, peephole=True)
+            _gradcheck_layer(reverse, proj=False, lengths=[5, 2, 4], peephole=True, coupled=True)
+
+
+def test_fallback_variants_match_reference(fallback: None) -> None:
+    kwargs = {"peephole": True, "coupled_gates": True, "recurrent_dropout": 0.3, "num_layers": 2}
+    reference, fast = _pair(kwargs)
+    x, hx = _inputs(fast)
+    torch.manual_seed(7)
+    expected = _run(reference, x, hx, packed=True)
+    torch.manual_seed(7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        _assert_close(_run(fast, x, hx, packed=True), expected)
 
 
 def test_build_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -268,12 +320,13 @@ def test_custom_ops_pass_opcheck() -> None:
     T, B, Hs, P = 4, 3, 4, 2
     args = (
         torch.randn(T, B, 4 * Hs), torch.randn(B, P), torch.randn(B, Hs), torch.randn(4 * Hs, P),
-        torch.randn(P, Hs), torch.tensor([4, 1, 3]), torch.rand(B, P), True, True,
+        torch.randn(P, Hs), torch.tensor([4, 1, 3]), torch.rand(B, P), None, torch.randn(Hs), torch.randn(Hs),
+        False, True, True,
     )
     torch.library.opcheck(fused.fused_lstm_forward, args, test_utils=("test_schema", "test_faketensor"))
     out, h_n, c_n, gates, cells = fused.fused_lstm_forward(*args)
     bargs = (torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n), out, args[1], args[2], gates, cells,
-             args[3], args[4], args[5], args[6], True)
+             args[3], args[4], args[5], args[6], args[7], args[8], args[9], False, True)
     torch.library.opcheck(fused.fused_lstm_backward, bargs, test_utils=("test_schema", "test_faketensor"))
 
 
@@ -292,8 +345,9 @@ def test_compiles_with_torch_compile() -> None:
         (lambda: lstmkit.LSTM(I, H, engine="fused", dtype=torch.bfloat16), "float32 and float64"),
         (lambda: lstmkit.LSTM(I, H, engine="fused", cell="slstm"), "not cell='slstm'"),
         (lambda: lstmkit.LSTM(I, H, engine="fused", zoneout=0.1), "not zoneout"),
+        (lambda: lstmkit.LSTM(I, H, engine="fused", layer_norm=True), "not layer_norm"),
     ],
-    ids=["gru", "bfloat16", "slstm", "zoneout"],
+    ids=["gru", "bfloat16", "slstm", "zoneout", "layer-norm"],
 )
 def test_unsupported_configurations_are_refused(make: Any, match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -20,8 +20,12 @@ The C++ source is built on first use with ``torch.utils.cpp_extension.load`` (ca
 for instance), :func:`_python_forward`/:func:`_python_backward` compute the same thing in eager PyTorch, after
 one warning. They are also the readable statement of what the C++ computes.
 
+Variants run in the kernel: ``peephole``, ``coupled_gates`` (CIFG, 3H gate rows), ``recurrent_dropout`` (the
+module's mask on ``h_{t-1}``), and ``forget_bias`` (an initialisation only); ``layer_norm``, ``zoneout`` and
+``cell="slstm"`` are refused (``unsupported``) and run on the reference engine.
+
 The gate equations themselves are the reference engine's (``engines/reference.py``); this engine is tested
-against it and against ``torch.nn.LSTM`` (``tests/test_fused.py``).
+against it and against ``torch.nn.LSTM`` (``tests/test_fused.py``). Speed and memory: ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -124,21 +128,31 @@ def _live(t: int, lengths: Tensor | None) -> Tensor | None:
 
 def _python_forward(
     x_proj: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None,
-    h_mask: Tensor | None, reverse: bool, save: bool,
+    h_mask: Tensor | None, w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, coupled: bool,
+    reverse: bool, save: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     T, B, G = x_proj.shape
-    H = G // 4
+    H = G // (3 if coupled else 4)
+    ci, cf, co = (w if w is not None else x_proj.new_zeros(H) for w in (w_ci, w_cf, w_co))  # peepholes, or none
     h, c = h0, c0
     outs, gates, cells = [], [], []
     for t in range(T - 1, -1, -1) if reverse else range(T):
         h_in = h if h_mask is None else h * h_mask  # recurrent dropout: on the recurrent path only
-        i, f, g, o = (x_proj[t] + h_in @ w_hh.t()).chunk(4, dim=1)  # each (B, H)
-        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        z = x_proj[t] + h_in @ w_hh.t()  # (B, G)
+        if coupled:
+            zf, zg, zo = z.chunk(3, dim=1)
+            f = torch.sigmoid(zf + cf * c)
+            i = 1 - f  # CIFG
+        else:
+            zi, zf, zg, zo = z.chunk(4, dim=1)  # each (B, H)
+            i, f = torch.sigmoid(zi + ci * c), torch.sigmoid(zf + cf * c)
+        g = torch.tanh(zg)
         c_new = f * c + i * g
+        o = torch.sigmoid(zo + co * c_new)  # the output gate's peephole sees c_t
         h_new = o * torch.tanh(c_new)
         if w_hr is not None:
             h_new = h_new @ w_hr.t()  # (B, P)
-        act = torch.cat([i, f, g, o], dim=1)
+        act = torch.cat([f, g, o] if coupled else [i, f, g, o], dim=1)
         keep = _live(t, lengths)
         if keep is not None:
             act = act * keep
@@ -154,18 +168,21 @@ def _python_forward(
     out = torch.stack(outs) if T else x_proj.new_empty(0, B, h0.size(1))
     saved_g = torch.stack(gates) if save and T else (x_proj.new_empty(0, B, G) if save else empty)
     saved_c = torch.stack(cells) if save and T else (x_proj.new_empty(0, B, H) if save else empty)
-    return out, h, c, saved_g, saved_c
+    return out, h.clone(), c.clone(), saved_g, saved_c
 
 
 def _python_backward(
     grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor, out: Tensor, h0: Tensor, c0: Tensor, gates: Tensor,
-    cells: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None, h_mask: Tensor | None, reverse: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+    cells: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None, h_mask: Tensor | None,
+    w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, coupled: bool, reverse: bool,
+) -> tuple[Tensor, ...]:
     T, B, G = gates.shape
-    H = G // 4
+    H = G // (3 if coupled else 4)
+    ci, cf, co = (w if w is not None else gates.new_zeros(H) for w in (w_ci, w_cf, w_co))
     dh, dc = grad_hn, grad_cn
     d_gates = torch.zeros_like(gates)
     d_h_all = torch.zeros_like(out)
+    c_prev_all = torch.zeros_like(cells)
     order = range(T) if reverse else range(T - 1, -1, -1)
     for n, t in enumerate(order):
         first = n == T - 1  # the first step processed in forward
@@ -174,13 +191,25 @@ def _python_backward(
         dh_t = dh + (grad_out[t] if keep is None else grad_out[t] * keep)
         d_h_all[t] = dh_t
         dm = dh_t @ w_hr if w_hr is not None else dh_t  # (B, H)
-        i, f, g, o = gates[t].chunk(4, dim=1)
+        if coupled:
+            f, g, o = gates[t].chunk(3, dim=1)
+            i = 1 - f
+        else:
+            i, f, g, o = gates[t].chunk(4, dim=1)
         tc = torch.tanh(cells[t])
         c_prev = c0 if first else cells[tprev]
-        d_o = dm * tc
-        d_c = dc + dm * o * (1 - tc * tc)
-        dg = torch.cat([d_c * g * i * (1 - i), d_c * c_prev * f * (1 - f), d_c * i * (1 - g * g), d_o * o * (1 - o)], 1)
-        dc_new = d_c * f
+        c_prev_all[t] = c_prev
+        dzo = dm * tc * o * (1 - o)
+        d_c = dc + dm * o * (1 - tc * tc) + dzo * co
+        dzg = d_c * i * (1 - g * g)
+        if coupled:
+            dzf = d_c * (c_prev - g) * f * (1 - f)
+            dg = torch.cat([dzf, dzg, dzo], 1)
+            dc_new = d_c * f + dzf * cf
+        else:
+            dzi, dzf = d_c * g * i * (1 - i), d_c * c_prev * f * (1 - f)
+            dg = torch.cat([dzi, dzf, dzg, dzo], 1)
+            dc_new = d_c * f + dzi * ci + dzf * cf
         dh_new = dg @ w_hh  # (B, P)
         if h_mask is not None:
             dh_new = dh_new * h_mask
@@ -194,11 +223,19 @@ def _python_backward(
     if h_mask is not None:
         h_prev = h_prev * h_mask
     grad_w_hh = d_gates.reshape(T * B, G).t() @ h_prev.reshape(T * B, -1)
-    grad_w_hr = None
+    grad_w_hr = gates.new_empty(0)  # a fresh empty tensor per absent weight: custom op outputs may not alias
     if w_hr is not None:
-        m = gates[..., 3 * H :] * torch.tanh(cells)  # (T, B, H)
+        m = gates[..., G - H :] * torch.tanh(cells)  # (T, B, H): o is the last gate
         grad_w_hr = d_h_all.reshape(T * B, -1).t() @ m.reshape(T * B, H)
-    return d_gates, dh, dc, grad_w_hh, grad_w_hr
+    grads = [gates.new_empty(0) for _ in range(3)]
+    F_ = 0 if coupled else H
+    if w_cf is not None:
+        grads[1] = (d_gates[..., F_ : F_ + H] * c_prev_all).sum((0, 1))
+    if w_co is not None:
+        grads[2] = (d_gates[..., G - H :] * cells).sum((0, 1))
+    if w_ci is not None and not coupled:
+        grads[0] = (d_gates[..., :H] * c_prev_all).sum((0, 1))
+    return (d_gates, dh.clone(), dc.clone(), grad_w_hh, grad_w_hr, *grads)
 
 
 def _previous_states(out: Tensor, h0: Tensor, lengths: Tensor | None, reverse: bool) -> Tensor:
@@ -220,25 +257,25 @@ def _previous_states(out: Tensor, h0: Tensor, lengths: Tensor | None, reverse: b
 @torch.library.custom_op("lstmkit::fused_lstm_forward", mutates_args=())
 def fused_lstm_forward(
     x_proj: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None,
-    h_mask: Tensor | None, reverse: bool, save: bool,
+    h_mask: Tensor | None, w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, coupled: bool,
+    reverse: bool, save: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """One layer, one direction. x_proj (T, B, 4H), h0 (B, P), c0 (B, H), w_hh (4H, P), w_hr (P, H) or None,
-    lengths (B,) int64 or None, h_mask (B, P) (recurrent dropout's mask on h_{t-1}) or None. Returns output
-    (T, B, P), h_n (B, P), c_n (B, H), and when ``save`` the gate activations (T, B, 4H) and cell states
-    (T, B, H) that backward needs (empty tensors otherwise)."""
+    """One layer, one direction. x_proj (T, B, G) with G = 4H (3H with ``coupled`` gates), h0 (B, P), c0 (B, H),
+    w_hh (G, P), w_hr (P, H) or None, lengths (B,) int64 or None, h_mask (B, P) (recurrent dropout's mask on
+    h_{t-1}) or None, w_ci, w_cf, w_co (H,) peephole weights or None. Returns output (T, B, P), h_n (B, P),
+    c_n (B, H), and when ``save`` the gate activations (T, B, G) and cell states (T, B, H) that backward needs
+    (empty tensors otherwise)."""
     module = kernel()
+    args = (x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, coupled, reverse, save)
     if module is None:
-        out = _python_forward(x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, reverse, save)
-        return tuple(t.contiguous() for t in out)  # type: ignore[return-value]
-    return tuple(  # type: ignore[return-value]
-        module.forward(x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, reverse, save, _use_onednn(x_proj.dtype))
-    )
+        return tuple(t.contiguous() for t in _python_forward(*args))  # type: ignore[return-value]
+    return tuple(module.forward(*args, _use_onednn(x_proj.dtype)))  # type: ignore[return-value]
 
 
 @fused_lstm_forward.register_fake
-def _(x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, reverse, save):
+def _(x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, coupled, reverse, save):
     T, B, G = x_proj.shape
-    P, H = h0.size(1), G // 4
+    P, H = h0.size(1), c0.size(1)
     gates = x_proj.new_empty(T, B, G) if save else x_proj.new_empty(0)
     cells = x_proj.new_empty(T, B, H) if save else x_proj.new_empty(0)
     return x_proj.new_empty(T, B, P), h0.new_empty(B, P), c0.new_empty(B, H), gates, cells
@@ -247,63 +284,69 @@ def _(x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, reverse, save):
 @torch.library.custom_op("lstmkit::fused_lstm_backward", mutates_args=())
 def fused_lstm_backward(
     grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor, out: Tensor, h0: Tensor, c0: Tensor, gates: Tensor,
-    cells: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None, h_mask: Tensor | None, reverse: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Backward through time of :func:`fused_lstm_forward`. Returns the gradients of x_proj (T, B, 4H), h0, c0,
-    w_hh and w_hr (an empty tensor when there is no projection)."""
+    cells: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None, h_mask: Tensor | None,
+    w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, coupled: bool, reverse: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Backward through time of :func:`fused_lstm_forward`. Returns the gradients of x_proj (T, B, G), h0, c0,
+    w_hh, w_hr, w_ci, w_cf and w_co (an empty tensor for each weight that is None)."""
     module = kernel()
-    if module is None:
-        res = _python_backward(
-            grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, reverse
-        )
-    else:
-        res = tuple(
-            module.backward(
-                grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, reverse,
-                _use_onednn(gates.dtype),
-            )
-        )
-    d_x, d_h0, d_c0, d_w_hh, d_w_hr = res
-    return (
-        d_x.contiguous(), d_h0.contiguous(), d_c0.contiguous(), d_w_hh.contiguous(),
-        d_w_hr.contiguous() if d_w_hr is not None else gates.new_empty(0),
-    )
+    args = (grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co,
+            coupled, reverse)
+    res = _python_backward(*args) if module is None else module.backward(*args, _use_onednn(gates.dtype))
+    return tuple(t.contiguous() for t in res)  # type: ignore[return-value]
 
 
 @fused_lstm_backward.register_fake
-def _(grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, reverse):
-    d_w_hr = w_hr.new_empty(w_hr.shape) if w_hr is not None else gates.new_empty(0)
+def _(grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, coupled,
+      reverse):
+    def like(w: Tensor | None) -> Tensor:
+        return w.new_empty(w.shape) if w is not None else gates.new_empty(0)
+
     return (
         gates.new_empty(gates.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape), w_hh.new_empty(w_hh.shape),
-        d_w_hr,
+        like(w_hr), like(w_ci), like(w_cf), like(w_co),
     )
 
 
 class FusedLSTMLayer(torch.autograd.Function):
     """One LSTM layer in one direction over a whole sequence, with a hand-written backward through time.
 
-    ``apply(x_proj, h0, c0, w_hh, w_hr, lengths, reverse, h_mask=None)`` with x_proj (T, B, 4H) (the input
-    projections and both biases), h0 (B, P), c0 (B, H), w_hh (4H, P), w_hr (P, H) or None, lengths (B,) int64
-    (on the CPU) or None, h_mask (B, P) recurrent dropout's mask or None; returns output (T, B, P), h_n (B, P),
-    c_n (B, H).
+    ``apply(x_proj, h0, c0, w_hh, w_hr, lengths, reverse, h_mask=None, w_ci=None, w_cf=None, w_co=None,
+    coupled=False)`` with x_proj (T, B, G) (the input projections and both biases; G = 4H, or 3H with coupled
+    gates), h0 (B, P), c0 (B, H), w_hh (G, P), w_hr (P, H) or None, lengths (B,) int64 (on the CPU) or None,
+    h_mask (B, P) recurrent dropout's mask or None, the peephole weights (H,) or None; returns output
+    (T, B, P), h_n (B, P), c_n (B, H).
     """
 
     @staticmethod
-    def forward(ctx: Any, x_proj, h0, c0, w_hh, w_hr, lengths, reverse, h_mask=None):  # type: ignore[override]
-        save = any(ctx.needs_input_grad[:5])
-        out, h_n, c_n, gates, cells = fused_lstm_forward(x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, reverse, save)
+    def forward(  # type: ignore[override]
+        ctx: Any, x_proj, h0, c0, w_hh, w_hr, lengths, reverse, h_mask=None, w_ci=None, w_cf=None, w_co=None,
+        coupled=False,
+    ):
+        save = any(ctx.needs_input_grad)
+        out, h_n, c_n, gates, cells = fused_lstm_forward(
+            x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, coupled, reverse, save
+        )
         if save:
-            ctx.save_for_backward(out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask)
-        ctx.reverse = reverse
+            ctx.save_for_backward(out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co)
+        ctx.reverse, ctx.coupled = reverse, coupled
         return out, h_n, c_n
 
     @staticmethod
     def backward(ctx: Any, grad_out, grad_hn, grad_cn):  # type: ignore[override]
-        out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask = ctx.saved_tensors
-        d_x, d_h0, d_c0, d_w_hh, d_w_hr = fused_lstm_backward(
-            grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, ctx.reverse
+        out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co = ctx.saved_tensors
+        d_x, d_h0, d_c0, d_w_hh, d_w_hr, d_ci, d_cf, d_co = fused_lstm_backward(
+            grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co,
+            ctx.coupled, ctx.reverse,
         )
-        return d_x, d_h0, d_c0, d_w_hh, (d_w_hr if w_hr is not None else None), None, None, None
+
+        def grad(d: Tensor, w: Tensor | None) -> Tensor | None:
+            return d if w is not None else None
+
+        return (
+            d_x, d_h0, d_c0, d_w_hh, grad(d_w_hr, w_hr), None, None, None,
+            grad(d_ci, w_ci), grad(d_cf, w_cf), grad(d_co, w_co), None,
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -313,7 +356,7 @@ class FusedLSTMLayer(torch.autograd.Function):
 
 class FusedEngine:
     """The compiled time loop for the LSTM: layers, bidirectional, bias, proj_size, packed sequences, and the
-    variants forget_bias (an initialisation) and recurrent_dropout."""
+    variants peephole, coupled_gates, recurrent_dropout and forget_bias (an initialisation)."""
 
     name = "fused"
 
@@ -324,11 +367,12 @@ class FusedEngine:
             return f"the fused engine's kernel is CPU code; the weights are on {device}"
         if dtype not in (torch.float32, torch.float64):
             return f"the fused engine runs float32 and float64, not {dtype}"
-        others = [v for v in spec.variants if not v.startswith("recurrent_dropout=")]
+        runs = ("recurrent_dropout=", "peephole=", "coupled_gates=")
+        others = [v for v in spec.variants if not v.startswith(runs)]
         if others:
             return (
-                "the fused engine runs the plain LSTM with forget_bias (an initialisation) and recurrent_dropout, "
-                f"not {', '.join(others)}; use engine='reference'"
+                "the fused engine runs the LSTM with peephole, coupled_gates, recurrent_dropout and forget_bias (an "
+                f"initialisation), not {', '.join(others)}; use engine='reference'"
             )
         return None
 
@@ -356,7 +400,8 @@ class FusedEngine:
                 x_proj = F.linear(layer_input, w["weight_ih"], bias)  # (T, B, 4H), all steps in one GEMM
                 out, h, c = FusedLSTMLayer.apply(
                     x_proj, h0[k], c0[k], w["weight_hh"], w.get("weight_hr"), lengths, direction == 1,
-                    w.get("recurrent_dropout_mask"),
+                    w.get("recurrent_dropout_mask"), w.get("weight_ci"), w.get("weight_cf"), w.get("weight_co"),
+                    spec.coupled_gates,
                 )
                 outputs.append(out)
                 h_n.append(h)

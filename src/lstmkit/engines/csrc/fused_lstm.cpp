@@ -149,6 +149,92 @@ inline void backward_row(const T* __restrict a, const T* __restrict c, const T* 
   }
 }
 
+// The variants the kernel runs besides recurrent dropout (equations: lstm_variant_gated_step in reference.py):
+// peepholes (Gers & Schmidhuber 2000; diagonal weights c_{t-1} -> i, f and c_t -> o) and coupled gates (CIFG,
+// i = 1 - f, gate rows [f, g, o]). Absent peepholes point at zeros, so one loop serves every combination.
+template <typename T>
+struct Variant {
+  bool coupled = false;
+  const T* ci = nullptr;  // (H) each
+  const T* cf = nullptr;
+  const T* co = nullptr;
+};
+
+template <typename T>
+inline void variant_forward_row(const T* __restrict x, const T* __restrict gh, T* __restrict act, T* __restrict c,
+                                T* __restrict m, int64_t H, const Variant<T>& v) {
+  const int64_t F = v.coupled ? 0 : H, Gg = F + H, O = Gg + H;  // offsets of f, g, o in the gate rows
+  const T* __restrict ci = v.ci;
+  const T* __restrict cf = v.cf;
+  const T* __restrict co = v.co;
+  if (!v.coupled)
+    for (int64_t j = 0; j < H; ++j) act[j] = sigmoid<T>(x[j] + gh[j] + ci[j] * c[j]);  // i
+  for (int64_t j = 0; j < H; ++j) act[F + j] = sigmoid<T>(x[F + j] + gh[F + j] + cf[j] * c[j]);  // f
+  for (int64_t j = 0; j < H; ++j) act[Gg + j] = tanh_<T>(x[Gg + j] + gh[Gg + j]);  // g
+  if (v.coupled)
+    for (int64_t j = 0; j < H; ++j) c[j] = act[j] * c[j] + (T(1) - act[j]) * act[Gg + j];  // i = 1 - f
+  else
+    for (int64_t j = 0; j < H; ++j) c[j] = act[F + j] * c[j] + act[j] * act[Gg + j];
+  for (int64_t j = 0; j < H; ++j) act[O + j] = sigmoid<T>(x[O + j] + gh[O + j] + co[j] * c[j]);  // o sees c_t
+  for (int64_t j = 0; j < H; ++j) m[j] = act[O + j] * tanh_<T>(c[j]);
+}
+
+// Backward of variant_forward_row. Beyond the plain rules: the peephole into o adds dzo w_co to dc_t; those into
+// i and f add dzi w_ci + dzf w_cf to dc_{t-1}; with coupled gates c = f c_prev + (1 - f) g, so df = dc (c_prev - g).
+template <typename T>
+inline void variant_backward_row(const T* __restrict a, const T* __restrict c, const T* __restrict cprev,
+                                 const T* __restrict dm, T* __restrict dc, T* __restrict dg, int64_t H,
+                                 const Variant<T>& v) {
+  const int64_t F = v.coupled ? 0 : H, Gg = F + H, O = Gg + H;
+  const T* __restrict ci = v.ci;
+  const T* __restrict cf = v.cf;
+  const T* __restrict co = v.co;
+  if (v.coupled) {
+    for (int64_t j = 0; j < H; ++j) {
+      const T f = a[j], g = a[Gg + j], o = a[O + j];
+      const T tc = tanh_<T>(c[j]);
+      const T dzo = dm[j] * tc * o * (T(1) - o);
+      const T d_c = dc[j] + dm[j] * o * (T(1) - tc * tc) + dzo * co[j];
+      const T dzf = d_c * (cprev[j] - g) * f * (T(1) - f);
+      dg[j] = dzf;
+      dg[Gg + j] = d_c * (T(1) - f) * (T(1) - g * g);
+      dg[O + j] = dzo;
+      dc[j] = d_c * f + dzf * cf[j];
+    }
+  } else {
+    for (int64_t j = 0; j < H; ++j) {
+      const T i = a[j], f = a[F + j], g = a[Gg + j], o = a[O + j];
+      const T tc = tanh_<T>(c[j]);
+      const T dzo = dm[j] * tc * o * (T(1) - o);
+      const T d_c = dc[j] + dm[j] * o * (T(1) - tc * tc) + dzo * co[j];
+      const T dzi = d_c * g * i * (T(1) - i);
+      const T dzf = d_c * cprev[j] * f * (T(1) - f);
+      dg[j] = dzi;
+      dg[F + j] = dzf;
+      dg[Gg + j] = d_c * i * (T(1) - g * g);
+      dg[O + j] = dzo;
+      dc[j] = d_c * f + dzi * ci[j] + dzf * cf[j];
+    }
+  }
+}
+
+// The peephole weights as the kernel reads them: the tensors given, zeros for the others.
+template <typename T>
+Variant<T> make_variant(bool coupled, const std::optional<Tensor>& w_ci, const std::optional<Tensor>& w_cf,
+                        const std::optional<Tensor>& w_co, const Tensor& zeros, std::vector<Tensor>& keep) {
+  Variant<T> v;
+  v.coupled = coupled;
+  auto pick = [&](const std::optional<Tensor>& w) -> const T* {
+    if (!w.has_value()) return zeros.data_ptr<T>();
+    keep.push_back(w->contiguous());
+    return keep.back().data_ptr<T>();
+  };
+  v.ci = pick(w_ci);
+  v.cf = pick(w_cf);
+  v.co = pick(w_co);
+  return v;
+}
+
 // ------------------------------------------------------------------------------------------------------------
 // Forward
 // ------------------------------------------------------------------------------------------------------------
@@ -156,8 +242,11 @@ inline void backward_row(const T* __restrict a, const T* __restrict c, const T* 
 template <typename T>
 std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                                  const std::optional<Tensor>& w_hr, const std::optional<Tensor>& lengths,
-                                 const std::optional<Tensor>& h_mask, bool reverse, bool save, bool use_onednn) {
-  const int64_t T_ = x_proj.size(0), B = x_proj.size(1), G = x_proj.size(2), H = G / 4;
+                                 const std::optional<Tensor>& h_mask, const std::optional<Tensor>& w_ci,
+                                 const std::optional<Tensor>& w_cf, const std::optional<Tensor>& w_co, bool coupled,
+                                 bool reverse, bool save, bool use_onednn) {
+  const int64_t T_ = x_proj.size(0), B = x_proj.size(1), G = x_proj.size(2), H = G / (coupled ? 3 : 4);
+  const bool variant = coupled || w_ci.has_value() || w_cf.has_value() || w_co.has_value();
   const bool proj = w_hr.has_value();
   const int64_t P = proj ? w_hr->size(0) : H;
   auto opts = x_proj.options();
@@ -170,6 +259,9 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
   Tensor m = proj ? at::empty({B, H}, opts) : Tensor();  // o * tanh(c) before the projection
   Tensor scratch_t = save ? Tensor() : at::empty({B, G}, opts);  // gate activations when nothing is saved
   T* scratch = save ? nullptr : scratch_t.data_ptr<T>();
+  Tensor zeros = at::zeros({H}, opts);
+  std::vector<Tensor> keep;
+  const Variant<T> var = make_variant<T>(coupled, w_ci, w_cf, w_co, zeros, keep);
 
   StepGemm rec(w_hh, B, use_onednn);
   std::optional<StepGemm> prj;
@@ -202,7 +294,10 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
         }
         T* act = gsave ? gsave + b * G : scratch + b * G;
         T* mrow = proj ? mp + b * H : ot + b * P;
-        forward_row<T>(xp + (t * B + b) * G, ghp + b * G, act, crow, mrow, H);
+        if (variant)
+          variant_forward_row<T>(xp + (t * B + b) * G, ghp + b * G, act, crow, mrow, H, var);
+        else
+          forward_row<T>(xp + (t * B + b) * G, ghp + b * G, act, crow, mrow, H);
         if (csave) std::memcpy(csave + b * H, crow, sizeof(T) * H);
         if (!proj) std::memcpy(hs + b * P, mrow, sizeof(T) * P);
       }
@@ -256,8 +351,10 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
                                   const Tensor& out, const Tensor& h0, const Tensor& c0, const Tensor& gates,
                                   const Tensor& cells, const Tensor& w_hh, const std::optional<Tensor>& w_hr,
                                   const std::optional<Tensor>& lengths, const std::optional<Tensor>& h_mask,
-                                  bool reverse, bool use_onednn) {
-  const int64_t T_ = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / 4;
+                                  const std::optional<Tensor>& w_ci, const std::optional<Tensor>& w_cf,
+                                  const std::optional<Tensor>& w_co, bool coupled, bool reverse, bool use_onednn) {
+  const int64_t T_ = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / (coupled ? 3 : 4);
+  const bool variant = coupled || w_ci.has_value() || w_cf.has_value() || w_co.has_value();
   const bool proj = w_hr.has_value();
   const int64_t P = proj ? w_hr->size(0) : H;
   auto opts = gates.options();
@@ -269,6 +366,9 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
   Tensor dc = grad_cn.contiguous().clone();               // (B, H)
   Tensor dm;
   Tensor c0c = c0.contiguous();
+  Tensor zeros = at::zeros({H}, opts);
+  std::vector<Tensor> keep;
+  const Variant<T> var = make_variant<T>(coupled, w_ci, w_cf, w_co, zeros, keep);
 
   // Backward multiplies by W_hh (not its transpose): a GEMM with weight W_hh^T (P, 4H).
   StepGemm rec(w_hh.t().contiguous(), B, use_onednn);
@@ -310,8 +410,12 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
           continue;
         }
         const T* cprev = first ? c0p + b * H : cp + (tprev * B + b) * H;
-        backward_row<T>(gp + (t * B + b) * G, cp + (t * B + b) * H, cprev, dmp + b * (proj ? H : P), dcp + b * H,
-                        dg, H);
+        if (variant)
+          variant_backward_row<T>(gp + (t * B + b) * G, cp + (t * B + b) * H, cprev, dmp + b * (proj ? H : P),
+                                  dcp + b * H, dg, H, var);
+        else
+          backward_row<T>(gp + (t * B + b) * G, cp + (t * B + b) * H, cprev, dmp + b * (proj ? H : P),
+                          dcp + b * H, dg, H);
       }
     });
     Tensor dh_rec = rec.run(d_gates[t]);  // (B, P) = d_gates_t W_hh
@@ -332,19 +436,41 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
   Tensor grad_w_hr;
   if (proj) {
     // m_t = o_t * tanh(c_t), recomputed rather than saved.
-    Tensor mseq = gates.narrow(2, 3 * H, H) * at::tanh(cells);  // (T, B, H)
+    Tensor mseq = gates.narrow(2, G - H, H) * at::tanh(cells);  // (T, B, H); o is the last gate
     grad_w_hr = at::mm(d_h_all.view({T_ * B, P}).t(), mseq.view({T_ * B, H}));  // (P, H)
   }
-  return {d_gates, dh, dc, grad_w_hh, grad_w_hr};
+  // Peephole weights: sums over all steps and rows of (d pre-activation) * (the cell it looked at). The cells are
+  // saved as states (a finished row keeps its last one), so c_{t-1} is the previous step's entry, or c0.
+  Tensor grad_ci, grad_cf, grad_co;
+  if (w_ci.has_value() || w_cf.has_value() || w_co.has_value()) {
+    Tensor c_prev = at::empty_like(cells);
+    if (T_ > 0) {
+      const int64_t first_t = reverse ? T_ - 1 : 0;
+      c_prev[first_t].copy_(c0);
+      if (T_ > 1) {
+        if (reverse) c_prev.narrow(0, 0, T_ - 1).copy_(cells.narrow(0, 1, T_ - 1));
+        else c_prev.narrow(0, 1, T_ - 1).copy_(cells.narrow(0, 0, T_ - 1));
+      }
+    }
+    const int64_t F = coupled ? 0 : H;
+    if (w_cf.has_value()) grad_cf = (d_gates.narrow(2, F, H) * c_prev).sum({0, 1});
+    if (w_co.has_value()) grad_co = (d_gates.narrow(2, G - H, H) * cells).sum({0, 1});
+    if (w_ci.has_value() && !coupled) grad_ci = (d_gates.narrow(2, 0, H) * c_prev).sum({0, 1});
+  }
+  auto or_empty = [&](const Tensor& t) { return t.defined() ? t : at::empty({0}, opts); };
+  return {d_gates, dh, dc, grad_w_hh, or_empty(grad_w_hr), or_empty(grad_ci), or_empty(grad_cf), or_empty(grad_co)};
 }
 
 std::vector<Tensor> lstm_forward(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                                  const std::optional<Tensor>& w_hr, const std::optional<Tensor>& lengths,
-                                 const std::optional<Tensor>& h_mask, bool reverse, bool save, bool use_onednn) {
-  TORCH_CHECK(x_proj.dim() == 3 && x_proj.size(2) % 4 == 0, "x_proj must be (T, B, 4H)");
+                                 const std::optional<Tensor>& h_mask, const std::optional<Tensor>& w_ci,
+                                 const std::optional<Tensor>& w_cf, const std::optional<Tensor>& w_co, bool coupled,
+                                 bool reverse, bool save, bool use_onednn) {
+  TORCH_CHECK(x_proj.dim() == 3 && x_proj.size(2) % (coupled ? 3 : 4) == 0, "x_proj must be (T, B, 4H or 3H)");
   Tensor xp = x_proj.contiguous();
   return AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "lstmkit_fused_forward", [&] {
-    return forward_impl<scalar_t>(xp, h0, c0, w_hh, w_hr, lengths, h_mask, reverse, save, use_onednn);
+    return forward_impl<scalar_t>(xp, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, coupled, reverse, save,
+                                  use_onednn);
   });
 }
 
@@ -352,10 +478,11 @@ std::vector<Tensor> lstm_backward(const Tensor& grad_out, const Tensor& grad_hn,
                                   const Tensor& out, const Tensor& h0, const Tensor& c0, const Tensor& gates,
                                   const Tensor& cells, const Tensor& w_hh, const std::optional<Tensor>& w_hr,
                                   const std::optional<Tensor>& lengths, const std::optional<Tensor>& h_mask,
-                                  bool reverse, bool use_onednn) {
+                                  const std::optional<Tensor>& w_ci, const std::optional<Tensor>& w_cf,
+                                  const std::optional<Tensor>& w_co, bool coupled, bool reverse, bool use_onednn) {
   return AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstmkit_fused_backward", [&] {
     return backward_impl<scalar_t>(grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths,
-                                   h_mask, reverse, use_onednn);
+                                   h_mask, w_ci, w_cf, w_co, coupled, reverse, use_onednn);
   });
 }
 
@@ -363,10 +490,10 @@ std::vector<Tensor> lstm_backward(const Tensor& grad_out, const Tensor& grad_hn,
 
 TORCH_LIBRARY(lstmkit_kernel, m) {
   m.def("forward(Tensor x_proj, Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor? lengths, Tensor? h_mask, "
-        "bool reverse, bool save, bool onednn) -> Tensor[]");
+        "Tensor? w_ci, Tensor? w_cf, Tensor? w_co, bool coupled, bool reverse, bool save, bool onednn) -> Tensor[]");
   m.def("backward(Tensor grad_out, Tensor grad_hn, Tensor grad_cn, Tensor out, Tensor h0, Tensor c0, "
-        "Tensor gates, Tensor cells, Tensor w_hh, Tensor? w_hr, Tensor? lengths, Tensor? h_mask, bool reverse, "
-        "bool onednn) "
+        "Tensor gates, Tensor cells, Tensor w_hh, Tensor? w_hr, Tensor? lengths, Tensor? h_mask, Tensor? w_ci, "
+        "Tensor? w_cf, Tensor? w_co, bool coupled, bool reverse, bool onednn) "
         "-> Tensor[]");
 }
 
