@@ -7,6 +7,12 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 # torch is pinned to the CPU build this project is tested with; the package itself asks for torch>=2.4.
 .venv/bin/python -m pip install -q torch==2.13.0 -e '.[dev]'
+# The gate viewer's tests open it in a real headless browser: Debian's chromium (skipped where it is missing).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+        || echo "scripts/test.sh: could not install chromium; the browser tests will be skipped" >&2
+fi
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy src
 .venv/bin/python -m pytest -q -n 2 "$@"

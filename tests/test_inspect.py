@@ -177,3 +177,26 @@ def test_cell_scores_rank_switches_above_flicker_and_constants():
     assert 0 <= scores[3] < 0.3
     with pytest.raises(ValueError, match=r"\(T, H\)"):
         cell_scores(torch.zeros(3))
+
+
+VARIANTS = [dict(peephole=True), dict(layer_norm=True), dict(coupled_gates=True), dict(cell="slstm"),
+            dict(peephole=True, proj_size=3, num_layers=2, bidirectional=True)]
+
+
+@pytest.mark.parametrize("engine", [e for e in ("reference", "fused") if e in lstmkit.engines.ENGINES])
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: ",".join(f"{k}={v}" for k, v in v.items()))
+def test_variants_record_what_the_engine_computes(variant, engine):
+    torch.manual_seed(3)
+    try:
+        model = lstmkit.LSTM(4, 6, engine=engine, **variant)
+    except ValueError as error:  # the fused engine runs some of the variants only
+        pytest.skip(str(error))
+    x = torch.randn(5, 2, 4)
+    expected, (h_n, c_n, *_) = model(x)
+    gates = record(model, x)
+    D = gates.num_directions
+    torch.testing.assert_close(torch.cat([gates.h[-1, d] for d in range(D)], -1), expected.detach(), atol=1e-5,
+                               rtol=0)
+    torch.testing.assert_close(gates.c[-1, 0, -1], c_n[-D].detach(), atol=1e-5, rtol=0)
+    if variant.get("coupled_gates"):
+        torch.testing.assert_close(gates.i, 1 - gates.f)

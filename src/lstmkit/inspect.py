@@ -6,8 +6,10 @@ and ``h`` that the LSTM computed (see ``engines/reference.py`` for the equations
 * an engine that exposes its gates (a method ``forward_with_gates(spec, x, hx, weights, lengths, training)``
   returning ``(output, final_states, gates)`` with ``gates`` a dict of ``(L*D, T, B, size)`` tensors keyed
   ``i, f, g, o, c, h``) records its own;
-* the reference engine records them from its step function (``reference.lstm_gated_step``): the same run of the
-  equations that gives the output;
+* the reference engine records them from its step function (``reference.gated_step_for(spec)``: the plain
+  LSTM's ``lstm_gated_step`` or a variant's): the same run of the equations that gives the output. For CIFG the
+  recorded ``i`` is ``1 - f``; for the sLSTM, ``i`` and ``f`` are the stabilised exponential gates and ``c`` the
+  stabilised cell state;
 * an engine that keeps its gates inside its kernel (``native``: oneDNN or cuDNN) cannot show them, so the
   gates are recorded by running the reference equations on the same weights. It is the same function: the
   tests check that the ``h`` and ``c`` recorded equal the native engine's outputs within 1e-5.
@@ -22,13 +24,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from .engines.base import LayerWeights, RNNSpec, States, reverse_padded, run_stack
-from .engines.reference import GATED_STEPS, run_layer
+from .engines.reference import gated_step_for, input_projection, run_layer
 from .params import parameter_count
 
 __all__ = [
@@ -47,9 +50,6 @@ __all__ = [
 
 # What the recorder records at every step: the four gates, then the two states.
 GATE_NAMES: tuple[str, ...] = ("i", "f", "g", "o", "c", "h")
-# The RNNSpec fields the plain LSTM equations know; any other field set to a non-default value is a variant
-# whose gates only an engine that computes that variant can show.
-_PLAIN_FIELDS = {"mode", "input_size", "hidden_size", "num_layers", "bias", "bidirectional", "proj_size", "dropout"}
 
 
 @dataclass(frozen=True)
@@ -115,22 +115,16 @@ class GateRecord:
         return {name: self.get(name)[layer, direction, :steps, batch].detach().float().cpu() for name in GATE_NAMES}
 
 
-def _check_plain(spec: RNNSpec) -> None:
-    for field in dataclasses.fields(spec):
-        if field.name not in _PLAIN_FIELDS and getattr(spec, field.name) != field.default:
-            raise ValueError(
-                f"cannot record the gates of an LSTM with {field.name}={getattr(spec, field.name)!r}: only an engine "
-                "that computes this variant can show its gates, and this one does not"
-            )
-    if spec.mode not in GATED_STEPS:
-        raise ValueError(f"gates are recorded for the LSTM only, got a {spec.mode} stack")
-
-
 def _reference_with_gates(
     spec: RNNSpec, x: Tensor, hx: States, weights: Sequence[LayerWeights], lengths: Tensor | None, training: bool
 ) -> tuple[Tensor, States, dict[str, Tensor]]:
-    """The reference engine's forward, keeping every step's gates and states (``(L*D, T, B, size)`` each)."""
-    gated_step = GATED_STEPS[spec.mode]
+    """The reference engine's forward, keeping every step's gates and states (``(L*D, T, B, size)`` each).
+
+    The same step function (variants included: ``reference.gated_step_for``) and input projection as
+    ``ReferenceEngine.forward``, with a tap on each step.
+    """
+    gated_step = gated_step_for(spec)
+    project = partial(input_projection, layer_norm_on=spec.layer_norm)
     traces: list[dict[str, Tensor]] = []
 
     def layer_fn(inp: Tensor, state: States, w: LayerWeights, n: Tensor | None) -> tuple[Tensor, States]:
@@ -141,7 +135,7 @@ def _reference_with_gates(
             tape.append({**gates, "h": new[0], "c": new[1]})
             return new
 
-        out, final = run_layer(step, inp, state, w, n)
+        out, final = run_layer(step, inp, state, w, n, project)
         direction = len(traces) % spec.num_directions
         trace = {}
         for name in GATE_NAMES:
@@ -174,7 +168,8 @@ def record_forward(
         out, final, gates = own(spec, x, hx, weights, lengths, training)
         name = engine.name
     else:
-        _check_plain(spec)
+        if spec.mode != "LSTM":
+            raise ValueError(f"gates are recorded for the LSTM only, got a {spec.mode} stack")
         out, final, gates = _reference_with_gates(spec, x, hx, weights, lengths, training)
         name = "reference"
     L, D = spec.num_layers, spec.num_directions
