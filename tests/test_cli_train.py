@@ -256,3 +256,18 @@ def test_torchrun_trains_data_parallel_with_two_processes(tmp_path):
     single = lstmkit(tmp_path, "train", "--out", str(tmp_path / "ddp"), "--resume", "--max-steps", "50")
     assert single.returncode == 2 and "trained by 2 process(es)" in single.stderr
     assert len(single.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("variant", [["--cell", "slstm"], ["--layer-norm", "--zoneout", "0.1", "--peephole"]])
+def test_variants_train_and_generate(tmp_path, capsys, variant):
+    # The sLSTM carries four states (h, c, n, m) from batch to batch and from character to character.
+    text = tmp_path / "text.txt"
+    text.write_text(generated_text(2000))
+    out = str(tmp_path / "run")
+    assert main(["train", "--text", str(text), "--out", out, "--max-steps", "6", "--eval-every", "3", *TINY,
+                 *variant]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", out, "--prompt", "the", "--length", "10", "--seed", "0"]) == 0
+    assert len(capsys.readouterr().out) == 3 + 10 + 1
+    saved = load_checkpoint(out).config["model"]
+    assert saved["cell"] == variant[1] if variant[0] == "--cell" else saved["layer_norm"] and saved["peephole"]
