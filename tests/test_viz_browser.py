@@ -16,6 +16,7 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+import torch
 
 from lstmkit.apps.charlm import load_model
 from lstmkit.cli import main
@@ -145,3 +146,22 @@ def test_inspect_json_summary(run_dir, tmp_path, capsys):
     assert [len(layer["cells"]) for layer in summary["top_cells"]] == [3, 3]
     assert {"i", "f", "o"} <= set(summary["saturation"][0])
     assert 0 <= summary["saturation"][0]["f"]["below"] <= 1
+
+
+def test_page_keeps_to_its_size_budget(tmp_path, monkeypatch):
+    import lstmkit
+    import lstmkit.viz.report as report
+    from lstmkit.inspect import record
+    from lstmkit.viz import inspect_sequence
+
+    monkeypatch.setattr(report, "PAGE_VALUES", 6 * 8 * 2 * 10)  # room for 10 characters of 2 layers x 8 cells
+    gates = record(lstmkit.LSTM(3, 8, 2), torch.randn(30, 1, 3))
+    result = inspect_sequence(gates, list("abcdefghij" * 3), tmp_path, heatmap_chars=20, text_chars=30)
+    assert result.summary["chars"] == 30 and result.summary["page_chars"] == 10
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    data = json.loads(re.search(r'<script id="data" type="application/json">(.*?)</script>', page, re.S).group(1))
+    assert len(data["chars"]) == 10 and len(data["layers"][1]["f"]["values"]) == 10 * 8
+    torch.testing.assert_close(torch.tensor(data["layers"][1]["f"]["values"]).reshape(10, 8),
+                               gates.f[1, 0, :10, 0], atol=5e-4, rtol=0)
+    with pytest.raises(ValueError, match="one entry per step"):
+        inspect_sequence(gates, list("abc"), tmp_path)

@@ -357,6 +357,8 @@ def memory_estimate(
       With a projection, or float64, torch falls back to its own step loop: like ``reference`` (``7H + O``), with
       ``4H`` of backward scratch. Inference: oneDNN's ``4H`` gate buffer and a reordered copy of the weights.
     * ``fused``: the four gates and the cell state, ``5H`` (the engine's own documentation), plus the output.
+      Backward adds about ``6H`` and the input gradient. Inference: the input projections ``4H``, the kernel's
+      gate and cell buffers ``5H`` and the output.
 
     The coefficients are counts (what each engine keeps) and, for oneDNN, measurements; the tests check the
     estimate against the peak measured with ``torch.profiler`` (:func:`measure_peak_bytes`) within 15%.
@@ -418,6 +420,9 @@ def memory_estimate(
             if onednn:
                 per_layer_params = sum(c.total for c in counts.layers if c.layer == layer)
                 worst = max(worst, (kept + 4 * H + D * O) * T * B + per_layer_params)
+            elif name == "fused":
+                # the input projections, the kernel's gate and cell buffers, the outputs (measured: 10H for O = H)
+                worst = max(worst, (kept + 9 * H + D * O) * T * B)
             else:
                 for direction in range(D):
                     flipped = layer_input(layer) + O if direction == 1 else 0

@@ -6,7 +6,8 @@ Files in the output directory (``{k}`` the layer, ``_reverse`` for a backward di
 * ``cells_l{k}.png``: the text coloured by each of those cells' tanh(c);
 * ``saturation.png`` and ``saturation.json``: how often i, f, o are below 0.1 or above 0.9, per layer and cell;
 * ``cells.json``: every cell ranked by :func:`lstmkit.inspect.cell_scores`;
-* ``index.html``: the interactive gate viewer (self-contained).
+* ``index.html``: the interactive gate viewer (self-contained; the first :data:`PAGE_VALUES` numbers' worth of
+  characters).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -28,6 +30,9 @@ from .page import page_data, write_page
 __all__ = ["SCORE_DEFINITION", "Inspection", "inspect_charlm", "inspect_sequence", "record_charlm"]
 
 SCORE_DEFINITION = "std(tanh c) * max(0, lag-1 autocorrelation of tanh c) over the text, in [0, 1]"
+# The page holds every gate and state of every cell at every character as JSON text; past about 3 million
+# numbers (some 20 MB) a browser takes seconds to open it, so a longer text is cut there (the PNGs are not).
+PAGE_VALUES = 3_000_000
 
 
 @dataclass(frozen=True)
@@ -108,10 +113,13 @@ def inspect_sequence(
     files.append(plot_saturation(stats, out / "saturation.png"))
     files.append(_write_json(out / "saturation.json", stats))
     files.append(_write_json(out / "cells.json", {"score": SCORE_DEFINITION, "layers": ranked_layers}))
-    files.append(write_page(page_data(page_layers, list(chars), title=title), out / "index.html"))
+    per_char = sum(6 * np.shape(layer["c"])[1] for layer in page_layers)  # numbers per character
+    page_chars = max(1, min(len(chars), PAGE_VALUES // max(per_char, 1)))
+    files.append(write_page(page_data(page_layers, list(chars[:page_chars]), title=title), out / "index.html"))
     summary = {
         "out": str(out),
         "chars": len(chars),
+        "page_chars": page_chars,  # the page shows the first this many characters
         "engine": gates.engine,
         "files": [p.name for p in files],
         "saturation": [{k: layer[k] for k in ("layer", "direction", "i", "f", "o")} for layer in stats["layers"]],
