@@ -82,7 +82,8 @@ def test_order_label_is_the_first_symbol_and_nothing_else_tells() -> None:
     x, y = task.sample(30_000, gen(3))
     codes = x.argmax(-1)
     assert torch.equal(codes[:, 0:1], y)
-    assert bool((codes[:, 1:-1] >= 3).all() and (codes[:, 1:-1] < 9).all())  # distractors only in between
+    assert bool((codes[:, 1:-1] < 9).all())  # fillers in between, from keys and distractors alike
+    assert bool((codes[:, 1:-1] < 3).any()) and bool((codes[:, 1:-1] >= 3).any())
     assert bool((codes[:, -1] == task.query).all())
     # A predictor that sees every step but the first can do no better than chance: the best map from the
     # last distractor to a class, fitted on these very samples, is still wrong ~2/3 of the time.

@@ -1,15 +1,18 @@
 """A "France ... French" task: the deciding symbol comes first, the question about it comes last.
 
 "I grew up in France ... [many words] ... I speak fluent ___": the answer depends on one word at the start.
-Here the first step shows one of ``classes`` key symbols (the country), then come ``length`` distractor
-symbols drawn uniformly from ``distractors`` others (the words in between, which carry no information about
-the answer), then a query symbol. At the query the model has to name the key it saw ``length + 1`` steps
-before (the language). This is the temporal-order idea of Hochreiter & Schmidhuber's experiment 6 reduced to
-its core: one relevant symbol, as far from the question as the sequence allows.
+Here the first step shows one of ``classes`` key symbols (the country), then come ``length`` filler symbols
+(the words in between), then a query symbol. At the query the model has to name the key it saw
+``length + 1`` steps before (the language). This is the temporal-order idea of Hochreiter & Schmidhuber's
+experiment 6 reduced to its core: one relevant symbol, as far from the question as the sequence allows.
 
-Inputs are one-hot over ``classes + distractors + 1`` channels: keys, distractors, query.
+The fillers are drawn uniformly from all ``classes + distractors`` symbols, keys included, as "France" can
+occur again later in a text: a model cannot answer by noting which key occurred anywhere, it has to hold the
+first one and ignore the later ones.
 
-Chance level: the keys are uniform and nothing after the first step depends on them, so a model that forgot
+Inputs are one-hot over ``classes + distractors + 1`` channels: the keys, the other fillers, the query.
+
+Chance level: the keys are uniform and nothing after the first step depends on the first one, so a model that forgot
 the first step is wrong with probability ``1 - 1/classes`` (3/4 with the default 4 classes).
 """
 
@@ -61,7 +64,7 @@ class OrderTask(ClassificationTask):
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         batch_size = check_int("batch_size", batch_size, 1)
         keys = torch.randint(0, self.classes, (batch_size,), generator=generator)
-        middle = self.classes + torch.randint(0, self.distractors, (batch_size, self.length), generator=generator)
+        middle = torch.randint(0, self.classes + self.distractors, (batch_size, self.length), generator=generator)
         query = torch.full((batch_size, 1), self.query, dtype=torch.int64)
         codes = torch.cat([keys.unsqueeze(1), middle, query], dim=1)  # (B, length + 2)
         return one_hot(codes, self.input_size), keys.unsqueeze(1)  # (B, length + 2, C + D + 1), (B, 1)
