@@ -112,20 +112,44 @@ struct StepGemm {
 
 inline int64_t grain_rows(int64_t width) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, width)); }
 
-// One batch row of one step, forward: act = [i, f, g, o] from the pre-activations x + gh, then c and m = o tanh(c)
-// in place. __restrict and one simple loop per gate let the compiler vectorise every loop.
+// Row functions are kept out of line, and each gate is a loop from 0 over its own pointers: inlined into the
+// parallel loop, or written as `for (j = H; j < 2H; ...)`, gcc 12 leaves some of these loops scalar (measured:
+// 93 vs 62 ms for a T=100, B=64, H=256 forward).
+#define ROW_FN __attribute__((noinline)) static
+
 template <typename T>
-inline void forward_row(const T* __restrict x, const T* __restrict gh, T* __restrict act, T* __restrict c,
-                        T* __restrict m, int64_t H) {
-  for (int64_t j = 0; j < H; ++j) act[j] = sigmoid<T>(x[j] + gh[j]);          // i
-  for (int64_t j = H; j < 2 * H; ++j) act[j] = sigmoid<T>(x[j] + gh[j]);      // f
-  for (int64_t j = 2 * H; j < 3 * H; ++j) act[j] = tanh_<T>(x[j] + gh[j]);    // g
-  for (int64_t j = 3 * H; j < 4 * H; ++j) act[j] = sigmoid<T>(x[j] + gh[j]);  // o
-  for (int64_t j = 0; j < H; ++j) {
-    const T cn = act[H + j] * c[j] + act[j] * act[2 * H + j];  // c_t = f c_{t-1} + i g
+ROW_FN void sigmoid_block(const T* __restrict x, const T* __restrict gh, T* __restrict out, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) out[j] = sigmoid<T>(x[j] + gh[j]);
+}
+template <typename T>
+ROW_FN void tanh_block(const T* __restrict x, const T* __restrict gh, T* __restrict out, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) out[j] = tanh_<T>(x[j] + gh[j]);
+}
+// sigmoid(x + gh + w * c): a gate with a peephole.
+template <typename T>
+ROW_FN void peep_block(const T* __restrict x, const T* __restrict gh, const T* __restrict w, const T* __restrict c,
+                       T* __restrict out, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) out[j] = sigmoid<T>(x[j] + gh[j] + w[j] * c[j]);
+}
+// c = f c + i g (in place), m = o tanh(c).
+template <typename T>
+ROW_FN void cell_block(const T* __restrict i, const T* __restrict f, const T* __restrict g, const T* __restrict o,
+                       T* __restrict c, T* __restrict m, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const T cn = f[j] * c[j] + i[j] * g[j];
     c[j] = cn;
-    m[j] = act[3 * H + j] * tanh_<T>(cn);
+    m[j] = o[j] * tanh_<T>(cn);
   }
+}
+
+// One batch row of one step, forward: act = [i, f, g, o] from the pre-activations x + gh, then c and m = o tanh(c)
+// in place.
+template <typename T>
+inline void forward_row(const T* x, const T* gh, T* act, T* c, T* m, int64_t H) {
+  sigmoid_block<T>(x, gh, act, 2 * H);                   // i, f
+  tanh_block<T>(x + 2 * H, gh + 2 * H, act + 2 * H, H);  // g
+  sigmoid_block<T>(x + 3 * H, gh + 3 * H, act + 3 * H, H);  // o
+  cell_block<T>(act, act + H, act + 2 * H, act + 3 * H, c, m, H);  // c_t = f c_{t-1} + i g, m = o tanh(c_t)
 }
 
 // One batch row of one step, backward: from dm = dL/dm_t and dc = dL/dc_t (flowing back from step t+1) to the
@@ -134,8 +158,9 @@ inline void forward_row(const T* __restrict x, const T* __restrict gh, T* __rest
 //   c = f c_prev + i g:  di = dc g,  df = dc c_prev,  dg = dc i,  dc_prev = dc f
 //   sigmoid' = s (1 - s),  tanh' = 1 - tanh^2
 template <typename T>
-inline void backward_row(const T* __restrict a, const T* __restrict c, const T* __restrict cprev,
+ROW_FN void backward_row(const T* __restrict a, const T* __restrict c, const T* __restrict cprev,
                          const T* __restrict dm, T* __restrict dc, T* __restrict dg, int64_t H) {
+  #pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
     const T i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
     const T tc = tanh_<T>(c[j]);
@@ -161,61 +186,92 @@ struct Variant {
 };
 
 template <typename T>
-inline void variant_forward_row(const T* __restrict x, const T* __restrict gh, T* __restrict act, T* __restrict c,
-                                T* __restrict m, int64_t H, const Variant<T>& v) {
+ROW_FN void coupled_cell(const T* __restrict f, const T* __restrict g, T* __restrict c, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) c[j] = f[j] * c[j] + (T(1) - f[j]) * g[j];  // i = 1 - f
+}
+template <typename T>
+ROW_FN void plain_cell(const T* __restrict i, const T* __restrict f, const T* __restrict g, T* __restrict c,
+                       int64_t n) {
+  for (int64_t j = 0; j < n; ++j) c[j] = f[j] * c[j] + i[j] * g[j];
+}
+template <typename T>
+ROW_FN void output_block(const T* __restrict o, const T* __restrict c, T* __restrict m, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) m[j] = o[j] * tanh_<T>(c[j]);
+}
+
+template <typename T>
+inline void variant_forward_row(const T* x, const T* gh, T* act, T* c, T* m, int64_t H, const Variant<T>& v) {
   const int64_t F = v.coupled ? 0 : H, Gg = F + H, O = Gg + H;  // offsets of f, g, o in the gate rows
-  const T* __restrict ci = v.ci;
-  const T* __restrict cf = v.cf;
-  const T* __restrict co = v.co;
-  if (!v.coupled)
-    for (int64_t j = 0; j < H; ++j) act[j] = sigmoid<T>(x[j] + gh[j] + ci[j] * c[j]);  // i
-  for (int64_t j = 0; j < H; ++j) act[F + j] = sigmoid<T>(x[F + j] + gh[F + j] + cf[j] * c[j]);  // f
-  for (int64_t j = 0; j < H; ++j) act[Gg + j] = tanh_<T>(x[Gg + j] + gh[Gg + j]);  // g
+  if (!v.coupled) peep_block<T>(x, gh, v.ci, c, act, H);      // i from c_{t-1}
+  peep_block<T>(x + F, gh + F, v.cf, c, act + F, H);          // f from c_{t-1}
+  tanh_block<T>(x + Gg, gh + Gg, act + Gg, H);                // g
   if (v.coupled)
-    for (int64_t j = 0; j < H; ++j) c[j] = act[j] * c[j] + (T(1) - act[j]) * act[Gg + j];  // i = 1 - f
+    coupled_cell<T>(act, act + Gg, c, H);
   else
-    for (int64_t j = 0; j < H; ++j) c[j] = act[F + j] * c[j] + act[j] * act[Gg + j];
-  for (int64_t j = 0; j < H; ++j) act[O + j] = sigmoid<T>(x[O + j] + gh[O + j] + co[j] * c[j]);  // o sees c_t
-  for (int64_t j = 0; j < H; ++j) m[j] = act[O + j] * tanh_<T>(c[j]);
+    plain_cell<T>(act, act + F, act + Gg, c, H);
+  peep_block<T>(x + O, gh + O, v.co, c, act + O, H);          // o sees c_t
+  output_block<T>(act + O, c, m, H);
 }
 
 // Backward of variant_forward_row. Beyond the plain rules: the peephole into o adds dzo w_co to dc_t; those into
 // i and f add dzi w_ci + dzf w_cf to dc_{t-1}; with coupled gates c = f c_prev + (1 - f) g, so df = dc (c_prev - g).
 template <typename T>
-inline void variant_backward_row(const T* __restrict a, const T* __restrict c, const T* __restrict cprev,
+ROW_FN void coupled_backward_row(const T* __restrict a, const T* __restrict c, const T* __restrict cprev,
                                  const T* __restrict dm, T* __restrict dc, T* __restrict dg, int64_t H,
-                                 const Variant<T>& v) {
-  const int64_t F = v.coupled ? 0 : H, Gg = F + H, O = Gg + H;
-  const T* __restrict ci = v.ci;
-  const T* __restrict cf = v.cf;
-  const T* __restrict co = v.co;
-  if (v.coupled) {
-    for (int64_t j = 0; j < H; ++j) {
-      const T f = a[j], g = a[Gg + j], o = a[O + j];
-      const T tc = tanh_<T>(c[j]);
-      const T dzo = dm[j] * tc * o * (T(1) - o);
-      const T d_c = dc[j] + dm[j] * o * (T(1) - tc * tc) + dzo * co[j];
-      const T dzf = d_c * (cprev[j] - g) * f * (T(1) - f);
-      dg[j] = dzf;
-      dg[Gg + j] = d_c * (T(1) - f) * (T(1) - g * g);
-      dg[O + j] = dzo;
-      dc[j] = d_c * f + dzf * cf[j];
-    }
-  } else {
-    for (int64_t j = 0; j < H; ++j) {
-      const T i = a[j], f = a[F + j], g = a[Gg + j], o = a[O + j];
-      const T tc = tanh_<T>(c[j]);
-      const T dzo = dm[j] * tc * o * (T(1) - o);
-      const T d_c = dc[j] + dm[j] * o * (T(1) - tc * tc) + dzo * co[j];
-      const T dzi = d_c * g * i * (T(1) - i);
-      const T dzf = d_c * cprev[j] * f * (T(1) - f);
-      dg[j] = dzi;
-      dg[F + j] = dzf;
-      dg[Gg + j] = d_c * i * (T(1) - g * g);
-      dg[O + j] = dzo;
-      dc[j] = d_c * f + dzi * ci[j] + dzf * cf[j];
-    }
+                                 const T* __restrict cf, const T* __restrict co) {
+  const T* __restrict af = a;
+  const T* __restrict ag = a + H;
+  const T* __restrict ao = a + 2 * H;
+  T* __restrict df_ = dg;
+  T* __restrict dg_ = dg + H;
+  T* __restrict do_ = dg + 2 * H;
+  for (int64_t j = 0; j < H; ++j) {
+    const T f = af[j], g = ag[j], o = ao[j];
+    const T tc = tanh_<T>(c[j]);
+    const T dzo = dm[j] * tc * o * (T(1) - o);
+    const T d_c = dc[j] + dm[j] * o * (T(1) - tc * tc) + dzo * co[j];
+    const T dzf = d_c * (cprev[j] - g) * f * (T(1) - f);
+    df_[j] = dzf;
+    dg_[j] = d_c * (T(1) - f) * (T(1) - g * g);
+    do_[j] = dzo;
+    dc[j] = d_c * f + dzf * cf[j];
   }
+}
+
+template <typename T>
+ROW_FN void peephole_backward_row(const T* __restrict a, const T* __restrict c, const T* __restrict cprev,
+                                  const T* __restrict dm, T* __restrict dc, T* __restrict dg, int64_t H,
+                                  const T* __restrict ci, const T* __restrict cf, const T* __restrict co) {
+  const T* __restrict ai = a;
+  const T* __restrict af = a + H;
+  const T* __restrict ag = a + 2 * H;
+  const T* __restrict ao = a + 3 * H;
+  T* __restrict di_ = dg;
+  T* __restrict df_ = dg + H;
+  T* __restrict dg_ = dg + 2 * H;
+  T* __restrict do_ = dg + 3 * H;
+  for (int64_t j = 0; j < H; ++j) {
+    const T i = ai[j], f = af[j], g = ag[j], o = ao[j];
+    const T tc = tanh_<T>(c[j]);
+    const T dzo = dm[j] * tc * o * (T(1) - o);
+    const T d_c = dc[j] + dm[j] * o * (T(1) - tc * tc) + dzo * co[j];
+    const T dzi = d_c * g * i * (T(1) - i);
+    const T dzf = d_c * cprev[j] * f * (T(1) - f);
+    di_[j] = dzi;
+    df_[j] = dzf;
+    dg_[j] = d_c * i * (T(1) - g * g);
+    do_[j] = dzo;
+    dc[j] = d_c * f + dzi * ci[j] + dzf * cf[j];
+  }
+}
+
+template <typename T>
+inline void variant_backward_row(const T* a, const T* c, const T* cprev, const T* dm, T* dc, T* dg, int64_t H,
+                                 const Variant<T>& v) {
+  if (v.coupled)
+    coupled_backward_row<T>(a, c, cprev, dm, dc, dg, H, v.cf, v.co);
+  else
+    peephole_backward_row<T>(a, c, cprev, dm, dc, dg, H, v.ci, v.cf, v.co);
 }
 
 // The peephole weights as the kernel reads them: the tensors given, zeros for the others.
