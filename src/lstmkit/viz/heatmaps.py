@@ -107,7 +107,7 @@ def plot_text_cells(
     rows = len(lines)
     cmap = plt.get_cmap("RdBu_r")
     line_height = 0.2  # inches
-    panel = rows * line_height + 0.35
+    panel = rows * line_height + 0.4
     fig_width = width * 0.11 + 0.4
     fig = plt.figure(figsize=(fig_width, len(activations) * panel))
     # One text artist per line in a monospaced font sized so that a character is exactly one grid cell wide:
@@ -115,9 +115,9 @@ def plot_text_cells(
     left, right = 0.2 / fig_width, 1 - 0.2 / fig_width
     fontsize = (right - left) * fig_width * 72 / width / 0.602
     for k, (values, label) in enumerate(zip(activations, labels, strict=True)):
-        top = 1 - k / len(activations)
-        ax = fig.add_axes((left, top - (rows * line_height) / (len(activations) * panel) - 0.02 / len(activations),
-                           right - left, rows * line_height / (len(activations) * panel)))
+        height = len(activations) * panel  # inches; each panel is a title line, then the text
+        top = 1 - (k * panel + 0.3) / height
+        ax = fig.add_axes((left, top - rows * line_height / height, right - left, rows * line_height / height))
         grid = np.ones((rows, width, 4))  # white where there is no character
         values = np.clip(np.asarray(values, dtype=np.float64), -1, 1)
         for r, line in enumerate(lines):
