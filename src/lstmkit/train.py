@@ -511,7 +511,8 @@ def _fit(
                 left = min(left, 60 * config.max_minutes - elapsed)
             shown = interval_loss / interval_steps if interval_steps else history[-1]["train_loss"]
             bar.set_postfix_str(
-                f"loss {shown:.3f} ppl {math.exp(min(shown, 50)):.2f} val {val_loss:.3f} "
+                f"loss {shown:.3f} ppl {math.exp(min(shown, 50)):.2f} val "
+                f"{f'{val_loss:.3f}' if math.isfinite(val_loss) else '-'} "
                 f"{speed:,.0f} chars/s left {_clock(left)}", refresh=False,
             )
             bar.update(1)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.resources
-import json
 import math
 import os
 import re
@@ -47,6 +46,7 @@ __all__ = [
     "TextError",
     "Vocabulary",
     "d2l_recipe",
+    "describe_corpora",
     "evaluate",
     "generate",
     "load_corpus",
@@ -526,7 +526,3 @@ def describe_corpora() -> str:
     """One line per built-in corpus: its name and what it is (``lstmkit corpora``)."""
     width = max(map(len, CORPORA))
     return "\n".join(f"{name:<{width}}  {description}" for name, (description, _) in CORPORA.items())
-
-
-def config_json(run: RunConfig) -> str:
-    return json.dumps(run.to_dict(), indent=2, sort_keys=True)
