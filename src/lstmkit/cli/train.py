@@ -51,6 +51,8 @@ def _ranged(kind: type, low: float, inclusive: bool = True, high: float | None =
 def _field(group: argparse._ArgumentGroup, flag: str, section: str, name: str, kind: Any, help: str,
            **kwargs: Any) -> None:
     FIELDS[flag] = (section, name, kind, help)
+    if "choices" not in kwargs:
+        kwargs["metavar"] = name.upper()
     group.add_argument(flag, dest=f"{section}.{name}", type=kind, default=argparse.SUPPRESS, help=help, **kwargs)
 
 
