@@ -305,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         "--clock", choices=("wall", "cpu"), default="wall",
         help="wall: elapsed time; cpu: this process's CPU time, steadier on a loaded machine with --threads 1",
     )
-    parser.add_argument("--budget-s", type=float, default=540.0, help="stop starting new cells after this long")
+    parser.add_argument(
+        "--budget-s", type=float, default=420.0, help="stop starting new cells after this long (ends in ~10 min)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--no-write", action="store_true", help="print the tables without writing --out")
     args = parser.parse_args(argv)
