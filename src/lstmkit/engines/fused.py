@@ -21,8 +21,10 @@ for instance), :func:`_python_forward`/:func:`_python_backward` compute the same
 one warning. They are also the readable statement of what the C++ computes.
 
 Variants run in the kernel: ``peephole``, ``coupled_gates`` (CIFG, 3H gate rows), ``recurrent_dropout`` (the
-module's mask on ``h_{t-1}``), and ``forget_bias`` (an initialisation only); ``layer_norm``, ``zoneout`` and
-``cell="slstm"`` are refused (``unsupported``) and run on the reference engine.
+module's mask on ``h_{t-1}``), ``zoneout`` (the module's per-step masks, or their expectation z in eval; the saved
+cells are the zoned states, and backward recomputes the un-zoned c~_t from the saved gates, so nothing more is
+saved), and ``forget_bias`` (an initialisation only); ``layer_norm`` and ``cell="slstm"`` are refused
+(``unsupported``) and run on the reference engine.
 
 The gate equations themselves are the reference engine's (``engines/reference.py``); this engine is tested
 against it and against ``torch.nn.LSTM`` (``tests/test_fused.py``). Speed and memory: ``docs/benchmarks.md``.
@@ -41,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import LayerWeights, RNNSpec, States
+from .base import LayerWeights, RNNSpec, States, reverse_padded
 
 _CSRC = Path(__file__).with_name("csrc") / "fused_lstm.cpp"
 
@@ -128,8 +130,8 @@ def _live(t: int, lengths: Tensor | None) -> Tensor | None:
 
 def _python_forward(
     x_proj: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None,
-    h_mask: Tensor | None, w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, coupled: bool,
-    reverse: bool, save: bool,
+    h_mask: Tensor | None, w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, z_c: Tensor | None,
+    z_h: Tensor | None, coupled: bool, reverse: bool, save: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     T, B, G = x_proj.shape
     H = G // (3 if coupled else 4)
@@ -147,11 +149,15 @@ def _python_forward(
             zi, zf, zg, zo = z.chunk(4, dim=1)  # each (B, H)
             i, f = torch.sigmoid(zi + ci * c), torch.sigmoid(zf + cf * c)
         g = torch.tanh(zg)
-        c_new = f * c + i * g
-        o = torch.sigmoid(zo + co * c_new)  # the output gate's peephole sees c_t
+        c_new = f * c + i * g  # c~_t
+        o = torch.sigmoid(zo + co * c_new)  # the output gate's peephole sees c~_t
         h_new = o * torch.tanh(c_new)
         if w_hr is not None:
             h_new = h_new @ w_hr.t()  # (B, P)
+        if z_c is not None:  # zoneout last (Krueger et al.): d = 1 keeps the old value
+            c_new = z_c[t] * c + (1 - z_c[t]) * c_new
+        if z_h is not None:
+            h_new = z_h[t] * h + (1 - z_h[t]) * h_new
         act = torch.cat([f, g, o] if coupled else [i, f, g, o], dim=1)
         keep = _live(t, lengths)
         if keep is not None:
@@ -174,7 +180,8 @@ def _python_forward(
 def _python_backward(
     grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor, out: Tensor, h0: Tensor, c0: Tensor, gates: Tensor,
     cells: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None, h_mask: Tensor | None,
-    w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, coupled: bool, reverse: bool,
+    w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, z_c: Tensor | None, z_h: Tensor | None,
+    coupled: bool, reverse: bool,
 ) -> tuple[Tensor, ...]:
     T, B, G = gates.shape
     H = G // (3 if coupled else 4)
@@ -183,24 +190,31 @@ def _python_backward(
     d_gates = torch.zeros_like(gates)
     d_h_all = torch.zeros_like(out)
     c_prev_all = torch.zeros_like(cells)
+    c_tilde_all = torch.zeros_like(cells)  # c~_t: what tanh and the o peephole saw (c_t itself without zoneout)
     order = range(T) if reverse else range(T - 1, -1, -1)
     for n, t in enumerate(order):
         first = n == T - 1  # the first step processed in forward
         tprev = t + 1 if reverse else t - 1
         keep = _live(t, lengths)
         dh_t = dh + (grad_out[t] if keep is None else grad_out[t] * keep)
-        d_h_all[t] = dh_t
-        dm = dh_t @ w_hr if w_hr is not None else dh_t  # (B, H)
+        dh_tilde = dh_t if z_h is None else (1 - z_h[t]) * dh_t  # zoneout: d dh_t goes straight to h_{t-1}
+        d_h_all[t] = dh_tilde
+        dm = dh_tilde @ w_hr if w_hr is not None else dh_tilde  # (B, H)
         if coupled:
             f, g, o = gates[t].chunk(3, dim=1)
             i = 1 - f
         else:
             i, f, g, o = gates[t].chunk(4, dim=1)
-        tc = torch.tanh(cells[t])
         c_prev = c0 if first else cells[tprev]
         c_prev_all[t] = c_prev
+        c_tilde = cells[t] if z_c is None else f * c_prev + i * g  # recomputed from the saved gates
+        if keep is not None:
+            c_tilde = c_tilde * keep
+        c_tilde_all[t] = c_tilde
+        dc_tilde = dc if z_c is None else (1 - z_c[t]) * dc
+        tc = torch.tanh(c_tilde)
         dzo = dm * tc * o * (1 - o)
-        d_c = dc + dm * o * (1 - tc * tc) + dzo * co
+        d_c = dc_tilde + dm * o * (1 - tc * tc) + dzo * co
         dzg = d_c * i * (1 - g * g)
         if coupled:
             dzf = d_c * (c_prev - g) * f * (1 - f)
@@ -210,9 +224,13 @@ def _python_backward(
             dzi, dzf = d_c * g * i * (1 - i), d_c * c_prev * f * (1 - f)
             dg = torch.cat([dzi, dzf, dzg, dzo], 1)
             dc_new = d_c * f + dzi * ci + dzf * cf
+        if z_c is not None:
+            dc_new = dc_new + z_c[t] * dc
         dh_new = dg @ w_hh  # (B, P)
         if h_mask is not None:
             dh_new = dh_new * h_mask
+        if z_h is not None:
+            dh_new = dh_new + z_h[t] * dh_t
         if keep is not None:
             dg = dg * keep
             dc_new = torch.where(keep, dc_new, dc)
@@ -225,14 +243,14 @@ def _python_backward(
     grad_w_hh = d_gates.reshape(T * B, G).t() @ h_prev.reshape(T * B, -1)
     grad_w_hr = gates.new_empty(0)  # a fresh empty tensor per absent weight: custom op outputs may not alias
     if w_hr is not None:
-        m = gates[..., G - H :] * torch.tanh(cells)  # (T, B, H): o is the last gate
+        m = gates[..., G - H :] * torch.tanh(c_tilde_all)  # (T, B, H): o is the last gate
         grad_w_hr = d_h_all.reshape(T * B, -1).t() @ m.reshape(T * B, H)
     grads = [gates.new_empty(0) for _ in range(3)]
     F_ = 0 if coupled else H
     if w_cf is not None:
         grads[1] = (d_gates[..., F_ : F_ + H] * c_prev_all).sum((0, 1))
     if w_co is not None:
-        grads[2] = (d_gates[..., G - H :] * cells).sum((0, 1))
+        grads[2] = (d_gates[..., G - H :] * c_tilde_all).sum((0, 1))
     if w_ci is not None and not coupled:
         grads[0] = (d_gates[..., :H] * c_prev_all).sum((0, 1))
     return (d_gates, dh.clone(), dc.clone(), grad_w_hh, grad_w_hr, *grads)
@@ -257,23 +275,23 @@ def _previous_states(out: Tensor, h0: Tensor, lengths: Tensor | None, reverse: b
 @torch.library.custom_op("lstmkit::fused_lstm_forward", mutates_args=())
 def fused_lstm_forward(
     x_proj: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None,
-    h_mask: Tensor | None, w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, coupled: bool,
-    reverse: bool, save: bool,
+    h_mask: Tensor | None, w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, z_c: Tensor | None,
+    z_h: Tensor | None, coupled: bool, reverse: bool, save: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """One layer, one direction. x_proj (T, B, G) with G = 4H (3H with ``coupled`` gates), h0 (B, P), c0 (B, H),
     w_hh (G, P), w_hr (P, H) or None, lengths (B,) int64 or None, h_mask (B, P) (recurrent dropout's mask on
-    h_{t-1}) or None, w_ci, w_cf, w_co (H,) peephole weights or None. Returns output (T, B, P), h_n (B, P),
-    c_n (B, H), and when ``save`` the gate activations (T, B, G) and cell states (T, B, H) that backward needs
-    (empty tensors otherwise)."""
+    h_{t-1}) or None, w_ci, w_cf, w_co (H,) peephole weights or None, z_c (T, B, H) and z_h (T, B, P) zoneout's
+    masks in time order or None. Returns output (T, B, P), h_n (B, P), c_n (B, H), and when ``save`` the gate
+    activations (T, B, G) and cell states (T, B, H) that backward needs (empty tensors otherwise)."""
     module = kernel()
-    args = (x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, coupled, reverse, save)
+    args = (x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, coupled, reverse, save)
     if module is None:
         return tuple(t.contiguous() for t in _python_forward(*args))  # type: ignore[return-value]
     return tuple(module.forward(*args, _use_onednn(x_proj.dtype)))  # type: ignore[return-value]
 
 
 @fused_lstm_forward.register_fake
-def _(x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, coupled, reverse, save):
+def _(x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, coupled, reverse, save):
     T, B, G = x_proj.shape
     P, H = h0.size(1), c0.size(1)
     gates = x_proj.new_empty(T, B, G) if save else x_proj.new_empty(0)
@@ -285,20 +303,21 @@ def _(x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, coupled, re
 def fused_lstm_backward(
     grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor, out: Tensor, h0: Tensor, c0: Tensor, gates: Tensor,
     cells: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None, h_mask: Tensor | None,
-    w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, coupled: bool, reverse: bool,
+    w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, z_c: Tensor | None, z_h: Tensor | None,
+    coupled: bool, reverse: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Backward through time of :func:`fused_lstm_forward`. Returns the gradients of x_proj (T, B, G), h0, c0,
     w_hh, w_hr, w_ci, w_cf and w_co (an empty tensor for each weight that is None)."""
     module = kernel()
     args = (grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co,
-            coupled, reverse)
+            z_c, z_h, coupled, reverse)
     res = _python_backward(*args) if module is None else module.backward(*args, _use_onednn(gates.dtype))
     return tuple(t.contiguous() for t in res)  # type: ignore[return-value]
 
 
 @fused_lstm_backward.register_fake
-def _(grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, coupled,
-      reverse):
+def _(grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c,
+      z_h, coupled, reverse):
     def like(w: Tensor | None) -> Tensor:
         return w.new_empty(w.shape) if w is not None else gates.new_empty(0)
 
@@ -312,32 +331,35 @@ class FusedLSTMLayer(torch.autograd.Function):
     """One LSTM layer in one direction over a whole sequence, with a hand-written backward through time.
 
     ``apply(x_proj, h0, c0, w_hh, w_hr, lengths, reverse, h_mask=None, w_ci=None, w_cf=None, w_co=None,
-    coupled=False)`` with x_proj (T, B, G) (the input projections and both biases; G = 4H, or 3H with coupled
-    gates), h0 (B, P), c0 (B, H), w_hh (G, P), w_hr (P, H) or None, lengths (B,) int64 (on the CPU) or None,
-    h_mask (B, P) recurrent dropout's mask or None, the peephole weights (H,) or None; returns output
-    (T, B, P), h_n (B, P), c_n (B, H).
+    coupled=False, z_c=None, z_h=None)`` with x_proj (T, B, G) (the input projections and both biases; G = 4H,
+    or 3H with coupled gates), h0 (B, P), c0 (B, H), w_hh (G, P), w_hr (P, H) or None, lengths (B,) int64 (on
+    the CPU) or None, h_mask (B, P) recurrent dropout's mask or None, the peephole weights (H,) or None,
+    zoneout's masks z_c (T, B, H) and z_h (T, B, P) in time order (row t is step t's, whichever the direction)
+    or None; returns output (T, B, P), h_n (B, P), c_n (B, H).
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, x_proj, h0, c0, w_hh, w_hr, lengths, reverse, h_mask=None, w_ci=None, w_cf=None, w_co=None,
-        coupled=False,
+        coupled=False, z_c=None, z_h=None,
     ):
         save = any(ctx.needs_input_grad)
         out, h_n, c_n, gates, cells = fused_lstm_forward(
-            x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, coupled, reverse, save
+            x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, coupled, reverse, save
         )
         if save:
-            ctx.save_for_backward(out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co)
+            ctx.save_for_backward(
+                out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h
+            )
         ctx.reverse, ctx.coupled = reverse, coupled
         return out, h_n, c_n
 
     @staticmethod
     def backward(ctx: Any, grad_out, grad_hn, grad_cn):  # type: ignore[override]
-        out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co = ctx.saved_tensors
+        out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h = ctx.saved_tensors
         d_x, d_h0, d_c0, d_w_hh, d_w_hr, d_ci, d_cf, d_co = fused_lstm_backward(
             grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co,
-            ctx.coupled, ctx.reverse,
+            z_c, z_h, ctx.coupled, ctx.reverse,
         )
 
         def grad(d: Tensor, w: Tensor | None) -> Tensor | None:
@@ -345,7 +367,7 @@ class FusedLSTMLayer(torch.autograd.Function):
 
         return (
             d_x, d_h0, d_c0, d_w_hh, grad(d_w_hr, w_hr), None, None, None,
-            grad(d_ci, w_ci), grad(d_cf, w_cf), grad(d_co, w_co), None,
+            grad(d_ci, w_ci), grad(d_cf, w_cf), grad(d_co, w_co), None, None, None,
         )
 
 
@@ -354,9 +376,20 @@ class FusedLSTMLayer(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------------------------
 
 
+ZONEOUT_KEYS = ("zoneout_mask_c", "zoneout_mask_h")
+
+
+def _zoneout_in_time_order(mask: Tensor | None, reverse: bool, lengths: Tensor | None) -> Tensor | None:
+    """A zoneout mask (T, B, S) with row t for time step t. The module draws them in the order a layer takes its
+    steps: for the reverse direction, row s is the s-th step of each sequence reversed within its own length."""
+    if mask is None:
+        return None
+    return (reverse_padded(mask, lengths) if reverse else mask).contiguous()
+
+
 class FusedEngine:
     """The compiled time loop for the LSTM: layers, bidirectional, bias, proj_size, packed sequences, and the
-    variants peephole, coupled_gates, recurrent_dropout and forget_bias (an initialisation)."""
+    variants peephole, coupled_gates, recurrent_dropout, zoneout and forget_bias (an initialisation)."""
 
     name = "fused"
 
@@ -367,12 +400,12 @@ class FusedEngine:
             return f"the fused engine's kernel is CPU code; the weights are on {device}"
         if dtype not in (torch.float32, torch.float64):
             return f"the fused engine runs float32 and float64, not {dtype}"
-        runs = ("recurrent_dropout=", "peephole=", "coupled_gates=")
+        runs = ("recurrent_dropout=", "peephole=", "coupled_gates=", "zoneout=")
         others = [v for v in spec.variants if not v.startswith(runs)]
         if others:
             return (
-                "the fused engine runs the LSTM with peephole, coupled_gates, recurrent_dropout and forget_bias (an "
-                f"initialisation), not {', '.join(others)}; use engine='reference'"
+                "the fused engine runs the LSTM with peephole, coupled_gates, recurrent_dropout, zoneout and "
+                f"forget_bias (an initialisation), not {', '.join(others)}; use engine='reference'"
             )
         return None
 
@@ -398,10 +431,11 @@ class FusedEngine:
                 w = weights[k]
                 bias = w["bias_ih"] + w["bias_hh"] if spec.bias else None
                 x_proj = F.linear(layer_input, w["weight_ih"], bias)  # (T, B, 4H), all steps in one GEMM
+                z_c, z_h = (_zoneout_in_time_order(w.get(key), direction == 1, lengths) for key in ZONEOUT_KEYS)
                 out, h, c = FusedLSTMLayer.apply(
                     x_proj, h0[k], c0[k], w["weight_hh"], w.get("weight_hr"), lengths, direction == 1,
                     w.get("recurrent_dropout_mask"), w.get("weight_ci"), w.get("weight_cf"), w.get("weight_co"),
-                    spec.coupled_gates,
+                    spec.coupled_gates, z_c, z_h,
                 )
                 outputs.append(out)
                 h_n.append(h)

@@ -11,6 +11,10 @@
 // activations (4H) and the cell state (H) per batch row; h_{t-1} is the layer's own output, kept by the caller.
 // The weight gradients are one large GEMM each over all steps, after the loop.
 //
+// Zoneout (Krueger et al. 2016) comes last in a step: c_t = d_c c_{t-1} + (1 - d_c) c~_t and likewise for h, where
+// c~_t and h~_t = o tanh(c~_t) are the plain step's values. The saved cells are then the zoned states c_t; backward
+// recomputes c~_t = f c_{t-1} + i g from the saved gates, so zoneout saves nothing more.
+//
 // Packed sequences arrive as a padded batch with `lengths`: a row whose sequence has ended keeps its state and
 // outputs zero, exactly as the reference engine's masking. The reverse direction walks t from T-1 down to 0 with
 // the same rule, which is "reverse each sequence within its own length" without moving any data.
@@ -291,6 +295,33 @@ Variant<T> make_variant(bool coupled, const std::optional<Tensor>& w_ci, const s
   return v;
 }
 
+// Zoneout (Krueger et al. 2016): x = d old + (1 - d) x, where d = 1 keeps a unit's previous value (the masks, one row
+// per step in time order, or the constant z in eval, come from the module).
+template <typename T>
+ROW_FN void zone_block(const T* __restrict d, const T* __restrict old, T* __restrict x, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) x[j] = d[j] * old[j] + (T(1) - d[j]) * x[j];
+}
+// c~ = f c_prev + i g, the cell before zoneout, recomputed in backward from the saved gates (i = 1 - f with coupled
+// gates); a finished row's saved gates are zeros, which gives c~ = 0 there.
+template <typename T>
+ROW_FN void cell_tilde_row(const T* __restrict a, const T* __restrict cprev, T* __restrict ct, int64_t H,
+                           bool coupled) {
+  if (coupled) {
+    for (int64_t j = 0; j < H; ++j) ct[j] = a[j] * cprev[j] + (T(1) - a[j]) * a[H + j];
+  } else {
+    for (int64_t j = 0; j < H; ++j) ct[j] = a[H + j] * cprev[j] + a[j] * a[2 * H + j];
+  }
+}
+// The backward of zone_block for the gradient g flowing into x: the kept part d g goes to the old value (carry),
+// the rest (1 - d) g to the new one (in place).
+template <typename T>
+ROW_FN void unzone_block(const T* __restrict d, T* __restrict g, T* __restrict carry, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    carry[j] = d[j] * g[j];
+    g[j] = (T(1) - d[j]) * g[j];
+  }
+}
+
 // ------------------------------------------------------------------------------------------------------------
 // Forward
 // ------------------------------------------------------------------------------------------------------------
@@ -299,7 +330,8 @@ template <typename T>
 std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                                  const std::optional<Tensor>& w_hr, const std::optional<Tensor>& lengths,
                                  const std::optional<Tensor>& h_mask, const std::optional<Tensor>& w_ci,
-                                 const std::optional<Tensor>& w_cf, const std::optional<Tensor>& w_co, bool coupled,
+                                 const std::optional<Tensor>& w_cf, const std::optional<Tensor>& w_co,
+                                 const std::optional<Tensor>& z_c, const std::optional<Tensor>& z_h, bool coupled,
                                  bool reverse, bool save, bool use_onednn) {
   const int64_t T_ = x_proj.size(0), B = x_proj.size(1), G = x_proj.size(2), H = G / (coupled ? 3 : 4);
   const bool variant = coupled || w_ci.has_value() || w_cf.has_value() || w_co.has_value();
@@ -322,6 +354,12 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
   StepGemm rec(w_hh, B, use_onednn);
   std::optional<StepGemm> prj;
   if (proj) prj.emplace(*w_hr, B, use_onednn);
+  // Zoneout: the masks (T, B, H) and (T, B, P), and c_{t-1} kept aside while the row function updates c in place.
+  Tensor zc_t = z_c.has_value() ? z_c->contiguous() : Tensor(), zh_t = z_h.has_value() ? z_h->contiguous() : Tensor();
+  const T* zcp = z_c.has_value() ? zc_t.data_ptr<T>() : nullptr;
+  const T* zhp = z_h.has_value() ? zh_t.data_ptr<T>() : nullptr;
+  Tensor cprev_t = zcp ? at::empty({B, H}, opts) : Tensor();
+  T* cprev_buf = zcp ? cprev_t.data_ptr<T>() : nullptr;
 
   const int64_t* len = lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
   const T* xp = x_proj.data_ptr<T>();
@@ -350,10 +388,14 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
         }
         T* act = gsave ? gsave + b * G : scratch + b * G;
         T* mrow = proj ? mp + b * H : ot + b * P;
+        if (zcp) std::memcpy(cprev_buf + b * H, crow, sizeof(T) * H);
         if (variant)
           variant_forward_row<T>(xp + (t * B + b) * G, ghp + b * G, act, crow, mrow, H, var);
         else
           forward_row<T>(xp + (t * B + b) * G, ghp + b * G, act, crow, mrow, H);
+        // Zoneout last: h~ = o tanh(c~) above used the un-zoned c~ (the paper's equations).
+        if (zcp) zone_block<T>(zcp + (t * B + b) * H, cprev_buf + b * H, crow, H);
+        if (zhp && !proj) zone_block<T>(zhp + (t * B + b) * P, hs + b * P, mrow, P);
         if (csave) std::memcpy(csave + b * H, crow, sizeof(T) * H);
         if (!proj) std::memcpy(hs + b * P, mrow, sizeof(T) * P);
       }
@@ -364,8 +406,9 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
       for (int64_t b = 0; b < B; ++b) {
         const bool live = len == nullptr || t < len[b];
         if (live) {
-          std::memcpy(hs + b * P, hpp + b * P, sizeof(T) * P);
           std::memcpy(ot + b * P, hpp + b * P, sizeof(T) * P);
+          if (zhp) zone_block<T>(zhp + (t * B + b) * P, hs + b * P, ot + b * P, P);
+          std::memcpy(hs + b * P, ot + b * P, sizeof(T) * P);
         } else {
           std::memset(ot + b * P, 0, sizeof(T) * P);
         }
@@ -408,7 +451,8 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
                                   const Tensor& cells, const Tensor& w_hh, const std::optional<Tensor>& w_hr,
                                   const std::optional<Tensor>& lengths, const std::optional<Tensor>& h_mask,
                                   const std::optional<Tensor>& w_ci, const std::optional<Tensor>& w_cf,
-                                  const std::optional<Tensor>& w_co, bool coupled, bool reverse, bool use_onednn) {
+                                  const std::optional<Tensor>& w_co, const std::optional<Tensor>& z_c,
+                                  const std::optional<Tensor>& z_h, bool coupled, bool reverse, bool use_onednn) {
   const int64_t T_ = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / (coupled ? 3 : 4);
   const bool variant = coupled || w_ci.has_value() || w_cf.has_value() || w_co.has_value();
   const bool proj = w_hr.has_value();
@@ -431,6 +475,20 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
   std::optional<StepGemm> prj;
   if (proj) prj.emplace(w_hr->t().contiguous(), B, use_onednn);
 
+  // Zoneout: with z_c, backward needs c~_t (what tanh and the o peephole saw), recomputed from the saved gates and
+  // c_{t-1}, and the part of dL/dc_t that the mask carries straight to c_{t-1}; with z_h, dL/dh~_t.
+  Tensor zc_t = z_c.has_value() ? z_c->contiguous() : Tensor(), zh_t = z_h.has_value() ? z_h->contiguous() : Tensor();
+  const T* zcp = z_c.has_value() ? zc_t.data_ptr<T>() : nullptr;
+  const T* zhp = z_h.has_value() ? zh_t.data_ptr<T>() : nullptr;
+  Tensor c_tilde = zcp ? at::zeros({T_, B, H}, opts) : Tensor();  // zeros: finished rows are never written
+  Tensor dc_carry = zcp ? at::empty({B, H}, opts) : Tensor();
+  Tensor dh_tilde = zhp ? at::empty({B, P}, opts) : Tensor();
+  Tensor dh_carry = zhp ? at::empty({B, P}, opts) : Tensor();
+  T* ctp = zcp ? c_tilde.data_ptr<T>() : nullptr;
+  T* dccp = zcp ? dc_carry.data_ptr<T>() : nullptr;
+  T* dhtp = zhp ? dh_tilde.data_ptr<T>() : nullptr;
+  T* dhcp = zhp ? dh_carry.data_ptr<T>() : nullptr;
+
   const int64_t* len = lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
   const T* gp = gates.data_ptr<T>();
   const T* cp = cells.data_ptr<T>();
@@ -452,11 +510,17 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
       const T* g = got + b * P;
       for (int64_t j = 0; j < P; ++j) d[j] += g[j];
     }
-    if (proj) {
-      std::memcpy(d_h_all.data_ptr<T>() + t * B * P, dhp, sizeof(T) * B * P);
-      dm = prj->run(dh);  // (B, H) = dh W_hr
+    // With zoneout of h, the step's own output h~_t gets (1 - d) dh; d dh goes to h_{t-1} directly.
+    if (zhp) {
+      std::memcpy(dhtp, dhp, sizeof(T) * B * P);
+      unzone_block<T>(zhp + t * B * P, dhtp, dhcp, B * P);
     }
-    const T* dmp = proj ? dm.data_ptr<T>() : dhp;
+    T* dhs = zhp ? dhtp : dhp;  // dL/dh~_t
+    if (proj) {
+      std::memcpy(d_h_all.data_ptr<T>() + t * B * P, dhs, sizeof(T) * B * P);
+      dm = prj->run(zhp ? dh_tilde : dh);  // (B, H) = dh~ W_hr
+    }
+    const T* dmp = proj ? dm.data_ptr<T>() : dhs;
     T* dgt = dgp + t * B * G;
     at::parallel_for(0, B, grain_rows(G), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
@@ -466,12 +530,23 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
           continue;
         }
         const T* cprev = first ? c0p + b * H : cp + (tprev * B + b) * H;
+        const T* a = gp + (t * B + b) * G;
+        const T* cell = cp + (t * B + b) * H;  // c_t, which is c~_t without zoneout
+        if (zcp) {
+          T* ct = ctp + (t * B + b) * H;
+          cell_tilde_row<T>(a, cprev, ct, H, coupled);
+          cell = ct;
+          unzone_block<T>(zcp + (t * B + b) * H, dcp + b * H, dccp + b * H, H);  // dc -> dc~, carry d dc
+        }
         if (variant)
-          variant_backward_row<T>(gp + (t * B + b) * G, cp + (t * B + b) * H, cprev, dmp + b * (proj ? H : P),
-                                  dcp + b * H, dg, H, var);
+          variant_backward_row<T>(a, cell, cprev, dmp + b * (proj ? H : P), dcp + b * H, dg, H, var);
         else
-          backward_row<T>(gp + (t * B + b) * G, cp + (t * B + b) * H, cprev, dmp + b * (proj ? H : P),
-                          dcp + b * H, dg, H);
+          backward_row<T>(a, cell, cprev, dmp + b * (proj ? H : P), dcp + b * H, dg, H);
+        if (zcp) {
+          T* d = dcp + b * H;
+          const T* k = dccp + b * H;
+          for (int64_t j = 0; j < H; ++j) d[j] += k[j];
+        }
       }
     });
     Tensor dh_rec = rec.run(d_gates[t]);  // (B, P) = d_gates_t W_hh
@@ -479,7 +554,13 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
     const T* dr = dh_rec.data_ptr<T>();
     for (int64_t b = 0; b < B; ++b) {
       if (len != nullptr && t >= len[b]) continue;  // finished rows carry dh through unchanged
-      std::memcpy(dhp + b * P, dr + b * P, sizeof(T) * P);
+      if (zhp) {
+        T* d = dhp + b * P;
+        const T* k = dhcp + b * P;
+        for (int64_t j = 0; j < P; ++j) d[j] = dr[b * P + j] + k[j];
+      } else {
+        std::memcpy(dhp + b * P, dr + b * P, sizeof(T) * P);
+      }
     }
   }
 
@@ -492,7 +573,7 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
   Tensor grad_w_hr;
   if (proj) {
     // m_t = o_t * tanh(c_t), recomputed rather than saved.
-    Tensor mseq = gates.narrow(2, G - H, H) * at::tanh(cells);  // (T, B, H); o is the last gate
+    Tensor mseq = gates.narrow(2, G - H, H) * at::tanh(zcp ? c_tilde : cells);  // (T, B, H); o is the last gate
     grad_w_hr = at::mm(d_h_all.view({T_ * B, P}).t(), mseq.view({T_ * B, H}));  // (P, H)
   }
   // Peephole weights: sums over all steps and rows of (d pre-activation) * (the cell it looked at). The cells are
@@ -510,7 +591,7 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
     }
     const int64_t F = coupled ? 0 : H;
     if (w_cf.has_value()) grad_cf = (d_gates.narrow(2, F, H) * c_prev).sum({0, 1});
-    if (w_co.has_value()) grad_co = (d_gates.narrow(2, G - H, H) * cells).sum({0, 1});
+    if (w_co.has_value()) grad_co = (d_gates.narrow(2, G - H, H) * (zcp ? c_tilde : cells)).sum({0, 1});
     if (w_ci.has_value() && !coupled) grad_ci = (d_gates.narrow(2, 0, H) * c_prev).sum({0, 1});
   }
   auto or_empty = [&](const Tensor& t) { return t.defined() ? t : at::empty({0}, opts); };
@@ -520,13 +601,14 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
 std::vector<Tensor> lstm_forward(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                                  const std::optional<Tensor>& w_hr, const std::optional<Tensor>& lengths,
                                  const std::optional<Tensor>& h_mask, const std::optional<Tensor>& w_ci,
-                                 const std::optional<Tensor>& w_cf, const std::optional<Tensor>& w_co, bool coupled,
+                                 const std::optional<Tensor>& w_cf, const std::optional<Tensor>& w_co,
+                                 const std::optional<Tensor>& z_c, const std::optional<Tensor>& z_h, bool coupled,
                                  bool reverse, bool save, bool use_onednn) {
   TORCH_CHECK(x_proj.dim() == 3 && x_proj.size(2) % (coupled ? 3 : 4) == 0, "x_proj must be (T, B, 4H or 3H)");
   Tensor xp = x_proj.contiguous();
   return AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "lstmkit_fused_forward", [&] {
-    return forward_impl<scalar_t>(xp, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, coupled, reverse, save,
-                                  use_onednn);
+    return forward_impl<scalar_t>(xp, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, coupled,
+                                  reverse, save, use_onednn);
   });
 }
 
@@ -535,10 +617,11 @@ std::vector<Tensor> lstm_backward(const Tensor& grad_out, const Tensor& grad_hn,
                                   const Tensor& cells, const Tensor& w_hh, const std::optional<Tensor>& w_hr,
                                   const std::optional<Tensor>& lengths, const std::optional<Tensor>& h_mask,
                                   const std::optional<Tensor>& w_ci, const std::optional<Tensor>& w_cf,
-                                  const std::optional<Tensor>& w_co, bool coupled, bool reverse, bool use_onednn) {
+                                  const std::optional<Tensor>& w_co, const std::optional<Tensor>& z_c,
+                                  const std::optional<Tensor>& z_h, bool coupled, bool reverse, bool use_onednn) {
   return AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstmkit_fused_backward", [&] {
     return backward_impl<scalar_t>(grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths,
-                                   h_mask, w_ci, w_cf, w_co, coupled, reverse, use_onednn);
+                                   h_mask, w_ci, w_cf, w_co, z_c, z_h, coupled, reverse, use_onednn);
   });
 }
 
@@ -546,10 +629,11 @@ std::vector<Tensor> lstm_backward(const Tensor& grad_out, const Tensor& grad_hn,
 
 TORCH_LIBRARY(lstmkit_kernel, m) {
   m.def("forward(Tensor x_proj, Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor? lengths, Tensor? h_mask, "
-        "Tensor? w_ci, Tensor? w_cf, Tensor? w_co, bool coupled, bool reverse, bool save, bool onednn) -> Tensor[]");
+        "Tensor? w_ci, Tensor? w_cf, Tensor? w_co, Tensor? z_c, Tensor? z_h, bool coupled, bool reverse, bool save, "
+        "bool onednn) -> Tensor[]");
   m.def("backward(Tensor grad_out, Tensor grad_hn, Tensor grad_cn, Tensor out, Tensor h0, Tensor c0, "
         "Tensor gates, Tensor cells, Tensor w_hh, Tensor? w_hr, Tensor? lengths, Tensor? h_mask, Tensor? w_ci, "
-        "Tensor? w_cf, Tensor? w_co, bool coupled, bool reverse, bool onednn) "
+        "Tensor? w_cf, Tensor? w_co, Tensor? z_c, Tensor? z_h, bool coupled, bool reverse, bool onednn) "
         "-> Tensor[]");
 }
 
