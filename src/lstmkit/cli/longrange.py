@@ -90,8 +90,8 @@ def register(subparsers: Any) -> None:
                         help="the gap to bridge: sequence length (adding), delay (copy), distractors (order)")
     parser.add_argument("--model", type=_model, default="lstm", metavar="{lstm,gru,rnn}",
                         help="the recurrent model (default lstm)")
-    parser.add_argument("--steps", type=_count, default=5000, metavar="N",
-                        help="training steps at most (default 5000)")
+    parser.add_argument("--steps", type=_count, default=10_000, metavar="N",
+                        help="training steps at most (default 10000; a run stops once solved)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of model and data (default 0)")
     parser.add_argument("--hidden-size", type=_positive_int, default=128, metavar="H", help="default 128")
     parser.add_argument("--num-layers", type=_positive_int, default=1, metavar="L", help="default 1")
