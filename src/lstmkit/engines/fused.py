@@ -23,8 +23,11 @@ one warning. They are also the readable statement of what the C++ computes.
 Variants run in the kernel: ``peephole``, ``coupled_gates`` (CIFG, 3H gate rows), ``recurrent_dropout`` (the
 module's mask on ``h_{t-1}``), ``zoneout`` (the module's per-step masks, or their expectation z in eval; the saved
 cells are the zoned states, and backward recomputes the un-zoned c~_t from the saved gates, so nothing more is
-saved), and ``forget_bias`` (an initialisation only); ``layer_norm`` and ``cell="slstm"`` are refused
-(``unsupported``) and run on the reference engine.
+saved), ``layer_norm`` (Ba et al.: the input part's LN is outside the loop, with the input projection, and
+differentiated by autograd; the recurrent product's LN and c~'s before tanh are in the loop, and backward through
+them is written out; it saves the normalised recurrent product and three statistics per row and step, ``4H + 3``
+numbers more), and ``forget_bias`` (an initialisation only); ``cell="slstm"`` is refused (``unsupported``) and runs
+on the reference engine.
 
 The gate equations themselves are the reference engine's (``engines/reference.py``); this engine is tested
 against it and against ``torch.nn.LSTM`` (``tests/test_fused.py``). Speed and memory: ``docs/benchmarks.md``.
@@ -44,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import LayerWeights, RNNSpec, States, reverse_padded
+from .reference import LAYER_NORM_EPS, layer_norm
 
 _CSRC = Path(__file__).with_name("csrc") / "fused_lstm.cpp"
 
@@ -131,16 +135,22 @@ def _live(t: int, lengths: Tensor | None) -> Tensor | None:
 def _python_forward(
     x_proj: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None,
     h_mask: Tensor | None, w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, z_c: Tensor | None,
-    z_h: Tensor | None, coupled: bool, reverse: bool, save: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    z_h: Tensor | None, ln_hh: Tensor | None, ln_c_w: Tensor | None, ln_c_b: Tensor | None, coupled: bool,
+    reverse: bool, save: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     T, B, G = x_proj.shape
     H = G // (3 if coupled else 4)
     ci, cf, co = (w if w is not None else x_proj.new_zeros(H) for w in (w_ci, w_cf, w_co))  # peepholes, or none
     h, c = h0, c0
-    outs, gates, cells = [], [], []
+    outs, gates, cells, hats, stats = [], [], [], [], []
     for t in range(T - 1, -1, -1) if reverse else range(T):
         h_in = h if h_mask is None else h * h_mask  # recurrent dropout: on the recurrent path only
-        z = x_proj[t] + h_in @ w_hh.t()  # (B, G)
+        gh = h_in @ w_hh.t()  # (B, G)
+        if ln_hh is not None:  # Ba et al.: the recurrent product normalised on its own (b_hh is in x_proj)
+            rstd_hh = (gh.var(1, unbiased=False, keepdim=True) + LAYER_NORM_EPS).rsqrt()  # (B, 1)
+            z_hat = (gh - gh.mean(1, keepdim=True)) * rstd_hh
+            gh = z_hat * ln_hh
+        z = x_proj[t] + gh
         if coupled:
             zf, zg, zo = z.chunk(3, dim=1)
             f = torch.sigmoid(zf + cf * c)
@@ -151,7 +161,12 @@ def _python_forward(
         g = torch.tanh(zg)
         c_new = f * c + i * g  # c~_t
         o = torch.sigmoid(zo + co * c_new)  # the output gate's peephole sees c~_t
-        h_new = o * torch.tanh(c_new)
+        shown = c_new
+        if ln_c_w is not None and ln_c_b is not None:  # h = o tanh(LN(c~) w + b)
+            mean_c = c_new.mean(1, keepdim=True)
+            rstd_c = (c_new.var(1, unbiased=False, keepdim=True) + LAYER_NORM_EPS).rsqrt()
+            shown = (c_new - mean_c) * rstd_c * ln_c_w + ln_c_b
+        h_new = o * torch.tanh(shown)
         if w_hr is not None:
             h_new = h_new @ w_hr.t()  # (B, P)
         if z_c is not None:  # zoneout last (Krueger et al.): d = 1 keeps the old value
@@ -160,6 +175,10 @@ def _python_forward(
             h_new = z_h[t] * h + (1 - z_h[t]) * h_new
         act = torch.cat([f, g, o] if coupled else [i, f, g, o], dim=1)
         keep = _live(t, lengths)
+        if ln_hh is not None:
+            st = torch.cat([rstd_hh, mean_c, rstd_c], dim=1)  # (B, 3)
+            hats.append(z_hat if keep is None else z_hat * keep)
+            stats.append(st if keep is None else st * keep)
         if keep is not None:
             act = act * keep
             c_new = torch.where(keep, c_new, c)
@@ -169,18 +188,24 @@ def _python_forward(
         gates.append(act)
         cells.append(c)
     if reverse:
-        outs, gates, cells = outs[::-1], gates[::-1], cells[::-1]
-    empty = x_proj.new_empty(0)
+        outs, gates, cells, hats, stats = outs[::-1], gates[::-1], cells[::-1], hats[::-1], stats[::-1]
     out = torch.stack(outs) if T else x_proj.new_empty(0, B, h0.size(1))
-    saved_g = torch.stack(gates) if save and T else (x_proj.new_empty(0, B, G) if save else empty)
-    saved_c = torch.stack(cells) if save and T else (x_proj.new_empty(0, B, H) if save else empty)
-    return out, h.clone(), c.clone(), saved_g, saved_c
+
+    def saved(seq: list[Tensor], width: int, on: bool) -> Tensor:
+        if not (save and on):
+            return x_proj.new_empty(0)
+        return torch.stack(seq) if T else x_proj.new_empty(0, B, width)
+
+    ln = ln_hh is not None
+    return (out, h.clone(), c.clone(), saved(gates, G, True), saved(cells, H, True), saved(hats, G, ln),
+            saved(stats, 3, ln))
 
 
 def _python_backward(
     grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor, out: Tensor, h0: Tensor, c0: Tensor, gates: Tensor,
     cells: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None, h_mask: Tensor | None,
     w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, z_c: Tensor | None, z_h: Tensor | None,
+    ln_hat: Tensor, ln_stats: Tensor, ln_hh: Tensor | None, ln_c_w: Tensor | None, ln_c_b: Tensor | None,
     coupled: bool, reverse: bool,
 ) -> tuple[Tensor, ...]:
     T, B, G = gates.shape
@@ -191,6 +216,8 @@ def _python_backward(
     d_h_all = torch.zeros_like(out)
     c_prev_all = torch.zeros_like(cells)
     c_tilde_all = torch.zeros_like(cells)  # c~_t: what tanh and the o peephole saw (c_t itself without zoneout)
+    d_gh = torch.zeros_like(gates)  # with layer norm: d loss / d (h_{t-1} W_hh^T), before its LN
+    d_shown = torch.zeros_like(cells)  # with layer norm: d loss / d (LN(c~) w + b)
     order = range(T) if reverse else range(T - 1, -1, -1)
     for n, t in enumerate(order):
         first = n == T - 1  # the first step processed in forward
@@ -212,9 +239,20 @@ def _python_backward(
             c_tilde = c_tilde * keep
         c_tilde_all[t] = c_tilde
         dc_tilde = dc if z_c is None else (1 - z_c[t]) * dc
-        tc = torch.tanh(c_tilde)
-        dzo = dm * tc * o * (1 - o)
-        d_c = dc_tilde + dm * o * (1 - tc * tc) + dzo * co
+        if ln_c_w is not None and ln_c_b is not None:
+            mean_c, rstd_c = ln_stats[t][:, 1:2], ln_stats[t][:, 2:3]
+            c_hat = (c_tilde - mean_c) * rstd_c
+            tc = torch.tanh(c_hat * ln_c_w + ln_c_b)
+            ds = dm * o * (1 - tc * tc)
+            d_shown[t] = ds
+            dch = ds * ln_c_w  # LN's backward: rstd (dchat - mean(dchat) - chat mean(dchat chat))
+            d_ln = rstd_c * (dch - dch.mean(1, keepdim=True) - c_hat * (dch * c_hat).mean(1, keepdim=True))
+            dzo = dm * tc * o * (1 - o)
+            d_c = dc_tilde + d_ln + dzo * co
+        else:
+            tc = torch.tanh(c_tilde)
+            dzo = dm * tc * o * (1 - o)
+            d_c = dc_tilde + dm * o * (1 - tc * tc) + dzo * co
         dzg = d_c * i * (1 - g * g)
         if coupled:
             dzf = d_c * (c_prev - g) * f * (1 - f)
@@ -226,7 +264,14 @@ def _python_backward(
             dc_new = d_c * f + dzi * ci + dzf * cf
         if z_c is not None:
             dc_new = dc_new + z_c[t] * dc
-        dh_new = dg @ w_hh  # (B, P)
+        if ln_hh is not None:
+            dz = dg * ln_hh
+            z_hat = ln_hat[t]
+            dgh = ln_stats[t][:, 0:1] * (dz - dz.mean(1, keepdim=True) - z_hat * (dz * z_hat).mean(1, keepdim=True))
+            d_gh[t] = dgh if keep is None else dgh * keep
+            dh_new = dgh @ w_hh
+        else:
+            dh_new = dg @ w_hh  # (B, P)
         if h_mask is not None:
             dh_new = dh_new * h_mask
         if z_h is not None:
@@ -240,10 +285,13 @@ def _python_backward(
     h_prev = _previous_states(out, h0, lengths, reverse)
     if h_mask is not None:
         h_prev = h_prev * h_mask
-    grad_w_hh = d_gates.reshape(T * B, G).t() @ h_prev.reshape(T * B, -1)
+    grad_w_hh = (d_gh if ln_hh is not None else d_gates).reshape(T * B, G).t() @ h_prev.reshape(T * B, -1)
+    shown_all = c_tilde_all
+    if ln_c_w is not None and ln_c_b is not None:
+        shown_all = (c_tilde_all - ln_stats[..., 1:2]) * ln_stats[..., 2:3] * ln_c_w + ln_c_b
     grad_w_hr = gates.new_empty(0)  # a fresh empty tensor per absent weight: custom op outputs may not alias
     if w_hr is not None:
-        m = gates[..., G - H :] * torch.tanh(c_tilde_all)  # (T, B, H): o is the last gate
+        m = gates[..., G - H :] * torch.tanh(shown_all)  # (T, B, H): o is the last gate
         grad_w_hr = d_h_all.reshape(T * B, -1).t() @ m.reshape(T * B, H)
     grads = [gates.new_empty(0) for _ in range(3)]
     F_ = 0 if coupled else H
@@ -253,7 +301,11 @@ def _python_backward(
         grads[2] = (d_gates[..., G - H :] * c_tilde_all).sum((0, 1))
     if w_ci is not None and not coupled:
         grads[0] = (d_gates[..., :H] * c_prev_all).sum((0, 1))
-    return (d_gates, dh.clone(), dc.clone(), grad_w_hh, grad_w_hr, *grads)
+    ln_grads = [gates.new_empty(0) for _ in range(3)]
+    if ln_hh is not None:
+        c_hat_all = (c_tilde_all - ln_stats[..., 1:2]) * ln_stats[..., 2:3]
+        ln_grads = [(d_gates * ln_hat).sum((0, 1)), (d_shown * c_hat_all).sum((0, 1)), d_shown.sum((0, 1))]
+    return (d_gates, dh.clone(), dc.clone(), grad_w_hh, grad_w_hr, *grads, *ln_grads)
 
 
 def _previous_states(out: Tensor, h0: Tensor, lengths: Tensor | None, reverse: bool) -> Tensor:
@@ -276,27 +328,36 @@ def _previous_states(out: Tensor, h0: Tensor, lengths: Tensor | None, reverse: b
 def fused_lstm_forward(
     x_proj: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None,
     h_mask: Tensor | None, w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, z_c: Tensor | None,
-    z_h: Tensor | None, coupled: bool, reverse: bool, save: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    z_h: Tensor | None, ln_hh: Tensor | None, ln_c_w: Tensor | None, ln_c_b: Tensor | None, coupled: bool,
+    reverse: bool, save: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """One layer, one direction. x_proj (T, B, G) with G = 4H (3H with ``coupled`` gates), h0 (B, P), c0 (B, H),
     w_hh (G, P), w_hr (P, H) or None, lengths (B,) int64 or None, h_mask (B, P) (recurrent dropout's mask on
     h_{t-1}) or None, w_ci, w_cf, w_co (H,) peephole weights or None, z_c (T, B, H) and z_h (T, B, P) zoneout's
-    masks in time order or None. Returns output (T, B, P), h_n (B, P), c_n (B, H), and when ``save`` the gate
-    activations (T, B, G) and cell states (T, B, H) that backward needs (empty tensors otherwise)."""
+    masks in time order or None, ln_hh (G,) the gain of the recurrent product's layer norm and ln_c_w, ln_c_b (H,)
+    those of c~'s, or None (layer_norm off; x_proj then holds b_hh too, with it on the LN of the input part).
+    Returns output (T, B, P), h_n (B, P), c_n (B, H), and when ``save`` what backward needs (empty tensors
+    otherwise): the gate activations (T, B, G), the cell states (T, B, H) and, with layer norm, the normalised
+    recurrent product (T, B, G) and per row and step (1/std of it, mean and 1/std of c~) (T, B, 3)."""
     module = kernel()
-    args = (x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, coupled, reverse, save)
+    args = (x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, ln_hh, ln_c_w, ln_c_b, coupled,
+            reverse, save)
     if module is None:
         return tuple(t.contiguous() for t in _python_forward(*args))  # type: ignore[return-value]
     return tuple(module.forward(*args, _use_onednn(x_proj.dtype)))  # type: ignore[return-value]
 
 
 @fused_lstm_forward.register_fake
-def _(x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, coupled, reverse, save):
+def _(x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, ln_hh, ln_c_w, ln_c_b, coupled, reverse,
+      save):
     T, B, G = x_proj.shape
     P, H = h0.size(1), c0.size(1)
+    ln = ln_hh is not None
     gates = x_proj.new_empty(T, B, G) if save else x_proj.new_empty(0)
     cells = x_proj.new_empty(T, B, H) if save else x_proj.new_empty(0)
-    return x_proj.new_empty(T, B, P), h0.new_empty(B, P), c0.new_empty(B, H), gates, cells
+    hats = x_proj.new_empty(T, B, G) if save and ln else x_proj.new_empty(0)
+    stats = x_proj.new_empty(T, B, 3) if save and ln else x_proj.new_empty(0)
+    return x_proj.new_empty(T, B, P), h0.new_empty(B, P), c0.new_empty(B, H), gates, cells, hats, stats
 
 
 @torch.library.custom_op("lstmkit::fused_lstm_backward", mutates_args=())
@@ -304,26 +365,27 @@ def fused_lstm_backward(
     grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor, out: Tensor, h0: Tensor, c0: Tensor, gates: Tensor,
     cells: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None, h_mask: Tensor | None,
     w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, z_c: Tensor | None, z_h: Tensor | None,
+    ln_hat: Tensor, ln_stats: Tensor, ln_hh: Tensor | None, ln_c_w: Tensor | None, ln_c_b: Tensor | None,
     coupled: bool, reverse: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Backward through time of :func:`fused_lstm_forward`. Returns the gradients of x_proj (T, B, G), h0, c0,
-    w_hh, w_hr, w_ci, w_cf and w_co (an empty tensor for each weight that is None)."""
+    w_hh, w_hr, w_ci, w_cf, w_co, ln_hh, ln_c_w and ln_c_b (an empty tensor for each weight that is None)."""
     module = kernel()
     args = (grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co,
-            z_c, z_h, coupled, reverse)
+            z_c, z_h, ln_hat, ln_stats, ln_hh, ln_c_w, ln_c_b, coupled, reverse)
     res = _python_backward(*args) if module is None else module.backward(*args, _use_onednn(gates.dtype))
     return tuple(t.contiguous() for t in res)  # type: ignore[return-value]
 
 
 @fused_lstm_backward.register_fake
 def _(grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c,
-      z_h, coupled, reverse):
+      z_h, ln_hat, ln_stats, ln_hh, ln_c_w, ln_c_b, coupled, reverse):
     def like(w: Tensor | None) -> Tensor:
         return w.new_empty(w.shape) if w is not None else gates.new_empty(0)
 
     return (
         gates.new_empty(gates.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape), w_hh.new_empty(w_hh.shape),
-        like(w_hr), like(w_ci), like(w_cf), like(w_co),
+        like(w_hr), like(w_ci), like(w_cf), like(w_co), like(ln_hh), like(ln_c_w), like(ln_c_b),
     )
 
 
@@ -331,35 +393,39 @@ class FusedLSTMLayer(torch.autograd.Function):
     """One LSTM layer in one direction over a whole sequence, with a hand-written backward through time.
 
     ``apply(x_proj, h0, c0, w_hh, w_hr, lengths, reverse, h_mask=None, w_ci=None, w_cf=None, w_co=None,
-    coupled=False, z_c=None, z_h=None)`` with x_proj (T, B, G) (the input projections and both biases; G = 4H,
-    or 3H with coupled gates), h0 (B, P), c0 (B, H), w_hh (G, P), w_hr (P, H) or None, lengths (B,) int64 (on
-    the CPU) or None, h_mask (B, P) recurrent dropout's mask or None, the peephole weights (H,) or None,
-    zoneout's masks z_c (T, B, H) and z_h (T, B, P) in time order (row t is step t's, whichever the direction)
-    or None; returns output (T, B, P), h_n (B, P), c_n (B, H).
+    coupled=False, z_c=None, z_h=None, ln_hh=None, ln_c_w=None, ln_c_b=None)`` with x_proj (T, B, G) (the input
+    projections and both biases; G = 4H, or 3H with coupled gates), h0 (B, P), c0 (B, H), w_hh (G, P), w_hr (P, H)
+    or None, lengths (B,) int64 (on the CPU) or None, h_mask (B, P) recurrent dropout's mask or None, the peephole
+    weights (H,) or None, zoneout's masks z_c (T, B, H) and z_h (T, B, P) in time order (row t is step t's,
+    whichever the direction) or None, layer norm's gains ln_hh (G,) and ln_c_w, ln_c_b (H,) or None; returns
+    output (T, B, P), h_n (B, P), c_n (B, H).
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, x_proj, h0, c0, w_hh, w_hr, lengths, reverse, h_mask=None, w_ci=None, w_cf=None, w_co=None,
-        coupled=False, z_c=None, z_h=None,
+        coupled=False, z_c=None, z_h=None, ln_hh=None, ln_c_w=None, ln_c_b=None,
     ):
         save = any(ctx.needs_input_grad)
-        out, h_n, c_n, gates, cells = fused_lstm_forward(
-            x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, coupled, reverse, save
+        out, h_n, c_n, gates, cells, ln_hat, ln_stats = fused_lstm_forward(
+            x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, ln_hh, ln_c_w, ln_c_b, coupled,
+            reverse, save,
         )
         if save:
             ctx.save_for_backward(
-                out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h
+                out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, ln_hat, ln_stats,
+                ln_hh, ln_c_w, ln_c_b,
             )
         ctx.reverse, ctx.coupled = reverse, coupled
         return out, h_n, c_n
 
     @staticmethod
     def backward(ctx: Any, grad_out, grad_hn, grad_cn):  # type: ignore[override]
-        out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h = ctx.saved_tensors
-        d_x, d_h0, d_c0, d_w_hh, d_w_hr, d_ci, d_cf, d_co = fused_lstm_backward(
+        (out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, ln_hat, ln_stats, ln_hh,
+         ln_c_w, ln_c_b) = ctx.saved_tensors
+        d_x, d_h0, d_c0, d_w_hh, d_w_hr, d_ci, d_cf, d_co, d_ln_hh, d_ln_c_w, d_ln_c_b = fused_lstm_backward(
             grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co,
-            z_c, z_h, ctx.coupled, ctx.reverse,
+            z_c, z_h, ln_hat, ln_stats, ln_hh, ln_c_w, ln_c_b, ctx.coupled, ctx.reverse,
         )
 
         def grad(d: Tensor, w: Tensor | None) -> Tensor | None:
@@ -367,7 +433,8 @@ class FusedLSTMLayer(torch.autograd.Function):
 
         return (
             d_x, d_h0, d_c0, d_w_hh, grad(d_w_hr, w_hr), None, None, None,
-            grad(d_ci, w_ci), grad(d_cf, w_cf), grad(d_co, w_co), None, None, None,
+            grad(d_ci, w_ci), grad(d_cf, w_cf), grad(d_co, w_co), None, None, None, grad(d_ln_hh, ln_hh),
+            grad(d_ln_c_w, ln_c_w), grad(d_ln_c_b, ln_c_b),
         )
 
 
@@ -400,12 +467,12 @@ class FusedEngine:
             return f"the fused engine's kernel is CPU code; the weights are on {device}"
         if dtype not in (torch.float32, torch.float64):
             return f"the fused engine runs float32 and float64, not {dtype}"
-        runs = ("recurrent_dropout=", "peephole=", "coupled_gates=", "zoneout=")
+        runs = ("recurrent_dropout=", "peephole=", "coupled_gates=", "zoneout=", "layer_norm=")
         others = [v for v in spec.variants if not v.startswith(runs)]
         if others:
             return (
-                "the fused engine runs the LSTM with peephole, coupled_gates, recurrent_dropout, zoneout and "
-                f"forget_bias (an initialisation), not {', '.join(others)}; use engine='reference'"
+                "the fused engine runs the LSTM with peephole, layer_norm, coupled_gates, recurrent_dropout, zoneout "
+                f"and forget_bias (an initialisation), not {', '.join(others)}; use engine='reference'"
             )
         return None
 
@@ -429,13 +496,23 @@ class FusedEngine:
             for direction in range(D):
                 k = layer * D + direction
                 w = weights[k]
-                bias = w["bias_ih"] + w["bias_hh"] if spec.bias else None
-                x_proj = F.linear(layer_input, w["weight_ih"], bias)  # (T, B, 4H), all steps in one GEMM
+                if spec.layer_norm:
+                    # Ba et al.: LN of the input part with b_ih as its shift, then b_hh (the recurrent LN's shift,
+                    # a constant per step) added here rather than in the loop; autograd differentiates both.
+                    x_proj = layer_norm(
+                        F.linear(layer_input, w["weight_ih"]), w["layer_norm_ih_weight"], w.get("bias_ih")
+                    )
+                    if spec.bias:
+                        x_proj = x_proj + w["bias_hh"]
+                else:
+                    bias = w["bias_ih"] + w["bias_hh"] if spec.bias else None
+                    x_proj = F.linear(layer_input, w["weight_ih"], bias)  # (T, B, 4H), all steps in one GEMM
                 z_c, z_h = (_zoneout_in_time_order(w.get(key), direction == 1, lengths) for key in ZONEOUT_KEYS)
                 out, h, c = FusedLSTMLayer.apply(
                     x_proj, h0[k], c0[k], w["weight_hh"], w.get("weight_hr"), lengths, direction == 1,
                     w.get("recurrent_dropout_mask"), w.get("weight_ci"), w.get("weight_cf"), w.get("weight_co"),
-                    spec.coupled_gates, z_c, z_h,
+                    spec.coupled_gates, z_c, z_h, w.get("layer_norm_hh_weight"), w.get("layer_norm_c_weight"),
+                    w.get("layer_norm_c_bias"),
                 )
                 outputs.append(out)
                 h_n.append(h)

@@ -15,6 +15,11 @@
 // c~_t and h~_t = o tanh(c~_t) are the plain step's values. The saved cells are then the zoned states c_t; backward
 // recomputes c~_t = f c_{t-1} + i g from the saved gates, so zoneout saves nothing more.
 //
+// Layer norm (Ba et al. 2016): gates = x_proj + LN(h_{t-1} W_hh^T) a_hh (x_proj holds LN(x W_ih^T) a_ih + b_ih + b_hh,
+// computed outside), and m_t = o tanh(LN(c~_t) w_c + b_c). Saved besides the gates and cells: the normalised
+// recurrent product (4H) and (1/std of it, mean and 1/std of c~) per row and step; backward runs LN's chain rule
+// (dz = rstd (dzhat - mean(dzhat) - zhat mean(dzhat zhat))) for both, and W_hh gets the gradient before the LN.
+//
 // Packed sequences arrive as a padded batch with `lengths`: a row whose sequence has ended keeps its state and
 // outputs zero, exactly as the reference engine's masking. The reverse direction walks t from T-1 down to 0 with
 // the same rule, which is "reverse each sequence within its own length" without moving any data.
@@ -35,6 +40,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -187,7 +193,56 @@ struct Variant {
   const T* ci = nullptr;  // (H) each
   const T* cf = nullptr;
   const T* co = nullptr;
+  const T* ln_c_w = nullptr;  // layer norm of c~ before tanh: gain and shift (H) each, or null
+  const T* ln_c_b = nullptr;
 };
+
+// Layer normalisation (Ba et al. 2016), eps as torch.nn.LayerNorm's.
+constexpr double kLayerNormEps = 1e-5;
+
+// Mean and 1/sqrt(var + eps) of a row, summed in double: LN's backward divides by the std, so float32 rounding in
+// the statistics would show in the gradients (measured: 2x the reference engine's own float32 error without it).
+template <typename T>
+inline std::pair<T, T> moments(const T* __restrict x, int64_t n) {
+  double mean = 0, var = 0;
+  for (int64_t j = 0; j < n; ++j) mean += double(x[j]);
+  mean /= double(n);
+  for (int64_t j = 0; j < n; ++j) var += (double(x[j]) - mean) * (double(x[j]) - mean);
+  return {T(mean), T(1.0 / std::sqrt(var / double(n) + kLayerNormEps))};
+}
+
+// The recurrent product's LN, one row: zhat = (gh - mean) / sqrt(var + eps), lnx = zhat * a. Returns 1/sqrt(var+eps).
+template <typename T>
+ROW_FN T ln_rows_forward(const T* __restrict gh, const T* __restrict a, T* __restrict zhat, T* __restrict lnx,
+                         int64_t n) {
+  const auto [mean, rstd] = moments<T>(gh, n);
+  for (int64_t j = 0; j < n; ++j) {
+    zhat[j] = (gh[j] - mean) * rstd;
+    lnx[j] = zhat[j] * a[j];
+  }
+  return rstd;
+}
+// Its backward, one row: from dL/d(lnx) = dg to dL/dgh = rstd (dz - mean(dz) - zhat mean(dz zhat)), dz = dg a.
+template <typename T>
+ROW_FN void ln_rows_backward(const T* __restrict dg, const T* __restrict a, const T* __restrict zhat, T rstd,
+                             T* __restrict dgh, int64_t n) {
+  double s1d = 0, s2d = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    s1d += double(dg[j] * a[j]);
+    s2d += double(dg[j] * a[j] * zhat[j]);
+  }
+  const T s1 = T(s1d / double(n)), s2 = T(s2d / double(n));
+  for (int64_t j = 0; j < n; ++j) dgh[j] = rstd * (dg[j] * a[j] - s1 - zhat[j] * s2);
+}
+// m = o tanh(LN(c~) w + b), one row; stats <- (mean, rstd) of c~.
+template <typename T>
+ROW_FN void ln_output_block(const T* __restrict o, const T* __restrict c, const T* __restrict w,
+                            const T* __restrict b, T* __restrict m, T* __restrict stats, int64_t n) {
+  const auto [mean, rstd] = moments<T>(c, n);
+  stats[0] = mean;
+  stats[1] = rstd;
+  for (int64_t j = 0; j < n; ++j) m[j] = o[j] * tanh_<T>((c[j] - mean) * rstd * w[j] + b[j]);
+}
 
 template <typename T>
 ROW_FN void coupled_cell(const T* __restrict f, const T* __restrict g, T* __restrict c, int64_t n) {
@@ -204,7 +259,8 @@ ROW_FN void output_block(const T* __restrict o, const T* __restrict c, T* __rest
 }
 
 template <typename T>
-inline void variant_forward_row(const T* x, const T* gh, T* act, T* c, T* m, int64_t H, const Variant<T>& v) {
+inline void variant_forward_row(const T* x, const T* gh, T* act, T* c, T* m, int64_t H, const Variant<T>& v,
+                                T* ln_stats) {
   const int64_t F = v.coupled ? 0 : H, Gg = F + H, O = Gg + H;  // offsets of f, g, o in the gate rows
   if (!v.coupled) peep_block<T>(x, gh, v.ci, c, act, H);      // i from c_{t-1}
   peep_block<T>(x + F, gh + F, v.cf, c, act + F, H);          // f from c_{t-1}
@@ -214,7 +270,10 @@ inline void variant_forward_row(const T* x, const T* gh, T* act, T* c, T* m, int
   else
     plain_cell<T>(act, act + F, act + Gg, c, H);
   peep_block<T>(x + O, gh + O, v.co, c, act + O, H);          // o sees c_t
-  output_block<T>(act + O, c, m, H);
+  if (v.ln_c_w)
+    ln_output_block<T>(act + O, c, v.ln_c_w, v.ln_c_b, m, ln_stats, H);  // h = o tanh(LN(c_t))
+  else
+    output_block<T>(act + O, c, m, H);
 }
 
 // Backward of variant_forward_row. Beyond the plain rules: the peephole into o adds dzo w_co to dc_t; those into
@@ -269,6 +328,49 @@ ROW_FN void peephole_backward_row(const T* __restrict a, const T* __restrict c, 
   }
 }
 
+// Backward with layer norm of c~ (h = o tanh(s), s = chat w + b, chat = (c~ - mean) rstd): ds = dm o (1 - tanh(s)^2),
+// dchat = ds w, and dc~ gains rstd (dchat - mean(dchat) - chat mean(dchat chat)); ds is kept for dw and db.
+template <typename T>
+ROW_FN void ln_backward_row(const T* __restrict a, const T* __restrict c, const T* __restrict cprev,
+                            const T* __restrict dm, T* __restrict dc, T* __restrict dg, int64_t H, const Variant<T>& v,
+                            T mean, T rstd, T* __restrict dshown) {
+  const int64_t F = v.coupled ? 0 : H, Gg = F + H, O = Gg + H;
+  const T* __restrict w = v.ln_c_w;
+  const T* __restrict bb = v.ln_c_b;
+  double s1d = 0, s2d = 0;
+  for (int64_t j = 0; j < H; ++j) {
+    const T o = a[O + j], chat = (c[j] - mean) * rstd;
+    const T tc = tanh_<T>(chat * w[j] + bb[j]);
+    const T ds = dm[j] * o * (T(1) - tc * tc);
+    dshown[j] = ds;
+    s1d += double(ds * w[j]);
+    s2d += double(ds * w[j] * chat);
+  }
+  const T s1 = T(s1d / double(H)), s2 = T(s2d / double(H));
+  for (int64_t j = 0; j < H; ++j) {
+    const T o = a[O + j], f = a[F + j], g = a[Gg + j], chat = (c[j] - mean) * rstd;
+    const T tc = tanh_<T>(chat * w[j] + bb[j]);
+    const T dzo = dm[j] * tc * o * (T(1) - o);
+    const T d_c = dc[j] + dzo * v.co[j] + rstd * (dshown[j] * w[j] - s1 - chat * s2);
+    if (v.coupled) {
+      const T dzf = d_c * (cprev[j] - g) * f * (T(1) - f);
+      dg[F + j] = dzf;
+      dg[Gg + j] = d_c * (T(1) - f) * (T(1) - g * g);
+      dg[O + j] = dzo;
+      dc[j] = d_c * f + dzf * v.cf[j];
+    } else {
+      const T i = a[j];
+      const T dzi = d_c * g * i * (T(1) - i);
+      const T dzf = d_c * cprev[j] * f * (T(1) - f);
+      dg[j] = dzi;
+      dg[F + j] = dzf;
+      dg[Gg + j] = d_c * i * (T(1) - g * g);
+      dg[O + j] = dzo;
+      dc[j] = d_c * f + dzi * v.ci[j] + dzf * v.cf[j];
+    }
+  }
+}
+
 template <typename T>
 inline void variant_backward_row(const T* a, const T* c, const T* cprev, const T* dm, T* dc, T* dg, int64_t H,
                                  const Variant<T>& v) {
@@ -281,7 +383,8 @@ inline void variant_backward_row(const T* a, const T* c, const T* cprev, const T
 // The peephole weights as the kernel reads them: the tensors given, zeros for the others.
 template <typename T>
 Variant<T> make_variant(bool coupled, const std::optional<Tensor>& w_ci, const std::optional<Tensor>& w_cf,
-                        const std::optional<Tensor>& w_co, const Tensor& zeros, std::vector<Tensor>& keep) {
+                        const std::optional<Tensor>& w_co, const Tensor& zeros, std::vector<Tensor>& keep,
+                        const std::optional<Tensor>& ln_c_w, const std::optional<Tensor>& ln_c_b) {
   Variant<T> v;
   v.coupled = coupled;
   auto pick = [&](const std::optional<Tensor>& w) -> const T* {
@@ -292,6 +395,10 @@ Variant<T> make_variant(bool coupled, const std::optional<Tensor>& w_ci, const s
   v.ci = pick(w_ci);
   v.cf = pick(w_cf);
   v.co = pick(w_co);
+  if (ln_c_w.has_value()) {
+    v.ln_c_w = pick(ln_c_w);
+    v.ln_c_b = pick(ln_c_b);
+  }
   return v;
 }
 
@@ -331,10 +438,13 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
                                  const std::optional<Tensor>& w_hr, const std::optional<Tensor>& lengths,
                                  const std::optional<Tensor>& h_mask, const std::optional<Tensor>& w_ci,
                                  const std::optional<Tensor>& w_cf, const std::optional<Tensor>& w_co,
-                                 const std::optional<Tensor>& z_c, const std::optional<Tensor>& z_h, bool coupled,
-                                 bool reverse, bool save, bool use_onednn) {
+                                 const std::optional<Tensor>& z_c, const std::optional<Tensor>& z_h,
+                                 const std::optional<Tensor>& ln_hh, const std::optional<Tensor>& ln_c_w,
+                                 const std::optional<Tensor>& ln_c_b, bool coupled, bool reverse, bool save,
+                                 bool use_onednn) {
   const int64_t T_ = x_proj.size(0), B = x_proj.size(1), G = x_proj.size(2), H = G / (coupled ? 3 : 4);
-  const bool variant = coupled || w_ci.has_value() || w_cf.has_value() || w_co.has_value();
+  const bool ln = ln_hh.has_value();
+  const bool variant = coupled || ln || w_ci.has_value() || w_cf.has_value() || w_co.has_value();
   const bool proj = w_hr.has_value();
   const int64_t P = proj ? w_hr->size(0) : H;
   auto opts = x_proj.options();
@@ -349,7 +459,15 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
   T* scratch = save ? nullptr : scratch_t.data_ptr<T>();
   Tensor zeros = at::zeros({H}, opts);
   std::vector<Tensor> keep;
-  const Variant<T> var = make_variant<T>(coupled, w_ci, w_cf, w_co, zeros, keep);
+  const Variant<T> var = make_variant<T>(coupled, w_ci, w_cf, w_co, zeros, keep, ln_c_w, ln_c_b);
+  // Layer norm: saved for backward, the normalised recurrent product zhat (T, B, G) and per row and step
+  // (1/std of the recurrent product, mean and 1/std of c~) (T, B, 3); zeros where a finished row skips a step.
+  Tensor ln_hat = ln && save ? at::zeros({T_, B, G}, opts) : at::empty({0}, opts);
+  Tensor ln_stats = ln && save ? at::zeros({T_, B, 3}, opts) : at::empty({0}, opts);
+  Tensor ln_scratch = ln ? at::empty({B, save ? G : 2 * G + 3}, opts) : Tensor();  // lnx (and zhat, stats)
+  Tensor ln_hh_c = ln ? ln_hh->contiguous() : Tensor();
+  T* lnx_buf = ln ? ln_scratch.data_ptr<T>() : nullptr;
+  const int64_t ln_width = save ? G : 2 * G + 3;
 
   StepGemm rec(w_hh, B, use_onednn);
   std::optional<StepGemm> prj;
@@ -389,8 +507,17 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
         T* act = gsave ? gsave + b * G : scratch + b * G;
         T* mrow = proj ? mp + b * H : ot + b * P;
         if (zcp) std::memcpy(cprev_buf + b * H, crow, sizeof(T) * H);
+        const T* ghrow = ghp + b * G;
+        T* stats = nullptr;
+        if (ln) {  // Ba et al.: gates = x_proj + LN(h W_hh^T) a_hh (+ b_hh, already in x_proj)
+          T* row = lnx_buf + b * ln_width;
+          T* zhat = save ? ln_hat.data_ptr<T>() + (t * B + b) * G : row + G;
+          stats = save ? ln_stats.data_ptr<T>() + (t * B + b) * 3 : row + 2 * G;
+          stats[0] = ln_rows_forward<T>(ghrow, ln_hh_c.data_ptr<T>(), zhat, row, G);
+          ghrow = row;
+        }
         if (variant)
-          variant_forward_row<T>(xp + (t * B + b) * G, ghp + b * G, act, crow, mrow, H, var);
+          variant_forward_row<T>(xp + (t * B + b) * G, ghrow, act, crow, mrow, H, var, stats ? stats + 1 : nullptr);
         else
           forward_row<T>(xp + (t * B + b) * G, ghp + b * G, act, crow, mrow, H);
         // Zoneout last: h~ = o tanh(c~) above used the un-zoned c~ (the paper's equations).
@@ -415,7 +542,7 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
       }
     }
   }
-  return {out, h, c, gates, cells};
+  return {out, h, c, gates, cells, ln_hat, ln_stats};
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -452,9 +579,12 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
                                   const std::optional<Tensor>& lengths, const std::optional<Tensor>& h_mask,
                                   const std::optional<Tensor>& w_ci, const std::optional<Tensor>& w_cf,
                                   const std::optional<Tensor>& w_co, const std::optional<Tensor>& z_c,
-                                  const std::optional<Tensor>& z_h, bool coupled, bool reverse, bool use_onednn) {
+                                  const std::optional<Tensor>& z_h, const Tensor& ln_hat, const Tensor& ln_stats,
+                                  const std::optional<Tensor>& ln_hh, const std::optional<Tensor>& ln_c_w,
+                                  const std::optional<Tensor>& ln_c_b, bool coupled, bool reverse, bool use_onednn) {
   const int64_t T_ = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / (coupled ? 3 : 4);
-  const bool variant = coupled || w_ci.has_value() || w_cf.has_value() || w_co.has_value();
+  const bool ln = ln_hh.has_value();
+  const bool variant = coupled || ln || w_ci.has_value() || w_cf.has_value() || w_co.has_value();
   const bool proj = w_hr.has_value();
   const int64_t P = proj ? w_hr->size(0) : H;
   auto opts = gates.options();
@@ -468,7 +598,13 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
   Tensor c0c = c0.contiguous();
   Tensor zeros = at::zeros({H}, opts);
   std::vector<Tensor> keep;
-  const Variant<T> var = make_variant<T>(coupled, w_ci, w_cf, w_co, zeros, keep);
+  const Variant<T> var = make_variant<T>(coupled, w_ci, w_cf, w_co, zeros, keep, ln_c_w, ln_c_b);
+  // Layer norm: the gradient of the recurrent product before its LN (what W_hh and h_{t-1} get), and that of the
+  // normalised c~ (for the gains), both every step.
+  Tensor d_gh = ln ? at::empty({T_, B, G}, opts) : Tensor();
+  Tensor d_shown = ln ? at::zeros({T_, B, H}, opts) : Tensor();
+  Tensor ln_hh_c = ln ? ln_hh->contiguous() : Tensor();
+  Tensor ln_hat_c = ln ? ln_hat.contiguous() : Tensor(), ln_stats_c = ln ? ln_stats.contiguous() : Tensor();
 
   // Backward multiplies by W_hh (not its transpose): a GEMM with weight W_hh^T (P, 4H).
   StepGemm rec(w_hh.t().contiguous(), B, use_onednn);
@@ -527,6 +663,7 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
         T* dg = dgt + b * G;
         if (len != nullptr && t >= len[b]) {  // a finished row: the step was the identity on its state
           std::memset(dg, 0, sizeof(T) * G);
+          if (ln) std::memset(d_gh.data_ptr<T>() + (t * B + b) * G, 0, sizeof(T) * G);
           continue;
         }
         const T* cprev = first ? c0p + b * H : cp + (tprev * B + b) * H;
@@ -538,7 +675,13 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
           cell = ct;
           unzone_block<T>(zcp + (t * B + b) * H, dcp + b * H, dccp + b * H, H);  // dc -> dc~, carry d dc
         }
-        if (variant)
+        if (ln) {
+          const T* st = ln_stats_c.data_ptr<T>() + (t * B + b) * 3;
+          ln_backward_row<T>(a, cell, cprev, dmp + b * (proj ? H : P), dcp + b * H, dg, H, var, st[1], st[2],
+                             d_shown.data_ptr<T>() + (t * B + b) * H);
+          ln_rows_backward<T>(dg, ln_hh_c.data_ptr<T>(), ln_hat_c.data_ptr<T>() + (t * B + b) * G, st[0],
+                              d_gh.data_ptr<T>() + (t * B + b) * G, G);
+        } else if (variant)
           variant_backward_row<T>(a, cell, cprev, dmp + b * (proj ? H : P), dcp + b * H, dg, H, var);
         else
           backward_row<T>(a, cell, cprev, dmp + b * (proj ? H : P), dcp + b * H, dg, H);
@@ -549,7 +692,7 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
         }
       }
     });
-    Tensor dh_rec = rec.run(d_gates[t]);  // (B, P) = d_gates_t W_hh
+    Tensor dh_rec = rec.run(ln ? d_gh[t] : d_gates[t]);  // (B, P) = d_gates_t W_hh (before LN, with LN)
     if (h_mask.has_value()) dh_rec = (dh_rec * *h_mask).contiguous();
     const T* dr = dh_rec.data_ptr<T>();
     for (int64_t b = 0; b < B; ++b) {
@@ -565,7 +708,7 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
   }
 
   // Weight gradients: one GEMM each over all T*B rows.
-  Tensor dg2 = d_gates.view({T_ * B, G});
+  Tensor dg2 = (ln ? d_gh : d_gates).view({T_ * B, G});
   Tensor h_prev = previous_states(out, h0, lengths, reverse);
   if (h_mask.has_value()) h_prev = h_prev * *h_mask;
   h_prev = h_prev.reshape({T_ * B, P});
@@ -573,7 +716,9 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
   Tensor grad_w_hr;
   if (proj) {
     // m_t = o_t * tanh(c_t), recomputed rather than saved.
-    Tensor mseq = gates.narrow(2, G - H, H) * at::tanh(zcp ? c_tilde : cells);  // (T, B, H); o is the last gate
+    Tensor shown = zcp ? c_tilde : cells;
+    if (ln) shown = (shown - ln_stats_c.narrow(2, 1, 1)) * ln_stats_c.narrow(2, 2, 1) * *ln_c_w + *ln_c_b;
+    Tensor mseq = gates.narrow(2, G - H, H) * at::tanh(shown);  // (T, B, H); o is the last gate
     grad_w_hr = at::mm(d_h_all.view({T_ * B, P}).t(), mseq.view({T_ * B, H}));  // (P, H)
   }
   // Peephole weights: sums over all steps and rows of (d pre-activation) * (the cell it looked at). The cells are
@@ -594,21 +739,32 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
     if (w_co.has_value()) grad_co = (d_gates.narrow(2, G - H, H) * (zcp ? c_tilde : cells)).sum({0, 1});
     if (w_ci.has_value() && !coupled) grad_ci = (d_gates.narrow(2, 0, H) * c_prev).sum({0, 1});
   }
+  // Layer norm's gains and shift: sums over all steps and rows, as for the peepholes.
+  Tensor grad_ln_hh, grad_ln_c_w, grad_ln_c_b;
+  if (ln) {
+    grad_ln_hh = (d_gates * ln_hat_c).sum({0, 1});
+    Tensor chat = ((zcp ? c_tilde : cells) - ln_stats_c.narrow(2, 1, 1)) * ln_stats_c.narrow(2, 2, 1);
+    grad_ln_c_w = (d_shown * chat).sum({0, 1});
+    grad_ln_c_b = d_shown.sum({0, 1});
+  }
   auto or_empty = [&](const Tensor& t) { return t.defined() ? t : at::empty({0}, opts); };
-  return {d_gates, dh, dc, grad_w_hh, or_empty(grad_w_hr), or_empty(grad_ci), or_empty(grad_cf), or_empty(grad_co)};
+  return {d_gates, dh, dc, grad_w_hh, or_empty(grad_w_hr), or_empty(grad_ci), or_empty(grad_cf), or_empty(grad_co),
+          or_empty(grad_ln_hh), or_empty(grad_ln_c_w), or_empty(grad_ln_c_b)};
 }
 
 std::vector<Tensor> lstm_forward(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                                  const std::optional<Tensor>& w_hr, const std::optional<Tensor>& lengths,
                                  const std::optional<Tensor>& h_mask, const std::optional<Tensor>& w_ci,
                                  const std::optional<Tensor>& w_cf, const std::optional<Tensor>& w_co,
-                                 const std::optional<Tensor>& z_c, const std::optional<Tensor>& z_h, bool coupled,
-                                 bool reverse, bool save, bool use_onednn) {
+                                 const std::optional<Tensor>& z_c, const std::optional<Tensor>& z_h,
+                                 const std::optional<Tensor>& ln_hh, const std::optional<Tensor>& ln_c_w,
+                                 const std::optional<Tensor>& ln_c_b, bool coupled, bool reverse, bool save,
+                                 bool use_onednn) {
   TORCH_CHECK(x_proj.dim() == 3 && x_proj.size(2) % (coupled ? 3 : 4) == 0, "x_proj must be (T, B, 4H or 3H)");
   Tensor xp = x_proj.contiguous();
   return AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "lstmkit_fused_forward", [&] {
-    return forward_impl<scalar_t>(xp, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, coupled,
-                                  reverse, save, use_onednn);
+    return forward_impl<scalar_t>(xp, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, ln_hh,
+                                  ln_c_w, ln_c_b, coupled, reverse, save, use_onednn);
   });
 }
 
@@ -618,10 +774,13 @@ std::vector<Tensor> lstm_backward(const Tensor& grad_out, const Tensor& grad_hn,
                                   const std::optional<Tensor>& lengths, const std::optional<Tensor>& h_mask,
                                   const std::optional<Tensor>& w_ci, const std::optional<Tensor>& w_cf,
                                   const std::optional<Tensor>& w_co, const std::optional<Tensor>& z_c,
-                                  const std::optional<Tensor>& z_h, bool coupled, bool reverse, bool use_onednn) {
+                                  const std::optional<Tensor>& z_h, const Tensor& ln_hat, const Tensor& ln_stats,
+                                  const std::optional<Tensor>& ln_hh, const std::optional<Tensor>& ln_c_w,
+                                  const std::optional<Tensor>& ln_c_b, bool coupled, bool reverse, bool use_onednn) {
   return AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstmkit_fused_backward", [&] {
     return backward_impl<scalar_t>(grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths,
-                                   h_mask, w_ci, w_cf, w_co, z_c, z_h, coupled, reverse, use_onednn);
+                                   h_mask, w_ci, w_cf, w_co, z_c, z_h, ln_hat, ln_stats, ln_hh, ln_c_w, ln_c_b,
+                                   coupled, reverse, use_onednn);
   });
 }
 
@@ -629,11 +788,12 @@ std::vector<Tensor> lstm_backward(const Tensor& grad_out, const Tensor& grad_hn,
 
 TORCH_LIBRARY(lstmkit_kernel, m) {
   m.def("forward(Tensor x_proj, Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor? lengths, Tensor? h_mask, "
-        "Tensor? w_ci, Tensor? w_cf, Tensor? w_co, Tensor? z_c, Tensor? z_h, bool coupled, bool reverse, bool save, "
-        "bool onednn) -> Tensor[]");
+        "Tensor? w_ci, Tensor? w_cf, Tensor? w_co, Tensor? z_c, Tensor? z_h, Tensor? ln_hh, Tensor? ln_c_w, "
+        "Tensor? ln_c_b, bool coupled, bool reverse, bool save, bool onednn) -> Tensor[]");
   m.def("backward(Tensor grad_out, Tensor grad_hn, Tensor grad_cn, Tensor out, Tensor h0, Tensor c0, "
         "Tensor gates, Tensor cells, Tensor w_hh, Tensor? w_hr, Tensor? lengths, Tensor? h_mask, Tensor? w_ci, "
-        "Tensor? w_cf, Tensor? w_co, Tensor? z_c, Tensor? z_h, bool coupled, bool reverse, bool onednn) "
+        "Tensor? w_cf, Tensor? w_co, Tensor? z_c, Tensor? z_h, Tensor ln_hat, Tensor ln_stats, Tensor? ln_hh, "
+        "Tensor? ln_c_w, Tensor? ln_c_b, bool coupled, bool reverse, bool onednn) "
         "-> Tensor[]");
 }
 
