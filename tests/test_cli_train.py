@@ -122,7 +122,8 @@ def test_bad_text_files(tmp_path, capsys, which, message):
      (["--device", "cuda:7"], "device 'cuda:7'"),
      (["--proj-size", "50"], "proj_size must be in [0, hidden_size=24)"),
      (["--cell", "slstm", "--peephole"], "cannot be combined"),
-     (["--schedule", "cosine"], "needs max_steps or max_epochs")],
+     (["--schedule", "cosine"], "needs max_steps or max_epochs"),
+     (["--threads", "0"], "--threads: expected a number >= 1")],
 )
 def test_nonsense_flags(tmp_path, capsys, flags, message):
     text = tmp_path / "text.txt"
@@ -201,7 +202,7 @@ def test_a_run_killed_by_sigkill_resumes_to_the_same_weights_bit_for_bit(tmp_pat
     text.write_text(generated_text(6000))
     # Two layers with dropout: the RNG state and the carried (h, c) of both layers must come back too.
     args = ["train", "--text", str(text), "--max-steps", "120", "--eval-every", "8", *TINY,
-            "--num-layers", "2", "--dropout", "0.2"]
+            "--num-layers", "2", "--dropout", "0.2", "--threads", "1"]
     whole = lstmkit(tmp_path, *args, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
 

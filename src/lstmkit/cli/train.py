@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..apps import charlm
 from ..checkpoint import LAST, load_checkpoint
 from ..engines import ENGINE_CHOICES
@@ -74,6 +76,8 @@ def register(subparsers: Any) -> None:
                    help="d2l: Dive into Deep Learning's LSTM on The Time Machine (one-hot, 1x256, SGD lr 1, "
                         "35 steps, batch 32, 500 epochs); other flags still override it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=_ranged(int, 1), default=None,
+                   help="CPU threads for torch (default: torch's choice); 1 is fastest on a busy machine")
 
     g = p.add_argument_group("data")
     _field(g, "--preprocess", "data", "preprocess", str, "none, or d2l: letters only, lowercased, other runs "
@@ -186,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"{out} already holds a training run; pass --resume to continue it, or choose another --out"
             )
+    if args.threads:
+        torch.set_num_threads(args.threads)
     result = charlm.train_charlm(run_config, out, resume=args.resume, progress=not args.quiet)
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun, rank 0 reports for all
