@@ -39,22 +39,27 @@ def compiled() -> Any:
     return module
 
 
-def _run(model: nn.Module, x: Tensor, hx: tuple[Tensor, Tensor], packed: bool) -> list[Tensor]:
-    """Forward and backward of a fixed, non-trivial loss; returns outputs, states and every gradient."""
+def _run(model: nn.Module, x: Tensor, hx: tuple[Tensor, ...] | None, packed: bool) -> list[Tensor]:
+    """Forward and backward of a fixed, non-trivial loss; returns outputs, states and every gradient.
+
+    Works for (h, c) and the sLSTM's (h, c, n, m); hx None starts from the module's initial state."""
     x = x.clone().requires_grad_()
-    hx = tuple(s.clone().requires_grad_() for s in hx)  # type: ignore[assignment]
+    hx = None if hx is None else tuple(s.clone().requires_grad_() for s in hx)
     inp: Any = x
     batch_first = getattr(model, "batch_first", False)
     if packed:
         inp = pack_padded_sequence(x, torch.tensor(LENGTHS), batch_first=batch_first, enforce_sorted=False)
-    out, (h_n, c_n) = model(inp, hx)
+    out, states = model(inp, hx) if hx is not None else model(inp)
     if packed:
         out, _ = pad_packed_sequence(out, batch_first=batch_first, total_length=x.size(1 if batch_first else 0))
     weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
-    loss = (out * weight).sum() + (h_n**2).sum() + (1.5 * c_n).sum()
+    loss = (out * weight).sum() + (states[0] ** 2).sum()
+    for j, s in enumerate(states[1:]):
+        loss = loss + ((1.5 + j) * s).sum()
     loss.backward()
     assert x.grad is not None
-    return [out, h_n, c_n, x.grad, hx[0].grad, hx[1].grad] + [p.grad for p in model.parameters()]
+    grads = [] if hx is None else [s.grad for s in hx]
+    return [out, *states, x.grad, *grads] + [p.grad for p in model.parameters()]
 
 
 def _pair(kwargs: dict[str, Any], dtype: torch.dtype = torch.float32) -> tuple[nn.Module, nn.Module]:
@@ -315,6 +320,81 @@ def test_variants_match_reference_in_training(kwargs: dict[str, Any], packed: bo
         _assert_close(_run(fast, x, hx, packed), _run(reference, x, hx, packed), tol, scaled)
 
 
+SLSTM_CONFIGS = [
+    pytest.param({"cell": "slstm"}, id="slstm"),
+    pytest.param({"cell": "slstm", "num_layers": 2, "bidirectional": True}, id="slstm-2-layers-bi"),
+    pytest.param({"cell": "slstm", "recurrent_dropout": 0.3, "bidirectional": True}, id="slstm-rd"),
+    pytest.param({"cell": "slstm", "forget_bias": 1.0, "batch_first": True}, id="slstm-forget-bias"),
+    pytest.param({"cell": "slstm", "bias": False}, id="slstm-no-bias"),
+]
+
+
+def _slstm_state(model: nn.Module, dtype: torch.dtype, B: int = 5) -> tuple[Tensor, ...]:
+    """A given (h, c, n, m): n > 0 as a normaliser is, m any finite stabiliser."""
+    D = 2 if model.bidirectional else 1
+    shape = (model.num_layers * D, B, H)
+    return (torch.randn(shape, dtype=dtype), torch.randn(shape, dtype=dtype),
+            torch.rand(shape, dtype=dtype) + 0.5, torch.randn(shape, dtype=dtype))
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["fresh-state", "given-state"])
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("kwargs", SLSTM_CONFIGS)
+def test_slstm_matches_reference(kwargs: dict[str, Any], packed: bool, fresh: bool) -> None:
+    """Outputs, the four final states and every gradient, in training (same masks) and eval, float32 and float64.
+    A fresh state starts the stabiliser at m_0 = -inf; the loss reaches c_n, n_n and m_n, so the gradient through
+    the max of the stabiliser is checked too. The gradients reach ~200 here (h = o c / n divides by n), and the
+    reference's own float32 error against float64 is as large as the fused engine's (2e-5 at that size), so float32
+    is compared to 1e-5 of each tensor's largest entry; float64 to 1e-10."""
+    for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-10)):
+        reference, fast = _pair(kwargs, dtype)
+        assert fast.engine == "fused"
+        x, _ = _inputs(fast, dtype=dtype)
+        hx = None if fresh else _slstm_state(fast, dtype)
+        for train in (True, False):
+            reference.train(train)
+            fast.train(train)
+            torch.manual_seed(6)
+            expected = _run(reference, x, hx, packed)
+            torch.manual_seed(6)
+            _assert_close(_run(fast, x, hx, packed), expected, tol, scaled=True)
+
+
+def test_slstm_long_sequence_is_stable_and_matches() -> None:
+    """Large pre-activations over 400 steps: the stabiliser keeps every exponent <= 0 in the kernel too."""
+    reference, fast = _pair({"cell": "slstm"})
+    x = 4 * torch.randn(400, 3, I)
+    with torch.no_grad():
+        expected, got = reference(x), fast(x)
+    assert torch.isfinite(got[0]).all()
+    _assert_close([got[0], *got[1]], [expected[0], *expected[1]], tol=1e-4)
+
+
+@pytest.mark.parametrize("dropout", [False, True], ids=["", "dropout"])
+@pytest.mark.parametrize("lengths", [None, [5, 2, 4]], ids=["full", "lengths"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_gradcheck_fused_slstm_function(reverse: bool, lengths: list[int] | None, dropout: bool) -> None:
+    _gradcheck_slstm(reverse, lengths, dropout)
+
+
+def _gradcheck_slstm(reverse: bool, lengths: list[int] | None, dropout: bool) -> None:
+    torch.manual_seed(3)
+    T, B, Hs = 5, 3, 4
+    d = torch.float64
+    n = torch.tensor(lengths) if lengths is not None else None
+    mask = (torch.rand(B, Hs, dtype=d) > 0.3).to(d) / 0.7 if dropout else None
+    inputs = (
+        torch.randn(T, B, 4 * Hs, dtype=d), torch.randn(B, Hs, dtype=d), torch.randn(B, Hs, dtype=d),
+        torch.rand(B, Hs, dtype=d) + 0.5, torch.randn(B, Hs, dtype=d), torch.randn(4 * Hs, Hs, dtype=d),
+    )
+    inputs = tuple(t.requires_grad_() for t in inputs)
+
+    def f(*args: Tensor) -> Any:
+        return fused.FusedSLSTMLayer.apply(*args, n, reverse, mask)
+
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
+
+
 @pytest.fixture
 def fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pretend the C++ kernel could not be built."""
@@ -343,6 +423,7 @@ def test_fallback_gradcheck(fallback: None) -> None:
             _gradcheck_layer(reverse, proj=False, lengths=[5, 2, 4], peephole=True, coupled=True, zoneout=True)
             _gradcheck_layer(reverse, proj=True, lengths=[5, 2, 4], peephole=True, zoneout=True, layer_norm=True)
             _gradcheck_layer(reverse, proj=False, lengths=[5, 2, 4], coupled=True, layer_norm=True)
+            _gradcheck_slstm(reverse, [5, 2, 4], dropout=True)
 
 
 def test_fallback_variants_match_reference(fallback: None) -> None:
@@ -356,6 +437,14 @@ def test_fallback_variants_match_reference(fallback: None) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         _assert_close(_run(fast, x, hx, packed=True), expected, scaled=True)
+    reference, fast = _pair({"cell": "slstm", "recurrent_dropout": 0.3, "bidirectional": True})
+    x, _ = _inputs(fast)
+    torch.manual_seed(7)
+    expected = _run(reference, x, None, packed=True)
+    torch.manual_seed(7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        _assert_close(_run(fast, x, None, packed=True), expected, scaled=True)
 
 
 def test_build_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -390,6 +479,13 @@ def test_custom_ops_pass_opcheck() -> None:
     bargs = (torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n), out, args[1], args[2], gates, cells,
              *args[3:12], ln_hat, ln_stats, *args[12:15], False, True)
     torch.library.opcheck(fused.fused_lstm_backward, bargs, test_utils=("test_schema", "test_faketensor"))
+    sargs = (torch.randn(T, B, 4 * Hs), *(torch.randn(B, Hs) for _ in range(2)), torch.rand(B, Hs) + 0.5,
+             torch.randn(B, Hs), torch.randn(4 * Hs, Hs), torch.tensor([4, 1, 3]), torch.rand(B, Hs), True, True)
+    torch.library.opcheck(fused.fused_slstm_forward, sargs, test_utils=("test_schema", "test_faketensor"))
+    out, h_n, c_n, n_n, m_n, gates, cells, norms = fused.fused_slstm_forward(*sargs)
+    sbargs = (torch.randn_like(out), *(torch.randn_like(s) for s in (h_n, c_n, n_n, m_n)), out, *sargs[1:4], gates,
+              cells, norms, sargs[5], sargs[6], sargs[7], True)
+    torch.library.opcheck(fused.fused_slstm_backward, sbargs, test_utils=("test_schema", "test_faketensor"))
 
 
 def test_compiles_with_torch_compile() -> None:
@@ -405,9 +501,8 @@ def test_compiles_with_torch_compile() -> None:
     [
         (lambda: lstmkit.GRU(I, H, engine="fused"), "LSTM only"),
         (lambda: lstmkit.LSTM(I, H, engine="fused", dtype=torch.bfloat16), "float32 and float64"),
-        (lambda: lstmkit.LSTM(I, H, engine="fused", cell="slstm"), "not cell='slstm'"),
     ],
-    ids=["gru", "bfloat16", "slstm"],
+    ids=["gru", "bfloat16"],
 )
 def test_unsupported_configurations_are_refused(make: Any, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -433,3 +528,33 @@ def test_saved_for_backward_is_gates_and_cells() -> None:
     per_step = [s for s in shapes if len(s) == 3 and s[0] == T]
     # gates, cells and the output (the input projection's GEMM keeps x as a 2-D view)
     assert per_step == sorted([(T, B, 4 * H), (T, B, H), (T, B, H)])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        # zoneout saves nothing more (c~ is recomputed); the masks (T, B, H) are the module's, kept for backward
+        pytest.param({"zoneout": 0.2}, [(4, 1), (1, 1), (1, 1), (1, 1), (1, 1)], id="zoneout"),
+        # layer norm: + the normalised recurrent product (4H) and three statistics per row and step; autograd's
+        # LN of the input part keeps its input (4H), mean and 1/std (1 each)
+        pytest.param(
+            {"layer_norm": True}, [(4, 1), (4, 1), (4, 1), (1, 1), (1, 1), (3, 0), (1, 0), (1, 0)], id="layer-norm"
+        ),
+        # sLSTM: gates (4H), c and n (H each), and the output
+        pytest.param({"cell": "slstm"}, [(4, 1), (1, 1), (1, 1), (1, 1)], id="slstm"),
+    ],
+)
+def test_saved_for_backward_by_variant(kwargs: dict[str, Any], expected: list[tuple[int, int]]) -> None:
+    """Per-step tensors kept for backward, as (multiple of H, 1) or (width, 0) for a fixed width."""
+    T, B = 7, 3
+    model = lstmkit.LSTM(I, H, engine="fused", **kwargs).train()
+    saved: list[Tensor] = []
+
+    def pack(t: Tensor) -> Tensor:
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(torch.randn(T, B, I))
+    per_step = sorted(tuple(t.shape) for t in saved if t.dim() == 3 and t.shape[:2] == (T, B))
+    assert per_step == sorted((T, B, k * H if per_h else k) for k, per_h in expected)

@@ -26,8 +26,10 @@ cells are the zoned states, and backward recomputes the un-zoned c~_t from the s
 saved), ``layer_norm`` (Ba et al.: the input part's LN is outside the loop, with the input projection, and
 differentiated by autograd; the recurrent product's LN and c~'s before tanh are in the loop, and backward through
 them is written out; it saves the normalised recurrent product and three statistics per row and step, ``4H + 3``
-numbers more), and ``forget_bias`` (an initialisation only); ``cell="slstm"`` is refused (``unsupported``) and runs
-on the reference engine.
+numbers more), and ``forget_bias`` (an initialisation only). ``cell="slstm"`` (with recurrent_dropout and
+forget_bias; check_variants refuses the rest) is its own loop, :class:`FusedSLSTMLayer` over the custom ops
+``lstmkit::fused_slstm_forward``/``fused_slstm_backward``: it saves the gates, c_t and the normaliser n_t, ``6H``
+numbers per row and step, and differentiates through the stabiliser m_t as autograd does through the reference.
 
 The gate equations themselves are the reference engine's (``engines/reference.py``); this engine is tested
 against it and against ``torch.nn.LSTM`` (``tests/test_fused.py``). Speed and memory: ``docs/benchmarks.md``.
@@ -308,6 +310,93 @@ def _python_backward(
     return (d_gates, dh.clone(), dc.clone(), grad_w_hh, grad_w_hr, *grads, *ln_grads)
 
 
+def _python_slstm_forward(
+    x_proj: Tensor, h0: Tensor, c0: Tensor, n0: Tensor, m0: Tensor, w_hh: Tensor, lengths: Tensor | None,
+    h_mask: Tensor | None, reverse: bool, save: bool,
+) -> tuple[Tensor, ...]:
+    """The sLSTM's loop (reference.slstm_gated_step); returns out, h_n, c_n, n_n, m_n and, when ``save``, the gates
+    [i', f', z, o] (T, B, 4H), cells and normalisers (T, B, H) each (empty tensors otherwise)."""
+    T, B, G = x_proj.shape
+    H = G // 4
+    h, c, n, m = h0, c0, n0, m0
+    outs, gates, cells, norms = [], [], [], []
+    for t in range(T - 1, -1, -1) if reverse else range(T):
+        h_in = h if h_mask is None else h * h_mask
+        zi, zf, zz, zo = (x_proj[t] + h_in @ w_hh.t()).chunk(4, dim=1)
+        a = zf + m  # log f' + m_{t-1}, before stabilising
+        m_new = torch.maximum(a, zi)
+        i, f = torch.exp(zi - m_new), torch.exp(a - m_new)
+        z, o = torch.tanh(zz), torch.sigmoid(zo)
+        c_new, n_new = f * c + i * z, f * n + i
+        h_new = o * (c_new / n_new)
+        act = torch.cat([i, f, z, o], dim=1)
+        keep = _live(t, lengths)
+        if keep is not None:
+            act = act * keep
+            h_new, c_new, n_new, m_new = (
+                torch.where(keep, new, old) for new, old in ((h_new, h), (c_new, c), (n_new, n), (m_new, m))
+            )
+        h, c, n, m = h_new, c_new, n_new, m_new
+        outs.append(h if keep is None else h * keep)
+        gates.append(act)
+        cells.append(c)
+        norms.append(n)
+    if reverse:
+        outs, gates, cells, norms = outs[::-1], gates[::-1], cells[::-1], norms[::-1]
+    out = torch.stack(outs) if T else x_proj.new_empty(0, B, H)
+
+    def saved(seq: list[Tensor], width: int) -> Tensor:
+        if not save:
+            return x_proj.new_empty(0)
+        return torch.stack(seq) if T else x_proj.new_empty(0, B, width)
+
+    return out, h.clone(), c.clone(), n.clone(), m.clone(), saved(gates, G), saved(cells, H), saved(norms, H)
+
+
+def _python_slstm_backward(
+    grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor, grad_nn: Tensor, grad_mn: Tensor, out: Tensor, h0: Tensor,
+    c0: Tensor, n0: Tensor, gates: Tensor, cells: Tensor, norms: Tensor, w_hh: Tensor, lengths: Tensor | None,
+    h_mask: Tensor | None, reverse: bool,
+) -> tuple[Tensor, ...]:
+    """Backward of :func:`_python_slstm_forward`, the chain rule of ``slstm_backward_row`` in the C++ source."""
+    T, B, G = gates.shape
+    dh, dc, dn, dm = grad_hn, grad_cn, grad_nn, grad_mn
+    d_gates = torch.zeros_like(gates)
+    for k, t in enumerate(range(T) if reverse else range(T - 1, -1, -1)):
+        first = k == T - 1
+        tprev = t + 1 if reverse else t - 1
+        keep = _live(t, lengths)
+        dh_t = dh + (grad_out[t] if keep is None else grad_out[t] * keep)
+        i, f, z, o = gates[t].chunk(4, dim=1)
+        c, n = cells[t], norms[t]
+        c_prev, n_prev = (c0, n0) if first else (cells[tprev], norms[tprev])
+        d_c = dc + dh_t * o / n  # h = o c / n
+        d_n = dn - dh_t * o * c / (n * n)
+        d_o = dh_t * c / n
+        d_f, d_i = d_c * c_prev + d_n * n_prev, d_c * z + d_n
+        da, db = d_f * f, d_i * i  # through f' = exp(a - m_t) and i' = exp(~i - m_t)
+        d_m = dm - da - db  # everything that reached m_t = max(a, ~i): to the winner, half each on a tie
+        to_a = torch.where(f == 1, torch.where(i == 1, 0.5, 1.0), 0.0).to(gates.dtype)
+        d_a = da + to_a * d_m
+        dg = torch.cat([db + (1 - to_a) * d_m, d_a, d_c * i * (1 - z * z), d_o * o * (1 - o)], dim=1)
+        dh_new = dg @ w_hh
+        if h_mask is not None:
+            dh_new = dh_new * h_mask
+        dc_new, dn_new, dm_new = d_c * f, d_n * f, d_a
+        if keep is not None:
+            dg = torch.where(keep, dg, 0.0)  # not dg * keep: a row not started yet has n = 0 here, so 0/0 above
+            dh_new, dc_new, dn_new, dm_new = (
+                torch.where(keep, new, old) for new, old in ((dh_new, dh_t), (dc_new, dc), (dn_new, dn), (dm_new, dm))
+            )
+        d_gates[t] = dg
+        dh, dc, dn, dm = dh_new, dc_new, dn_new, dm_new
+    h_prev = _previous_states(out, h0, lengths, reverse)
+    if h_mask is not None:
+        h_prev = h_prev * h_mask
+    grad_w_hh = d_gates.reshape(T * B, G).t() @ h_prev.reshape(T * B, -1)
+    return d_gates, dh.clone(), dc.clone(), dn.clone(), dm.clone(), grad_w_hh
+
+
 def _previous_states(out: Tensor, h0: Tensor, lengths: Tensor | None, reverse: bool) -> Tensor:
     """The state each step started from, (T, B, P); see ``previous_states`` in the C++ source."""
     if not reverse:
@@ -438,6 +527,80 @@ class FusedLSTMLayer(torch.autograd.Function):
         )
 
 
+@torch.library.custom_op("lstmkit::fused_slstm_forward", mutates_args=())
+def fused_slstm_forward(
+    x_proj: Tensor, h0: Tensor, c0: Tensor, n0: Tensor, m0: Tensor, w_hh: Tensor, lengths: Tensor | None,
+    h_mask: Tensor | None, reverse: bool, save: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One sLSTM layer, one direction. x_proj (T, B, 4H), the states h0, c0, n0, m0 (B, H) each, w_hh (4H, H),
+    lengths (B,) int64 or None, h_mask (B, H) or None. Returns output (T, B, H), h_n, c_n, n_n, m_n (B, H), and
+    when ``save`` the gates [i', f', z, o] (T, B, 4H), cells and normalisers (T, B, H) (empty tensors otherwise)."""
+    module = kernel()
+    args = (x_proj, h0, c0, n0, m0, w_hh, lengths, h_mask, reverse, save)
+    if module is None:
+        return tuple(t.contiguous() for t in _python_slstm_forward(*args))  # type: ignore[return-value]
+    return tuple(module.slstm_forward(*args, _use_onednn(x_proj.dtype)))  # type: ignore[return-value]
+
+
+@fused_slstm_forward.register_fake
+def _(x_proj, h0, c0, n0, m0, w_hh, lengths, h_mask, reverse, save):
+    T, B, G = x_proj.shape
+    H = G // 4
+
+    def saved(width: int) -> Tensor:
+        return x_proj.new_empty(T, B, width) if save else x_proj.new_empty(0)
+
+    states = [s.new_empty(B, H) for s in (h0, c0, n0, m0)]
+    return (x_proj.new_empty(T, B, H), *states, saved(G), saved(H), saved(H))
+
+
+@torch.library.custom_op("lstmkit::fused_slstm_backward", mutates_args=())
+def fused_slstm_backward(
+    grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor, grad_nn: Tensor, grad_mn: Tensor, out: Tensor, h0: Tensor,
+    c0: Tensor, n0: Tensor, gates: Tensor, cells: Tensor, norms: Tensor, w_hh: Tensor, lengths: Tensor | None,
+    h_mask: Tensor | None, reverse: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Backward through time of :func:`fused_slstm_forward`: the gradients of x_proj, h0, c0, n0, m0 and w_hh."""
+    module = kernel()
+    args = (grad_out, grad_hn, grad_cn, grad_nn, grad_mn, out, h0, c0, n0, gates, cells, norms, w_hh, lengths, h_mask,
+            reverse)
+    res = _python_slstm_backward(*args) if module is None else module.slstm_backward(*args, _use_onednn(gates.dtype))
+    return tuple(t.contiguous() for t in res)  # type: ignore[return-value]
+
+
+@fused_slstm_backward.register_fake
+def _(grad_out, grad_hn, grad_cn, grad_nn, grad_mn, out, h0, c0, n0, gates, cells, norms, w_hh, lengths, h_mask,
+      reverse):
+    return (gates.new_empty(gates.shape), *(s.new_empty(s.shape) for s in (grad_hn, grad_cn, grad_nn, grad_mn)),
+            w_hh.new_empty(w_hh.shape))
+
+
+class FusedSLSTMLayer(torch.autograd.Function):
+    """One sLSTM layer in one direction with a hand-written backward through time: ``apply(x_proj, h0, c0, n0, m0,
+    w_hh, lengths, reverse, h_mask=None)``, shapes as :func:`fused_slstm_forward`; returns output (T, B, H) and the
+    final h, c, n, m (B, H) each. Saves the gates, cells and normalisers, 6H numbers per batch row and step."""
+
+    @staticmethod
+    def forward(ctx: Any, x_proj, h0, c0, n0, m0, w_hh, lengths, reverse, h_mask=None):  # type: ignore[override]
+        save = any(ctx.needs_input_grad)
+        out, h_n, c_n, n_n, m_n, gates, cells, norms = fused_slstm_forward(
+            x_proj, h0, c0, n0, m0, w_hh, lengths, h_mask, reverse, save
+        )
+        if save:
+            ctx.save_for_backward(out, h0, c0, n0, gates, cells, norms, w_hh, lengths, h_mask)
+        ctx.reverse = reverse
+        return out, h_n, c_n, n_n, m_n
+
+    @staticmethod
+    def backward(ctx: Any, grad_out, grad_hn, grad_cn, grad_nn, grad_mn):  # type: ignore[override]
+        out, h0, c0, n0, gates, cells, norms, w_hh, lengths, h_mask = ctx.saved_tensors
+        d_x, d_h0, d_c0, d_n0, d_m0, d_w_hh = fused_slstm_backward(
+            grad_out, grad_hn, grad_cn, grad_nn, grad_mn, out, h0, c0, n0, gates, cells, norms, w_hh, lengths, h_mask,
+            ctx.reverse,
+        )
+        return d_x, d_h0, d_c0, d_n0, d_m0, d_w_hh, None, None, None
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The engine
 # ---------------------------------------------------------------------------------------------------------
@@ -455,8 +618,9 @@ def _zoneout_in_time_order(mask: Tensor | None, reverse: bool, lengths: Tensor |
 
 
 class FusedEngine:
-    """The compiled time loop for the LSTM: layers, bidirectional, bias, proj_size, packed sequences, and the
-    variants peephole, coupled_gates, recurrent_dropout, zoneout and forget_bias (an initialisation)."""
+    """The compiled time loop for the LSTM: layers, bidirectional, bias, proj_size, packed sequences, the variants
+    peephole, layer_norm, coupled_gates, recurrent_dropout, zoneout and forget_bias (an initialisation), and the
+    sLSTM (with recurrent_dropout and forget_bias)."""
 
     name = "fused"
 
@@ -467,12 +631,12 @@ class FusedEngine:
             return f"the fused engine's kernel is CPU code; the weights are on {device}"
         if dtype not in (torch.float32, torch.float64):
             return f"the fused engine runs float32 and float64, not {dtype}"
-        runs = ("recurrent_dropout=", "peephole=", "coupled_gates=", "zoneout=", "layer_norm=")
+        runs = ("recurrent_dropout=", "peephole=", "coupled_gates=", "zoneout=", "layer_norm=", "cell=")
         others = [v for v in spec.variants if not v.startswith(runs)]
         if others:
             return (
-                "the fused engine runs the LSTM with peephole, layer_norm, coupled_gates, recurrent_dropout, zoneout "
-                f"and forget_bias (an initialisation), not {', '.join(others)}; use engine='reference'"
+                "the fused engine runs the LSTM with peephole, layer_norm, coupled_gates, recurrent_dropout, zoneout, "
+                f"forget_bias (an initialisation) and cell='slstm', not {', '.join(others)}; use engine='reference'"
             )
         return None
 
@@ -486,10 +650,9 @@ class FusedEngine:
         training: bool,
     ) -> tuple[Tensor, States]:
         D = spec.num_directions
-        h0, c0 = hx
         if lengths is not None:
             lengths = lengths.to(device="cpu", dtype=torch.int64).contiguous()
-        h_n, c_n = [], []
+        finals: list[list[Tensor]] = [[] for _ in hx]  # (h, c) or the sLSTM's (h, c, n, m), per layer and direction
         layer_input = x
         for layer in range(spec.num_layers):
             outputs = []
@@ -507,20 +670,26 @@ class FusedEngine:
                 else:
                     bias = w["bias_ih"] + w["bias_hh"] if spec.bias else None
                     x_proj = F.linear(layer_input, w["weight_ih"], bias)  # (T, B, 4H), all steps in one GEMM
-                z_c, z_h = (_zoneout_in_time_order(w.get(key), direction == 1, lengths) for key in ZONEOUT_KEYS)
-                out, h, c = FusedLSTMLayer.apply(
-                    x_proj, h0[k], c0[k], w["weight_hh"], w.get("weight_hr"), lengths, direction == 1,
-                    w.get("recurrent_dropout_mask"), w.get("weight_ci"), w.get("weight_cf"), w.get("weight_co"),
-                    spec.coupled_gates, z_c, z_h, w.get("layer_norm_hh_weight"), w.get("layer_norm_c_weight"),
-                    w.get("layer_norm_c_bias"),
-                )
+                state = tuple(s[k] for s in hx)
+                if spec.cell == "slstm":
+                    out, *final = FusedSLSTMLayer.apply(
+                        x_proj, *state, w["weight_hh"], lengths, direction == 1, w.get("recurrent_dropout_mask")
+                    )
+                else:
+                    z_c, z_h = (_zoneout_in_time_order(w.get(key), direction == 1, lengths) for key in ZONEOUT_KEYS)
+                    out, *final = FusedLSTMLayer.apply(
+                        x_proj, *state, w["weight_hh"], w.get("weight_hr"), lengths, direction == 1,
+                        w.get("recurrent_dropout_mask"), w.get("weight_ci"), w.get("weight_cf"), w.get("weight_co"),
+                        spec.coupled_gates, z_c, z_h, w.get("layer_norm_hh_weight"), w.get("layer_norm_c_weight"),
+                        w.get("layer_norm_c_bias"),
+                    )
                 outputs.append(out)
-                h_n.append(h)
-                c_n.append(c)
+                for j, s in enumerate(final):
+                    finals[j].append(s)
             layer_input = torch.cat(outputs, dim=2) if D == 2 else outputs[0]  # (T, B, D * output_size)
             if training and spec.dropout > 0 and layer < spec.num_layers - 1:
                 layer_input = F.dropout(layer_input, spec.dropout, training=True)
-        return layer_input, (torch.stack(h_n), torch.stack(c_n))
+        return layer_input, tuple(torch.stack(f) for f in finals)
 
 
 ENGINE = FusedEngine()

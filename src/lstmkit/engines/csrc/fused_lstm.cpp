@@ -784,6 +784,186 @@ std::vector<Tensor> lstm_backward(const Tensor& grad_out, const Tensor& grad_hn,
   });
 }
 
+// ------------------------------------------------------------------------------------------------------------
+// sLSTM (Beck et al. 2024, xLSTM, eqs. 8-17; reference.slstm_gated_step): exponential input and forget gates with
+// a normaliser n and a stabiliser m, gate rows [i, f, z, o]:
+//   m_t = max(~f + m_{t-1}, ~i),  i' = exp(~i - m_t),  f' = exp(~f + m_{t-1} - m_t),  z = tanh(~z),  o = sig(~o)
+//   c_t = f' c_{t-1} + i' z,  n_t = f' n_{t-1} + i',  h_t = o c_t / n_t
+// Saved per step: [i', f', z, o] (4H), c_t and n_t (H each). Backward differentiates through m_t as autograd does
+// through the reference (the final c, n and m depend on it); which argument of the max won is read off the saved
+// gates: the winner's exponent is exactly 0, so its gate is exactly 1 (both on a tie, where torch.maximum's
+// gradient is split in half).
+// ------------------------------------------------------------------------------------------------------------
+
+template <typename T>
+ROW_FN void slstm_forward_row(const T* __restrict x, const T* __restrict gh, T* __restrict act, T* __restrict c,
+                              T* __restrict n, T* __restrict m, T* __restrict h, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T zi = x[j] + gh[j], a = x[H + j] + gh[H + j] + m[j];  // log i, log f + m_{t-1}
+    const T mn = std::max(a, zi);                                 // a is -inf on a fresh state (m_0 = -inf)
+    const T ip = exp_approx(zi - mn), fp = exp_approx(a - mn);
+    const T z = tanh_<T>(x[2 * H + j] + gh[2 * H + j]), o = sigmoid<T>(x[3 * H + j] + gh[3 * H + j]);
+    c[j] = fp * c[j] + ip * z;
+    n[j] = fp * n[j] + ip;
+    m[j] = mn;
+    h[j] = o * (c[j] / n[j]);
+    act[j] = ip;
+    act[H + j] = fp;
+    act[2 * H + j] = z;
+    act[3 * H + j] = o;
+  }
+}
+
+// One row backward: dh = dL/dh_t; dc, dn, dm = dL/d(c_t, n_t, m_t) in, dL/d(c, n, m)_{t-1} out (in place).
+template <typename T>
+ROW_FN void slstm_backward_row(const T* __restrict a, const T* __restrict c, const T* __restrict n,
+                               const T* __restrict cprev, const T* __restrict nprev, const T* __restrict dh,
+                               T* __restrict dc, T* __restrict dn, T* __restrict dm, T* __restrict dg, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T ip = a[j], fp = a[H + j], z = a[2 * H + j], o = a[3 * H + j];
+    const T inv = T(1) / n[j];
+    const T d_c = dc[j] + dh[j] * o * inv;           // h = o c / n
+    const T d_n = dn[j] - dh[j] * o * c[j] * inv * inv;
+    const T d_o = dh[j] * c[j] * inv;
+    const T d_fp = d_c * cprev[j] + d_n * nprev[j];  // c = f' c_prev + i' z, n = f' n_prev + i'
+    const T d_ip = d_c * z + d_n;
+    const T da = d_fp * fp, db = d_ip * ip;          // f' = exp(a - m_t), i' = exp(~i - m_t)
+    const T d_m = dm[j] - da - db;                   // everything that reached m_t
+    const T to_a = fp == T(1) ? (ip == T(1) ? T(0.5) : T(1)) : T(0);  // m_t = max(a, ~i)
+    const T d_a = da + to_a * d_m;
+    dg[j] = db + (T(1) - to_a) * d_m;                // d ~i
+    dg[H + j] = d_a;                                 // d ~f (a = ~f + m_{t-1})
+    dg[2 * H + j] = d_c * ip * (T(1) - z * z);
+    dg[3 * H + j] = d_o * o * (T(1) - o);
+    dc[j] = d_c * fp;
+    dn[j] = d_n * fp;
+    dm[j] = d_a;
+  }
+}
+
+template <typename T>
+std::vector<Tensor> slstm_forward_impl(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, const Tensor& n0,
+                                       const Tensor& m0, const Tensor& w_hh, const std::optional<Tensor>& lengths,
+                                       const std::optional<Tensor>& h_mask, bool reverse, bool save,
+                                       bool use_onednn) {
+  const int64_t T_ = x_proj.size(0), B = x_proj.size(1), G = x_proj.size(2), H = G / 4;
+  auto opts = x_proj.options();
+  Tensor out = at::empty({T_, B, H}, opts);
+  Tensor gates = save ? at::empty({T_, B, G}, opts) : at::empty({0}, opts);
+  Tensor cells = save ? at::empty({T_, B, H}, opts) : at::empty({0}, opts);
+  Tensor norms = save ? at::empty({T_, B, H}, opts) : at::empty({0}, opts);
+  Tensor h = h0.contiguous().clone(), c = c0.contiguous().clone(), n = n0.contiguous().clone();
+  Tensor m = m0.contiguous().clone();
+  Tensor scratch_t = save ? Tensor() : at::empty({B, G}, opts);
+  T* scratch = save ? nullptr : scratch_t.data_ptr<T>();
+  StepGemm rec(w_hh, B, use_onednn);
+  const int64_t* len = lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
+  const T* xp = x_proj.data_ptr<T>();
+  T *hs = h.data_ptr<T>(), *cs = c.data_ptr<T>(), *ns = n.data_ptr<T>(), *ms = m.data_ptr<T>();
+  T* out_p = out.data_ptr<T>();
+  for (int64_t step = 0; step < T_; ++step) {
+    const int64_t t = reverse ? T_ - 1 - step : step;
+    Tensor gh = rec.run(h_mask.has_value() ? h * *h_mask : h);  // (B, 4H)
+    const T* ghp = gh.data_ptr<T>();
+    T* gsave = save ? gates.data_ptr<T>() + t * B * G : nullptr;
+    T* csave = save ? cells.data_ptr<T>() + t * B * H : nullptr;
+    T* nsave = save ? norms.data_ptr<T>() + t * B * H : nullptr;
+    T* ot = out_p + t * B * H;
+    at::parallel_for(0, B, grain_rows(G), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        if (len == nullptr || t < len[b]) {
+          T* act = gsave ? gsave + b * G : scratch + b * G;
+          slstm_forward_row<T>(xp + (t * B + b) * G, ghp + b * G, act, cs + b * H, ns + b * H, ms + b * H,
+                               hs + b * H, H);
+          std::memcpy(ot + b * H, hs + b * H, sizeof(T) * H);
+        } else {  // the sequence has ended: state unchanged, output zero
+          if (gsave) std::memset(gsave + b * G, 0, sizeof(T) * G);
+          std::memset(ot + b * H, 0, sizeof(T) * H);
+        }
+        if (csave) std::memcpy(csave + b * H, cs + b * H, sizeof(T) * H);
+        if (nsave) std::memcpy(nsave + b * H, ns + b * H, sizeof(T) * H);
+      }
+    });
+  }
+  return {out, h, c, n, m, gates, cells, norms};
+}
+
+template <typename T>
+std::vector<Tensor> slstm_backward_impl(const Tensor& grad_out_in, const Tensor& grad_hn, const Tensor& grad_cn,
+                                        const Tensor& grad_nn, const Tensor& grad_mn, const Tensor& out,
+                                        const Tensor& h0, const Tensor& c0, const Tensor& n0, const Tensor& gates,
+                                        const Tensor& cells, const Tensor& norms, const Tensor& w_hh,
+                                        const std::optional<Tensor>& lengths, const std::optional<Tensor>& h_mask,
+                                        bool reverse, bool use_onednn) {
+  const int64_t T_ = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / 4;
+  auto opts = gates.options();
+  Tensor grad_out = grad_out_in.contiguous();
+  Tensor d_gates = at::empty({T_, B, G}, opts);
+  Tensor dh = grad_hn.contiguous().clone(), dc = grad_cn.contiguous().clone();
+  Tensor dn = grad_nn.contiguous().clone(), dm = grad_mn.contiguous().clone();
+  Tensor c0c = c0.contiguous(), n0c = n0.contiguous();
+  StepGemm rec(w_hh.t().contiguous(), B, use_onednn);
+  const int64_t* len = lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
+  const T *gp = gates.data_ptr<T>(), *cp = cells.data_ptr<T>(), *np = norms.data_ptr<T>();
+  const T *c0p = c0c.data_ptr<T>(), *n0p = n0c.data_ptr<T>(), *go = grad_out.data_ptr<T>();
+  T *dgp = d_gates.data_ptr<T>(), *dhp = dh.data_ptr<T>(), *dcp = dc.data_ptr<T>();
+  T *dnp = dn.data_ptr<T>(), *dmp = dm.data_ptr<T>();
+  for (int64_t step = T_ - 1; step >= 0; --step) {
+    const int64_t t = reverse ? T_ - 1 - step : step;
+    const int64_t tprev = reverse ? t + 1 : t - 1;
+    const bool first = step == 0;
+    T* dgt = dgp + t * B * G;
+    at::parallel_for(0, B, grain_rows(G), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        T* dg = dgt + b * G;
+        if (len != nullptr && t >= len[b]) {  // a finished row: the step was the identity on its state
+          std::memset(dg, 0, sizeof(T) * G);
+          continue;
+        }
+        T* d = dhp + b * H;
+        const T* g = go + (t * B + b) * H;
+        for (int64_t j = 0; j < H; ++j) d[j] += g[j];
+        const T* cprev = first ? c0p + b * H : cp + (tprev * B + b) * H;
+        const T* nprev = first ? n0p + b * H : np + (tprev * B + b) * H;
+        slstm_backward_row<T>(gp + (t * B + b) * G, cp + (t * B + b) * H, np + (t * B + b) * H, cprev, nprev, d,
+                              dcp + b * H, dnp + b * H, dmp + b * H, dg, H);
+      }
+    });
+    Tensor dh_rec = rec.run(d_gates[t]);  // (B, H) = d_gates_t W_hh
+    if (h_mask.has_value()) dh_rec = (dh_rec * *h_mask).contiguous();
+    const T* dr = dh_rec.data_ptr<T>();
+    for (int64_t b = 0; b < B; ++b) {
+      if (len != nullptr && t >= len[b]) continue;  // finished rows carry dh through unchanged
+      std::memcpy(dhp + b * H, dr + b * H, sizeof(T) * H);
+    }
+  }
+  Tensor h_prev = previous_states(out, h0, lengths, reverse);
+  if (h_mask.has_value()) h_prev = h_prev * *h_mask;
+  Tensor grad_w_hh = at::mm(d_gates.view({T_ * B, G}).t(), h_prev.reshape({T_ * B, H}));
+  return {d_gates, dh, dc, dn, dm, grad_w_hh};
+}
+
+std::vector<Tensor> slstm_forward(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, const Tensor& n0,
+                                  const Tensor& m0, const Tensor& w_hh, const std::optional<Tensor>& lengths,
+                                  const std::optional<Tensor>& h_mask, bool reverse, bool save, bool use_onednn) {
+  TORCH_CHECK(x_proj.dim() == 3 && x_proj.size(2) % 4 == 0, "x_proj must be (T, B, 4H)");
+  Tensor xp = x_proj.contiguous();
+  return AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "lstmkit_fused_slstm_forward", [&] {
+    return slstm_forward_impl<scalar_t>(xp, h0, c0, n0, m0, w_hh, lengths, h_mask, reverse, save, use_onednn);
+  });
+}
+
+std::vector<Tensor> slstm_backward(const Tensor& grad_out, const Tensor& grad_hn, const Tensor& grad_cn,
+                                   const Tensor& grad_nn, const Tensor& grad_mn, const Tensor& out, const Tensor& h0,
+                                   const Tensor& c0, const Tensor& n0, const Tensor& gates, const Tensor& cells,
+                                   const Tensor& norms, const Tensor& w_hh, const std::optional<Tensor>& lengths,
+                                   const std::optional<Tensor>& h_mask, bool reverse, bool use_onednn) {
+  return AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstmkit_fused_slstm_backward", [&] {
+    return slstm_backward_impl<scalar_t>(grad_out, grad_hn, grad_cn, grad_nn, grad_mn, out, h0, c0, n0, gates,
+                                         cells, norms, w_hh, lengths, h_mask, reverse, use_onednn);
+  });
+}
+
 }  // namespace
 
 TORCH_LIBRARY(lstmkit_kernel, m) {
@@ -797,7 +977,17 @@ TORCH_LIBRARY(lstmkit_kernel, m) {
         "-> Tensor[]");
 }
 
+TORCH_LIBRARY_FRAGMENT(lstmkit_kernel, m) {
+  m.def("slstm_forward(Tensor x_proj, Tensor h0, Tensor c0, Tensor n0, Tensor m0, Tensor w_hh, Tensor? lengths, "
+        "Tensor? h_mask, bool reverse, bool save, bool onednn) -> Tensor[]");
+  m.def("slstm_backward(Tensor grad_out, Tensor grad_hn, Tensor grad_cn, Tensor grad_nn, Tensor grad_mn, "
+        "Tensor out, Tensor h0, Tensor c0, Tensor n0, Tensor gates, Tensor cells, Tensor norms, Tensor w_hh, "
+        "Tensor? lengths, Tensor? h_mask, bool reverse, bool onednn) -> Tensor[]");
+}
+
 TORCH_LIBRARY_IMPL(lstmkit_kernel, CPU, m) {
   m.impl("forward", &lstm_forward);
   m.impl("backward", &lstm_backward);
+  m.impl("slstm_forward", &slstm_forward);
+  m.impl("slstm_backward", &slstm_backward);
 }
