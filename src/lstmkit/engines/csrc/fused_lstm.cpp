@@ -205,8 +205,11 @@ constexpr double kLayerNormEps = 1e-5;
 template <typename T>
 inline std::pair<T, T> moments(const T* __restrict x, int64_t n) {
   double mean = 0, var = 0;
+  // omp simd: lets gcc vectorise the sums (reordering them), which it may not do on its own without -ffast-math.
+  #pragma omp simd reduction(+ : mean)
   for (int64_t j = 0; j < n; ++j) mean += double(x[j]);
   mean /= double(n);
+  #pragma omp simd reduction(+ : var)
   for (int64_t j = 0; j < n; ++j) var += (double(x[j]) - mean) * (double(x[j]) - mean);
   return {T(mean), T(1.0 / std::sqrt(var / double(n) + kLayerNormEps))};
 }
@@ -227,6 +230,7 @@ template <typename T>
 ROW_FN void ln_rows_backward(const T* __restrict dg, const T* __restrict a, const T* __restrict zhat, T rstd,
                              T* __restrict dgh, int64_t n) {
   double s1d = 0, s2d = 0;
+  #pragma omp simd reduction(+ : s1d, s2d)
   for (int64_t j = 0; j < n; ++j) {
     s1d += double(dg[j] * a[j]);
     s2d += double(dg[j] * a[j] * zhat[j]);
@@ -338,6 +342,7 @@ ROW_FN void ln_backward_row(const T* __restrict a, const T* __restrict c, const 
   const T* __restrict w = v.ln_c_w;
   const T* __restrict bb = v.ln_c_b;
   double s1d = 0, s2d = 0;
+  #pragma omp simd reduction(+ : s1d, s2d)
   for (int64_t j = 0; j < H; ++j) {
     const T o = a[O + j], chat = (c[j] - mean) * rstd;
     const T tc = tanh_<T>(chat * w[j] + bb[j]);
