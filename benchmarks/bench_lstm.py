@@ -15,6 +15,7 @@ listed as not measured, so a run always ends in time and says what it left out.
 
     python benchmarks/bench_lstm.py            # the full grid, writes docs/benchmarks.md
     python benchmarks/bench_lstm.py --quick    # a few small cells, under a minute; prints only
+    python benchmarks/bench_lstm.py --variants-only   # the variant rows only, replaced in docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -296,6 +297,47 @@ def memory_table(cell: Cell, mem: dict[str, float]) -> list[str]:
     return lines
 
 
+VARIANTS_HEADING = "## Variants: a training step"
+
+
+def rerun_variants(
+    args: argparse.Namespace, cells: list[Cell], clock: Callable[[], float], argv: list[str] | None, start: float,
+    load_before: tuple[float, float, float],
+) -> int:
+    """Time the variant rows alone and put them, with the run's own machine line, in place of the variants
+    section of ``args.out``; the other sections keep the numbers of the run that wrote them."""
+    variants = []
+    for cell in cells:
+        variants.append(measure_variants(cell, args.repeats, clock))
+        print(f"variants {cell}: done", file=sys.stderr)
+    load_after = os.getloadavg()
+    command = " ".join(argv if argv is not None else sys.argv[1:])
+    section = [
+        VARIANTS_HEADING,
+        "",
+        f"Measured in a separate run of the variant rows only: machine {machine()}. Clock: {args.clock}. Median of "
+        f"{args.repeats} runs, interleaved. Load average (1 min) {load_before[0]:.1f} at the start and "
+        f"{load_after[0]:.1f} at the end; {time.perf_counter() - start:.0f} s: "
+        f"`python benchmarks/bench_lstm.py {command}`.",
+        "",
+        *variant_table(variants),
+        "",
+    ]
+    text = "\n".join(section)
+    print(text)
+    if args.no_write or args.quick:
+        return 0
+    old = args.out.read_text() if args.out.exists() else ""
+    head, found, rest = old.partition(VARIANTS_HEADING)
+    if not found:
+        raise SystemExit(f"error: {args.out} has no section {VARIANTS_HEADING!r} to replace; run the full benchmark")
+    tail = rest[rest.index("\n## ") + 1 :] if "\n## " in rest else ""
+    with atomic_write(args.out) as handle:
+        handle.write(head + text + "\n" + tail)
+    print(f"wrote the variant rows into {args.out}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few small cells, under a minute; prints only")
@@ -310,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--no-write", action="store_true", help="print the tables without writing --out")
+    parser.add_argument(
+        "--variants-only", action="store_true",
+        help="time the variant rows only and replace that section of --out (the rest of the file is kept)",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 5:
         parser.error(f"--repeats must be >= 5 (a median of at least five runs), got {args.repeats}")
@@ -335,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
         memory_cell = Cell(100, 16, 256, 2)
     grid.sort(key=lambda c: (c.T, c.cost))  # every B, H and depth at T=50 first, then longer sequences
     eager_max_cost = 5e8  # the eager loop only where it takes well under a second
+
+    if args.variants_only:
+        return rerun_variants(args, variant_cells, clock, argv, start, load_before)
 
     mem = measure_memory(memory_cell)
     variants = []
@@ -371,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *plain_table(results, skipped, eager=True),
         "",
-        "## Variants: a training step",
+        VARIANTS_HEADING,
         "",
         *variant_table(variants),
         "",
@@ -391,8 +440,12 @@ def main(argv: list[str] | None = None) -> int:
         "  backward and the weight gradients being single large GEMMs, and grows with H.",
         "- `auto` runs torch.nn.LSTM's own kernel (`native`) for plain LSTMs: its ratio is lstmkit's Python",
         "  overhead around the same kernel, a few tens of microseconds per call. For variants `auto` takes the",
-        "  fused engine where it runs them (peephole, coupled_gates, recurrent_dropout, forget_bias) and the",
-        "  reference loop otherwise (layer_norm, zoneout, slstm).",
+        "  fused engine, which runs every one of them (peephole, layer_norm, coupled_gates, recurrent_dropout,",
+        "  zoneout, slstm); forget_bias alone is an initialisation, so torch.nn's kernel runs it.",
+        "- The variants' column 'speed-up over the eager loop' compares with the plain LSTM's per-step eager loop.",
+        "  layer_norm is the slowest variant: per step it adds two layer norms (over 4H and H) forward and their",
+        "  backward, and the input part's LN runs through autograd (measured, one thread, T=50 B=16 H=256: fused",
+        "  training step 38 ms with layer_norm against 29 ms without).",
         "",
     ]
     text = "\n".join(lines)
