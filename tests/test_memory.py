@@ -142,4 +142,5 @@ def test_bad_flags_exit_2(args, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == 2
-    assert "usage:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith(f"lstmkit {args[0]}: error: ") and "--" in err and len(err.strip().splitlines()) == 1

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from .common import report_error
+from .common import ArgumentParser, report_error
 
 # Command modules, in the order ``lstmkit --help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -23,12 +23,12 @@ COMMANDS: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="lstmkit",
         description="Train, use and look inside LSTMs (and the GRU and simple RNN beside them).",
     )
     parser.add_argument("--version", action="version", version=f"lstmkit {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     sub.required = True
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(sub)

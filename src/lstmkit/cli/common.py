@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
 import sys
 import traceback
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from ..apps.charlm import TextError
 from ..checkpoint import CheckpointError
@@ -34,3 +38,37 @@ def report_error(command: str, error: BaseException) -> int:
     print(f"lstmkit {command}: internal error: {type(error).__name__}: {error} "
           "(set LSTMKIT_DEBUG=1 to see the traceback)", file=sys.stderr)
     return 1
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, reporting a bad flag as one line on stderr (exit 2) rather than a usage block and a line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def ranged(kind: type, low: float | None = None, high: float | None = None, *, inclusive: bool = True,
+           what: str | None = None) -> Callable[[str], Any]:
+    """An argparse ``type``: a finite ``kind`` (int or float) with ``low <= value`` (``<`` unless inclusive)
+    and ``value < high``; anything else is a one-line usage error that says what was expected."""
+    noun = "an integer" if kind is int else "a number"
+    if what is None:
+        bounds = [f"{'>=' if inclusive else '>'} {low}"] if low is not None else []
+        bounds += [f"< {high}"] if high is not None else []
+        what = f"{'a number' if bounds else noun} {' and '.join(bounds)}".strip()
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        ok = math.isfinite(value)
+        if ok and low is not None:
+            ok = value >= low if inclusive else value > low
+        if ok and high is not None:
+            ok = value < high
+        if not ok:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse

@@ -6,13 +6,11 @@ import argparse
 from typing import Any
 
 from ..apps import charlm
-from .train import one_line_errors
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("corpora", help="list the built-in text corpora",
                               description="List the built-in corpora for `lstmkit train --corpus NAME`.")
-    one_line_errors(p)
     p.set_defaults(func=run)
 
 

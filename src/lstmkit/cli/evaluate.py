@@ -9,7 +9,6 @@ from typing import Any
 from ..apps import charlm
 from ..train import resolve_device
 from .common import UsageError
-from .train import one_line_errors
 
 
 def register(subparsers: Any) -> None:
@@ -17,7 +16,6 @@ def register(subparsers: Any) -> None:
         "evaluate", help="score a text with a trained model",
         description="Score each character of a text given all before it: perplexity, bits per character.",
     )
-    one_line_errors(p)
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="a run directory (its best/) or a checkpoint")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", nargs="+", metavar="FILE", help="UTF-8 text files to score")

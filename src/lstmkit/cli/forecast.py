@@ -12,38 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import engines
-from .common import UsageError
+from .common import UsageError, ranged
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
-    return value
-
+_POSITIVE = ranged(float, 0, inclusive=False)
+_FRACTION = ranged(float, 0, 1, inclusive=False, what="a number between 0 and 1")
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -62,21 +34,21 @@ def register(subparsers: Any) -> None:
     train.add_argument("--target", required=True, help="the column to forecast")
     train.add_argument("--time", help="time column: numbers or ISO dates/times, evenly spaced (months allowed)")
     train.add_argument("--covariates", default="", help="more input columns, comma-separated (past values only)")
-    train.add_argument("--horizon", required=True, type=_positive_int, help="steps to forecast at once")
+    train.add_argument("--horizon", required=True, type=ranged(int, 1), help="steps to forecast at once")
     train.add_argument("--out", required=True, help="directory for the checkpoint, forecast, backtest and plot")
-    train.add_argument("--window", type=_positive_int, help="past steps the LSTM reads (default: "
+    train.add_argument("--window", type=ranged(int, 1), help="past steps the LSTM reads (default: "
                                                               "max(2*season, 2*horizon, 8))")
-    train.add_argument("--season", type=_positive_int,
+    train.add_argument("--season", type=ranged(int, 1),
                        help="seasonal period in steps for the seasonal-naive baseline, MASE and the default "
                             "window (default: detected by autocorrelation; 1 = none)")
-    train.add_argument("--interval", type=_fraction, default=0.8, help="prediction interval (default 0.8)")
-    train.add_argument("--backtest", type=_positive_int, help="points at the end for the backtest "
+    train.add_argument("--interval", type=_FRACTION, default=0.8, help="prediction interval (default 0.8)")
+    train.add_argument("--backtest", type=ranged(int, 1), help="points at the end for the backtest "
                                                                 "(default: max(horizon, 20%% of the series))")
-    train.add_argument("--validation", type=_positive_int,
+    train.add_argument("--validation", type=ranged(int, 1),
                        help="points before the backtest for early stopping (default: max(horizon, 15%% of the rest))")
-    train.add_argument("--stride", type=_positive_int, default=1, help="steps between backtest origins (default 1)")
-    train.add_argument("--hidden-size", type=_positive_int, default=64, help="LSTM units (default 64)")
-    train.add_argument("--num-layers", type=_positive_int, default=1, help="stacked LSTM layers (default 1)")
+    train.add_argument("--stride", type=ranged(int, 1), default=1, help="steps between backtest origins (default 1)")
+    train.add_argument("--hidden-size", type=ranged(int, 1), default=64, help="LSTM units (default 64)")
+    train.add_argument("--num-layers", type=ranged(int, 1), default=1, help="stacked LSTM layers (default 1)")
     train.add_argument("--dropout", type=float, default=0.0, help="between LSTM layers (needs --num-layers >= 2)")
     train.add_argument("--engine", default="auto", choices=engines.ENGINE_CHOICES,
                        help="lstmkit.LSTM engine (default auto)")
@@ -85,12 +57,12 @@ def register(subparsers: Any) -> None:
     train.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                        help="keep the quantile regression's interval as it is (no conformal widening on the "
                             "validation window)")
-    train.add_argument("--epochs", type=_positive_int, default=300, help="at most this many epochs (default 300)")
-    train.add_argument("--patience", type=_positive_int, default=20,
+    train.add_argument("--epochs", type=ranged(int, 1), default=300, help="at most this many epochs (default 300)")
+    train.add_argument("--patience", type=ranged(int, 1), default=20,
                        help="stop after this many epochs without a better validation loss (default 20)")
-    train.add_argument("--batch-size", type=_positive_int, default=32, help="windows per step (default 32)")
-    train.add_argument("--lr", type=_positive_float, default=3e-3, help="AdamW learning rate (default 3e-3)")
-    train.add_argument("--max-minutes", type=_positive_float, help="stop training after this long")
+    train.add_argument("--batch-size", type=ranged(int, 1), default=32, help="windows per step (default 32)")
+    train.add_argument("--lr", type=_POSITIVE, default=3e-3, help="AdamW learning rate (default 3e-3)")
+    train.add_argument("--max-minutes", type=_POSITIVE, help="stop training after this long")
     train.add_argument("--seed", type=int, default=0, help="seed of the initialisation and shuffling")
     train.add_argument("--json", action="store_true", help="print the backtest metrics as one JSON object")
     train.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -8,8 +8,7 @@ from typing import Any
 
 from ..apps import charlm
 from ..train import resolve_device
-from .common import UsageError
-from .train import _ranged, one_line_errors
+from .common import UsageError, ranged
 
 
 def register(subparsers: Any) -> None:
@@ -18,13 +17,12 @@ def register(subparsers: Any) -> None:
         description="Print --prompt and then --length sampled characters, one at a time as they are sampled, "
                     "carrying the LSTM's (h, c) from step to step.",
     )
-    one_line_errors(p)
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="a run directory (its best/) or a checkpoint")
     p.add_argument("--prompt", required=True, help="the text to continue")
-    p.add_argument("--length", type=_ranged(int, 0), default=500, help="characters to generate (500)")
-    p.add_argument("--temperature", type=_ranged(float, 0), default=0.8,
+    p.add_argument("--length", type=ranged(int, 0), default=500, help="characters to generate (500)")
+    p.add_argument("--temperature", type=ranged(float, 0), default=0.8,
                    help="below 1 is safer, above 1 wilder; 0 takes the likeliest character (0.8)")
-    p.add_argument("--top-k", type=_ranged(int, 0), default=0, help="sample among the K likeliest only, 0 for all")
+    p.add_argument("--top-k", type=ranged(int, 0), default=0, help="sample among the K likeliest only, 0 for all")
     p.add_argument("--seed", type=int, default=None, help="same seed, same text (default: random)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (cpu)")
     p.set_defaults(func=run)

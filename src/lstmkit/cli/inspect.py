@@ -7,19 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .common import UsageError
+from .common import UsageError, ranged
 
 MAX_CHARS = 5000  # the page holds every gate of every cell at every character: keep it a size a browser likes
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -36,9 +27,9 @@ def register(subparsers: Any) -> None:
     source.add_argument("--text", metavar="TEXT", help="the text to read")
     source.add_argument("--text-file", metavar="FILE", help="read the text from this UTF-8 file instead")
     parser.add_argument("--out", required=True, metavar="DIR", help="directory to write into (created if needed)")
-    parser.add_argument("--top-cells", type=_positive_int, default=8, metavar="N",
+    parser.add_argument("--top-cells", type=ranged(int, 1), default=8, metavar="N",
                         help="how many of the best-scoring cells the heatmaps show (default 8)")
-    parser.add_argument("--text-cells", type=_positive_int, default=4, metavar="N",
+    parser.add_argument("--text-cells", type=ranged(int, 1), default=4, metavar="N",
                         help="how many cells get the text coloured by them (default 4)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of the list of files")
     parser.set_defaults(func=run)

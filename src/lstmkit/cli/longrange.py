@@ -12,29 +12,14 @@ from typing import Any
 from .. import engines
 from ..apps import longrange
 from ..tasks import TASKS
-from .common import UsageError
+from .common import UsageError, ranged
 
+_positive_int = ranged(int, 1)
+_count = ranged(int, 0)
+_positive = ranged(float, 0, inclusive=False)
+_non_negative = ranged(float, 0)
+_number = ranged(float)
 
-def _bounded(kind: type, minimum: float, what: str) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not value >= minimum or value != value or value in (float("inf"), float("-inf")):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-    return parse
-
-
-_positive_int = _bounded(int, 1, "an int >= 1")
-_count = _bounded(int, 0, "an int >= 0")
-_positive = _bounded(float, 1e-300, "a number > 0")
-_non_negative = _bounded(float, 0.0, "a number >= 0")
-
-
-def _number(text: str) -> float:
-    return _bounded(float, float("-inf"), "a number")(text)
 
 
 def _list(kind: Any, what: str) -> Any:

@@ -7,33 +7,20 @@ import dataclasses
 import json
 from typing import Any
 
-from .common import UsageError
-
-
-def _whole(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
-        return value
-
-    return parse
+from .common import UsageError, ranged
 
 
 def add_size_flags(parser: argparse.ArgumentParser, batch: bool) -> None:
     """The flags that size an LSTM (shared by ``params`` and ``memory``); ``batch`` adds --batch and --seq-len."""
-    parser.add_argument("--input-size", type=_whole(1), required=True, metavar="X", help="features per step")
-    parser.add_argument("--hidden-size", type=_whole(1), required=True, metavar="H", help="hidden units per layer")
-    parser.add_argument("--num-layers", type=_whole(1), default=1, metavar="L", help="stacked layers (default 1)")
+    parser.add_argument("--input-size", type=ranged(int, 1), required=True, metavar="X", help="features per step")
+    parser.add_argument("--hidden-size", type=ranged(int, 1), required=True, metavar="H", help="hidden units per layer")
+    parser.add_argument("--num-layers", type=ranged(int, 1), default=1, metavar="L", help="stacked layers (default 1)")
     parser.add_argument("--bidirectional", action="store_true", help="a backward direction in every layer")
-    parser.add_argument("--proj-size", type=_whole(0), default=0, metavar="P",
+    parser.add_argument("--proj-size", type=ranged(int, 0), default=0, metavar="P",
                         help="project h down to P units (0: no projection; must be < H)")
     if batch:
-        parser.add_argument("--batch", type=_whole(1), required=True, metavar="B", help="sequences per batch")
-        parser.add_argument("--seq-len", type=_whole(1), required=True, metavar="T", help="steps per sequence")
+        parser.add_argument("--batch", type=ranged(int, 1), required=True, metavar="B", help="sequences per batch")
+        parser.add_argument("--seq-len", type=ranged(int, 1), required=True, metavar="T", help="steps per sequence")
 
 
 def check_sizes(args: argparse.Namespace) -> None:

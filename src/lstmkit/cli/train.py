@@ -16,38 +16,11 @@ from ..checkpoint import LAST, load_checkpoint
 from ..engines import ENGINE_CHOICES
 from ..train import OPTIMIZERS, SCHEDULES, TrainConfig, resolve_device
 from ..variants import CELLS
-from .common import UsageError
-
-
-def one_line_errors(parser: argparse.ArgumentParser) -> None:
-    """Make argparse report a bad flag as one line on stderr (exit 2), not a usage block and a line."""
-
-    def error(message: str) -> Any:
-        parser.exit(2, f"{parser.prog}: error: {message} (see {parser.prog} --help)\n")
-
-    parser.error = error  # type: ignore[method-assign]
-
+from .common import UsageError, ranged
 
 # Flags that set a config field: flag -> (section, field, type, help). Every default lives in the dataclasses.
 FIELDS: dict[str, tuple[str, str, Any, str]] = {}
 
-
-def _ranged(kind: type, low: float, inclusive: bool = True, high: float | None = None) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
-                                             f"got {text!r}") from None
-        ok = math.isfinite(value) and (value >= low if inclusive else value > low)
-        if high is not None:
-            ok = ok and value < high
-        if not ok:
-            bound = f">= {low}" if inclusive else f"> {low}"
-            raise argparse.ArgumentTypeError(
-                f"expected a number {bound}{f' and < {high}' if high is not None else ''}, got {text!r}")
-        return value
-    return parse
 
 
 def _field(group: argparse._ArgumentGroup, flag: str, section: str, name: str, kind: Any, help: str,
@@ -65,7 +38,6 @@ def register(subparsers: Any) -> None:
                     "with truncated BPTT. Checkpoints (best/, last/), metrics.csv and curves.png go in --out. "
                     "Runs data-parallel under torchrun.",
     )
-    one_line_errors(p)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--text", nargs="+", metavar="FILE", help="UTF-8 text files to train on")
     src.add_argument("--corpus", choices=list(charlm.CORPORA),
@@ -76,21 +48,22 @@ def register(subparsers: Any) -> None:
                    help="d2l: Dive into Deep Learning's LSTM on The Time Machine (one-hot, 1x256, SGD lr 1, "
                         "35 steps, batch 32, 500 epochs); other flags still override it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--threads", type=_ranged(int, 1), default=None,
+    p.add_argument("--threads", type=ranged(int, 1), default=None,
                    help="CPU threads for torch (default: torch's choice); 1 is fastest on a busy machine")
 
     g = p.add_argument_group("data")
     _field(g, "--preprocess", "data", "preprocess", str, "none, or d2l: letters only, lowercased, other runs "
            "one space", choices=list(charlm.PREPROCESS))
-    _field(g, "--val-fraction", "data", "val_fraction", _ranged(float, 0, False, 1), "held-out tail (default 0.1)")
-    _field(g, "--train-chars", "data", "train_chars", _ranged(int, 0), "train on the first N characters only")
+    _field(g, "--val-fraction", "data", "val_fraction", ranged(float, 0, 1, inclusive=False),
+           "held-out tail (default 0.1)")
+    _field(g, "--train-chars", "data", "train_chars", ranged(int, 0), "train on the first N characters only")
 
     g = p.add_argument_group("model")
-    _field(g, "--embedding-dim", "model", "embedding_dim", _ranged(int, 0), "embedding size; 0 for one-hot (64)")
-    _field(g, "--hidden-size", "model", "hidden_size", _ranged(int, 1), "LSTM hidden size (256)")
-    _field(g, "--num-layers", "model", "num_layers", _ranged(int, 1), "stacked LSTM layers (2)")
-    _field(g, "--dropout", "model", "dropout", _ranged(float, 0, True, 1), "dropout between layers (0.1)")
-    _field(g, "--proj-size", "model", "proj_size", _ranged(int, 0), "LSTM projection size, 0 for none")
+    _field(g, "--embedding-dim", "model", "embedding_dim", ranged(int, 0), "embedding size; 0 for one-hot (64)")
+    _field(g, "--hidden-size", "model", "hidden_size", ranged(int, 1), "LSTM hidden size (256)")
+    _field(g, "--num-layers", "model", "num_layers", ranged(int, 1), "stacked LSTM layers (2)")
+    _field(g, "--dropout", "model", "dropout", ranged(float, 0, 1), "dropout between layers (0.1)")
+    _field(g, "--proj-size", "model", "proj_size", ranged(int, 0), "LSTM projection size, 0 for none")
     g.add_argument("--no-bias", dest="model.bias", action="store_false", default=argparse.SUPPRESS,
                    help="LSTM without biases")
     _field(g, "--engine", "model", "engine", str, "lstmkit engine (auto)", choices=list(ENGINE_CHOICES))
@@ -101,27 +74,27 @@ def register(subparsers: Any) -> None:
                              ("--coupled-gates", "coupled_gates", "CIFG: i = 1 - f (Greff et al. 2017)")):
         g.add_argument(flag, dest=f"model.{name}", action="store_true", default=argparse.SUPPRESS, help=help)
     _field(g, "--forget-bias", "model", "forget_bias", float, "initial forget-gate bias (Jozefowicz et al. 2015)")
-    _field(g, "--recurrent-dropout", "model", "recurrent_dropout", _ranged(float, 0, True, 1),
+    _field(g, "--recurrent-dropout", "model", "recurrent_dropout", ranged(float, 0, 1),
            "dropout on h_{t-1}, one mask per sequence (Gal & Ghahramani 2016)")
-    _field(g, "--zoneout", "model", "zoneout", _ranged(float, 0, True, 1), "zoneout rate (Krueger et al. 2016)")
+    _field(g, "--zoneout", "model", "zoneout", ranged(float, 0, 1), "zoneout rate (Krueger et al. 2016)")
 
     g = p.add_argument_group("training")
-    _field(g, "--seq-len", "train", "seq_len", _ranged(int, 1), "BPTT steps per batch (100)")
-    _field(g, "--batch-size", "train", "batch_size", _ranged(int, 1), "rows per batch, per process (32)")
+    _field(g, "--seq-len", "train", "seq_len", ranged(int, 1), "BPTT steps per batch (100)")
+    _field(g, "--batch-size", "train", "batch_size", ranged(int, 1), "rows per batch, per process (32)")
     _field(g, "--optimizer", "train", "optimizer", str, "adamw or sgd", choices=list(OPTIMIZERS))
-    _field(g, "--lr", "train", "lr", _ranged(float, 0, False), "learning rate (3e-3)")
-    _field(g, "--weight-decay", "train", "weight_decay", _ranged(float, 0), "weight decay (0.01)")
-    _field(g, "--clip", "train", "clip", _ranged(float, 0), "clip gradients to this norm, 0 for none (1.0)")
+    _field(g, "--lr", "train", "lr", ranged(float, 0, inclusive=False), "learning rate (3e-3)")
+    _field(g, "--weight-decay", "train", "weight_decay", ranged(float, 0), "weight decay (0.01)")
+    _field(g, "--clip", "train", "clip", ranged(float, 0), "clip gradients to this norm, 0 for none (1.0)")
     _field(g, "--schedule", "train", "schedule", str, "learning-rate schedule (auto: cosine if the steps are "
            "known, else halve on plateau)", choices=list(SCHEDULES))
-    _field(g, "--warmup-steps", "train", "warmup_steps", _ranged(int, 0), "linear warm-up steps (0)")
-    _field(g, "--max-steps", "train", "max_steps", _ranged(int, 0), "stop after N steps")
-    _field(g, "--max-epochs", "train", "max_epochs", _ranged(int, 0), "stop after N epochs")
-    _field(g, "--max-minutes", "train", "max_minutes", _ranged(float, 0), "stop after M minutes")
-    _field(g, "--max-cpu-minutes", "train", "max_cpu_minutes", _ranged(float, 0),
+    _field(g, "--warmup-steps", "train", "warmup_steps", ranged(int, 0), "linear warm-up steps (0)")
+    _field(g, "--max-steps", "train", "max_steps", ranged(int, 0), "stop after N steps")
+    _field(g, "--max-epochs", "train", "max_epochs", ranged(int, 0), "stop after N epochs")
+    _field(g, "--max-minutes", "train", "max_minutes", ranged(float, 0), "stop after M minutes")
+    _field(g, "--max-cpu-minutes", "train", "max_cpu_minutes", ranged(float, 0),
            "stop after M minutes of this process's CPU time (a budget a shared machine does not shrink)")
-    _field(g, "--eval-every", "train", "eval_every", _ranged(int, 0), "validate every N steps, 0: every epoch (100)")
-    _field(g, "--patience", "train", "patience", _ranged(int, 0), "early stopping: evaluations without "
+    _field(g, "--eval-every", "train", "eval_every", ranged(int, 0), "validate every N steps, 0: every epoch (100)")
+    _field(g, "--patience", "train", "patience", ranged(int, 0), "early stopping: evaluations without "
            "improvement, 0 for never (10)")
     _field(g, "--seed", "train", "seed", int, "seed: same seed, same run on CPU (0)")
     _field(g, "--device", "train", "device", str, "auto, cpu, cuda, cuda:N (auto)")
