@@ -20,6 +20,7 @@ import importlib.util
 import io
 import pickle
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -579,26 +580,34 @@ def test_quantize_dynamic_keeps_lstmkit_in_float(engine):
         torch.testing.assert_close(q_plain(x), q_ref_out, atol=0, rtol=0)
 
 
+def _ddp_train(rank: int, out: str, engine: str) -> None:
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    torch.manual_seed(0)
+    reference = _Tagger(nn.LSTM(I, H, num_layers=2))
+    ours = _Tagger(lstmkit.LSTM(I, H, num_layers=2, engine=engine))
+    ours.load_state_dict(reference.state_dict())
+    models = {"torch.nn": DDP(reference), "lstmkit": DDP(ours)}
+    data = torch.Generator().manual_seed(100 + rank)  # each rank its own batches
+    batches = [(torch.randn(T, B, I, generator=data), torch.randn(T, B, 2, generator=data)) for _ in range(3)]
+    for model in models.values():
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        for x, y in batches:
+            optimizer.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()  # DDP averages the gradients over the ranks
+            optimizer.step()
+    torch.save({k: m.module.state_dict() for k, m in models.items()}, f"{out}.{rank}")
+
+
 def _ddp_worker(rank: int, world: int, store: str, out: str, engine: str) -> None:
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
-        torch.manual_seed(0)
-        reference = _Tagger(nn.LSTM(I, H, num_layers=2))
-        ours = _Tagger(lstmkit.LSTM(I, H, num_layers=2, engine=engine))
-        ours.load_state_dict(reference.state_dict())
-        models = {"torch.nn": DDP(reference), "lstmkit": DDP(ours)}
-        data = torch.Generator().manual_seed(100 + rank)  # each rank its own batches
-        batches = [(torch.randn(T, B, I, generator=data), torch.randn(T, B, 2, generator=data)) for _ in range(3)]
-        for model in models.values():
-            optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-            for x, y in batches:
-                optimizer.zero_grad()
-                nn.functional.mse_loss(model(x), y).backward()  # DDP averages the gradients over the ranks
-                optimizer.step()
-        torch.save({k: m.module.state_dict() for k, m in models.items()}, f"{out}.{rank}")
+        # The DDP wrappers live and die inside _ddp_train, while the group is alive: freeing a DDP reducer
+        # after destroy_process_group can deadlock in torch's gloo teardown (seen here, torch 2.13 CPU).
+        _ddp_train(rank, out, engine)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -611,7 +620,13 @@ def test_distributed_data_parallel_two_processes(engine, tmp_path):
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("this torch build has no gloo backend")
     out = str(tmp_path / "state")
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), out, engine), nprocs=2, join=True)
+    workers = mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), out, engine), nprocs=2, join=False)
+    deadline = time.monotonic() + 240
+    while not workers.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in workers.processes:
+                process.kill()
+            pytest.fail("the two DDP processes did not finish within 240 s")
     states = [torch.load(f"{out}.{rank}") for rank in range(2)]
     start = _Tagger(nn.LSTM(I, H, num_layers=2))
     for rank_state in states:
