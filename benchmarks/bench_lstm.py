@@ -174,6 +174,8 @@ def measure_variants(cell: Cell, repeats: int, clock: Callable[[], float]) -> Re
     models: dict[str, Any] = {"torch.nn": theirs, "eager loop": lambda inp: eager_lstm(inp, theirs)}
     for name, kwargs in VARIANTS.items():
         models[name] = lstmkit.LSTM(cell.I, cell.H, cell.layers, **kwargs)
+        # The same cell as a per-step eager loop: the reference engine is exactly that loop, written once.
+        models[f"{name} eager loop"] = lstmkit.LSTM(cell.I, cell.H, cell.layers, engine="reference", **kwargs)
     result = Result(cell)
     jobs = {name: steps(m, x)["train"] for name, m in models.items()}
     for name, t in time_interleaved(jobs, repeats, clock).items():
@@ -263,8 +265,9 @@ def plain_table(results: list[Result], skipped: list[Cell], eager: bool) -> list
 
 def variant_table(results: list[Result]) -> list[str]:
     lines = [
-        "| cell | variant | engine | train time / torch.nn train | speed-up over the eager loop |",
-        "|---|---|---|---|---|",
+        "| cell | variant | engine | train time / torch.nn train | speed-up over the same cell's eager loop "
+        "| speed-up over the plain LSTM's eager loop |",
+        "|---|---|---|---|---|---|",
     ]
     for r in results:
         for name, kwargs in VARIANTS.items():
@@ -272,7 +275,7 @@ def variant_table(results: list[Result]) -> list[str]:
             engine = lstmkit.LSTM(r.cell.I, r.cell.H, r.cell.layers, **kwargs).engine
             lines.append(
                 f"| {r.cell} | {name} | {engine} | {t / r.times[('torch.nn', 'train')]:.2f} | "
-                f"{r.times[('eager loop', 'train')] / t:.2f} |"
+                f"{r.times[(f'{name} eager loop', 'train')] / t:.2f} | {r.times[('eager loop', 'train')] / t:.2f} |"
             )
     return lines
 
@@ -442,7 +445,9 @@ def main(argv: list[str] | None = None) -> int:
         "  overhead around the same kernel, a few tens of microseconds per call. For variants `auto` takes the",
         "  fused engine, which runs every one of them (peephole, layer_norm, coupled_gates, recurrent_dropout,",
         "  zoneout, slstm); forget_bias alone is an initialisation, so torch.nn's kernel runs it.",
-        "- The variants' column 'speed-up over the eager loop' compares with the plain LSTM's per-step eager loop.",
+        "- 'The same cell's eager loop' is that variant written as a per-step loop in eager PyTorch (our reference",
+        "  engine, which hoists the input projection out of the loop as a careful user would); the last column",
+        "  compares with the plain LSTM's per-step eager loop.",
         "  layer_norm is the slowest variant: per step it adds two layer norms (over 4H and H) forward and their",
         "  backward, and the input part's LN runs through autograd (measured, one thread, T=50 B=16 H=256: fused",
         "  training step 38 ms with layer_norm against 29 ms without).",
