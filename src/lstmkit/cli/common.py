@@ -72,3 +72,13 @@ def ranged(kind: type, low: float | None = None, high: float | None = None, *, i
         return value
 
     return parse
+
+
+def device(text: str) -> Any:
+    """An argparse ``type`` for ``--device``: the torch device, checked to exist here (see train.resolve_device)."""
+    from ..train import resolve_device
+
+    try:
+        return resolve_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None

@@ -7,8 +7,7 @@ import json
 from typing import Any
 
 from ..apps import charlm
-from ..train import resolve_device
-from .common import UsageError
+from .common import device
 
 
 def register(subparsers: Any) -> None:
@@ -21,16 +20,12 @@ def register(subparsers: Any) -> None:
     src.add_argument("--text", nargs="+", metavar="FILE", help="UTF-8 text files to score")
     src.add_argument("--corpus", choices=list(charlm.CORPORA), help="a built-in corpus to score")
     p.add_argument("--json", action="store_true", help='one JSON object: "perplexity", "bits_per_char", "chars"')
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (cpu)")
+    p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N (cpu)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        device = resolve_device(args.device)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    model, vocab, run_config = charlm.load_model(args.checkpoint, device=device)
+    model, vocab, run_config = charlm.load_model(args.checkpoint, device=args.device)
     text = charlm.read_texts(args.text) if args.text else charlm.load_corpus(args.corpus)
     scores = charlm.evaluate(model, vocab, text, run_config.data.preprocess)
     if args.json:

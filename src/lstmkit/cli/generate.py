@@ -7,8 +7,7 @@ import sys
 from typing import Any
 
 from ..apps import charlm
-from ..train import resolve_device
-from .common import UsageError, ranged
+from .common import device, ranged
 
 
 def register(subparsers: Any) -> None:
@@ -24,16 +23,12 @@ def register(subparsers: Any) -> None:
                    help="below 1 is safer, above 1 wilder; 0 takes the likeliest character (0.8)")
     p.add_argument("--top-k", type=ranged(int, 0), default=0, help="sample among the K likeliest only, 0 for all")
     p.add_argument("--seed", type=int, default=None, help="same seed, same text (default: random)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (cpu)")
+    p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N (cpu)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        device = resolve_device(args.device)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    model, vocab, run_config = charlm.load_model(args.checkpoint, device=device)
+    model, vocab, run_config = charlm.load_model(args.checkpoint, device=args.device)
     prompt = charlm.preprocess(args.prompt, run_config.data.preprocess, strip=False)
     stream = charlm.generate(model, vocab, prompt, args.length, temperature=args.temperature, top_k=args.top_k,
                              seed=args.seed)
