@@ -341,6 +341,33 @@ def rerun_variants(
     return 0
 
 
+def parse_cells(text: str) -> list[Cell]:
+    """``T:B:H:L`` cells separated by commas, as given to ``--cells``."""
+    cells = []
+    for item in text.split(","):
+        try:
+            T, B, H, L = (int(v) for v in item.split(":"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected T:B:H:L, e.g. 100:64:256:1, got {item!r}") from None
+        cells.append(Cell(T, B, H, L))
+    return cells
+
+
+def run_cells(cells: list[Cell], repeats: int, clock: Callable[[], float]) -> int:
+    """Times the given plain-LSTM cells only and prints their ratios (nothing is written)."""
+    print(f"Machine: {machine()}. Load average {os.getloadavg()[0]:.2f} at the start.")
+    print("| cell | auto fwd | auto train | fused fwd | fused train |")
+    print("|---|---|---|---|---|")
+    for cell in cells:
+        r = measure_plain(cell, repeats, clock, eager=False)
+        print(
+            f"| {cell} | {ratio(r, 'auto', 'fwd')} | {ratio(r, 'auto', 'train')} | "
+            f"{ratio(r, 'fused', 'fwd')} | {ratio(r, 'fused', 'train')} |"
+        )
+    print(f"Load average {os.getloadavg()[0]:.2f} at the end.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few small cells, under a minute; prints only")
@@ -355,6 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--no-write", action="store_true", help="print the tables without writing --out")
+    parser.add_argument(
+        "--cells", type=parse_cells, default=None, metavar="T:B:H:L,...",
+        help="only these plain-LSTM cells (e.g. the bar sizes 100:64:256:1,100:16:512:1); prints only",
+    )
     parser.add_argument(
         "--variants-only", action="store_true",
         help="time the variant rows only and replace that section of --out (the rest of the file is kept)",
@@ -385,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     grid.sort(key=lambda c: (c.T, c.cost))  # every B, H and depth at T=50 first, then longer sequences
     eager_max_cost = 5e8  # the eager loop only where it takes well under a second
 
+    if args.cells is not None:
+        return run_cells(args.cells, args.repeats, clock)
     if args.variants_only:
         return rerun_variants(args, variant_cells, clock, argv, start, load_before)
 
