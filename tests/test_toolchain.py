@@ -232,17 +232,49 @@ def test_dtype_conversions_and_bfloat16(name, engine):
                      atol=1e-12)
     ours_bf16, reference_bf16 = ours.to(torch.bfloat16), reference.to(torch.bfloat16)
     assert all(p.dtype == torch.bfloat16 for p in ours_bf16.parameters())
-    reason = engines.ENGINES[ours.engine if engine == "auto" else engine].unsupported(
+    # An engine named by the user that has no bfloat16 here says so; auto picks one that has it.
+    reason = engines.ENGINES[engine].unsupported(
         ours._spec(), torch.device("cpu"), torch.bfloat16
-    ) if name in SEQUENCE else None
-    if reason is not None:  # an engine without bfloat16 says so (auto picks one that has it)
+    ) if name in SEQUENCE and engine != "auto" else None
+    if reason is not None:
         with pytest.raises(ValueError, match="bfloat16"):
             ours_bf16(x.bfloat16())
         return
-    _assert_same(ours_bf16(x.bfloat16()), reference_bf16(x.bfloat16()), atol=3e-2)
+    try:
+        expected = reference_bf16(x.bfloat16())
+    except RuntimeError as exc:  # the oracle's own kernel has no bfloat16 on this CPU (lstmkit's: test_native.py)
+        pytest.skip(f"torch.nn.{name} itself cannot run bfloat16 on this CPU: {str(exc).splitlines()[0]}")
+    _assert_same(ours_bf16(x.bfloat16()), expected, atol=3e-2)
 
 
-@pytest.mark.parametrize(("name", "engine"), CASES)
+def _oracle_failure_under_autocast(name: str) -> str | None:
+    """Why torch.nn's own ``name`` cannot train under bfloat16 autocast on this CPU (None: it can).
+
+    Probed once, at collection: oneDNN has no bfloat16 LSTM primitive on CPUs without AVX-512 (AMD Zen 3), and
+    there the oracle itself raises. lstmkit's own behaviour there is tested in test_native.py.
+    """
+    module = getattr(nn, name)(I, H)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = module(_input(name))
+        _loss(out).backward()
+    except RuntimeError as exc:
+        return f"torch.nn.{name} itself cannot run under bfloat16 autocast on this CPU: {str(exc).splitlines()[0]}"
+    return None
+
+
+_AUTOCAST_ORACLE = {name: _oracle_failure_under_autocast(name) for name in SEQUENCE + CELLS}
+AUTOCAST_CASES = [
+    pytest.param(
+        *case.values, id=case.id,
+        marks=pytest.mark.skipif(_AUTOCAST_ORACLE[case.values[0]] is not None,
+                                 reason=str(_AUTOCAST_ORACLE[case.values[0]])),
+    )
+    for case in CASES
+]
+
+
+@pytest.mark.parametrize(("name", "engine"), AUTOCAST_CASES)
 def test_autocast_bfloat16(name, engine):
     reference, ours = _pair(name, engine)
     x = _input(name)

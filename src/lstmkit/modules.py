@@ -217,7 +217,11 @@ class _RNNBase(nn.Module):
 
     def _select_engine(self, requested: str, dtype: torch.dtype | None = None) -> engines.Engine:
         ref = cast(Tensor, self.weight_ih_l0)  # its device and dtype decide what can run
-        return engines.select(requested, self._spec(), ref.device, ref.dtype if dtype is None else dtype)
+        if dtype is None:
+            dtype = ref.dtype
+            if self.mode == "LSTM" and torch.is_autocast_enabled(ref.device.type):
+                dtype = torch.get_autocast_dtype(ref.device.type)  # the LSTM computes in autocast's dtype (_run)
+        return engines.select(requested, self._spec(), ref.device, dtype)
 
     @property
     def engine(self) -> str:

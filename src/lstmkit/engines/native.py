@@ -41,15 +41,64 @@ def _call(spec: RNNSpec, inputs: tuple, hx: States, flat: list[Tensor], training
     return out, (h,)
 
 
+_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+# What torch's kernel could not do here, by (mode, device type, dtype, autocast dtype): probed once per process.
+_PROBED: dict[tuple[str, str, torch.dtype, torch.dtype | None], str | None] = {}
+
+
+@torch.compiler.disable
+def kernel_failure(mode: str, device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why torch's own kernel cannot train ``mode`` in ``dtype`` on ``device`` here, or None when it can.
+
+    float32 and float64 always run. The low-precision kernels depend on the CPU: oneDNN has no bfloat16 LSTM
+    primitive on CPUs without AVX-512 (AMD Zen 3, for one), where ``torch.nn.LSTM`` under bfloat16 autocast
+    raises "could not create a primitive descriptor". Rather than keep a list of CPUs, a tiny forward and
+    backward is run once, in the same autocast state as the call that asks.
+    """
+    if dtype in (torch.float32, torch.float64) or mode not in _GATES:
+        return None
+    autocast = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+    key = (mode, device.type, dtype, autocast)
+    if key not in _PROBED:
+        _PROBED[key] = _probe(mode, device, dtype, autocast is not None)
+    return _PROBED[key]
+
+
+def _probe(mode: str, device: torch.device, dtype: torch.dtype, autocast: bool) -> str | None:
+    hidden, size = 3, 2
+    # Under autocast the module's weights stay float32 and the kernel casts them, as for torch.nn.LSTM.
+    weight_dtype = torch.float32 if autocast else dtype
+    with torch.inference_mode(False), torch.enable_grad():
+        try:
+            x = torch.zeros(2, 1, size, device=device, dtype=dtype)
+            flat = [
+                torch.full(shape, 0.1, device=device, dtype=weight_dtype, requires_grad=True)
+                for shape in ((_GATES[mode] * hidden, size), (_GATES[mode] * hidden, hidden),
+                              (_GATES[mode] * hidden,), (_GATES[mode] * hidden,))
+            ]
+            h0 = torch.zeros(1, 1, hidden, device=device, dtype=dtype)
+            args = (True, 1, 0.0, True, False, False)
+            if mode == "LSTM":
+                out = _VF.lstm(x, (h0, h0), flat, *args)[0]
+            else:
+                out = _FUNCTIONS[mode](x, h0, flat, *args)[0]
+            out.float().sum().backward()
+        except Exception as exc:  # the kernel's refusal comes as RuntimeError, NotImplementedError, ...
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            name = str(dtype).removeprefix("torch.")
+            return f"torch's {mode} kernel cannot run {name} on this {device.type}: {message}"
+    return None
+
+
 class NativeEngine:
     name = "native"
 
     def unsupported(self, spec: RNNSpec, device: torch.device, dtype: torch.dtype) -> str | None:
-        if spec.mode not in ("LSTM", "GRU", "RNN_TANH", "RNN_RELU"):
+        if spec.mode not in _GATES:
             return f"torch has no fused kernel for {spec.mode}"
         if spec.variants:
             return f"{' and '.join(spec.variants)} {'is' if len(spec.variants) == 1 else 'are'} not in torch.nn.LSTM"
-        return None
+        return kernel_failure(spec.mode, device, dtype)
 
     def forward(
         self,
