@@ -11,7 +11,8 @@ import torch
 import lstmkit
 from lstmkit.cli import main
 from lstmkit.engines import ENGINES
-from lstmkit.inspect import measure_peak_bytes, memory_estimate, parameter_table
+from lstmkit.memory import measure_peak_bytes, memory_estimate
+from lstmkit.params import parameter_table
 
 SIZES = [
     dict(input_size=64, hidden_size=128, batch=16, seq_len=50),

@@ -10,19 +10,12 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from ..apps.charlm import TextError
-from ..checkpoint import CheckpointError
-from ..errors import InputError
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line on stderr, exit status 2."""
-
+from ..errors import CheckpointError, ForecastError, InputError, TextError, UsageError
 
 # Errors that mean the user's input was bad, not that lstmkit has a bug.
 USER_ERRORS: tuple[type[BaseException], ...] = (UsageError, InputError, FileNotFoundError, IsADirectoryError,
                                                  NotADirectoryError, PermissionError, UnicodeDecodeError,
-                                                 TextError, CheckpointError)
+                                                 TextError, CheckpointError, ForecastError)
 
 
 def report_error(command: str, error: BaseException) -> int:
