@@ -30,8 +30,8 @@ from .variants import (
     check_variants,
     draw_masks,
     extra_parameters,
+    init_biases,
     init_extra_parameter,
-    init_forget_bias,
     initial_state_value,
     unknown_argument,
     variant_signature,
@@ -188,7 +188,7 @@ class _RNNBase(nn.Module):
             for e, name in zip(extra, names[len(names) - len(extra):], strict=True):
                 init_extra_parameter(getattr(self, name), e.init, self.hidden_size)
             if self.bias:
-                init_forget_bias(self.variants, getattr(self, names[2]), getattr(self, names[3]), self.hidden_size)
+                init_biases(self.variants, getattr(self, names[2]), getattr(self, names[3]), self.hidden_size)
 
     # -- what the engines see --------------------------------------------------------------------------
     def _spec(self) -> RNNSpec:
@@ -596,7 +596,7 @@ class _CellBase(nn.Module):
         for e in extra_parameters(self.variants, self.hidden_size):
             init_extra_parameter(getattr(self, e.name), e.init, self.hidden_size)
         if self.bias:
-            init_forget_bias(self.variants, self.bias_ih, self.bias_hh, self.hidden_size)
+            init_biases(self.variants, self.bias_ih, self.bias_hh, self.hidden_size)
 
     def _spec(self, training: bool | None = None) -> RNNSpec:
         return RNNSpec(

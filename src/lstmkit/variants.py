@@ -369,6 +369,11 @@ def init_forget_bias(variants: Variants, bias_ih: Tensor, bias_hh: Tensor, hidde
         bias_hh[rows] = 0.0
 
 
+def init_biases(variants: Variants, bias_ih: Tensor, bias_hh: Tensor, hidden_size: int) -> None:
+    """Every initialisation the variants make, after torch.nn's (the modules' ``reset_parameters`` calls this)."""
+    init_forget_bias(variants, bias_ih, bias_hh, hidden_size)
+
+
 def recurrent_dropout_mask(p: float, batch: int, size: int, like: Tensor) -> Tensor:
     """One recurrent-dropout mask ``(batch, size)``: 0 with probability p, else ``1/(1-p)`` (like F.dropout)."""
     keep = torch.full((batch, size), 1.0 - p, device=like.device, dtype=like.dtype)
@@ -416,6 +421,7 @@ __all__ = [
     "check_variants",
     "draw_masks",
     "extra_parameters",
+    "init_biases",
     "init_forget_bias",
     "initial_state_value",
     "recurrent_dropout_mask",

@@ -15,6 +15,7 @@ from ..apps import charlm
 from ..checkpoint import LAST, load_checkpoint
 from ..engines import ENGINE_CHOICES
 from ..train import OPTIMIZERS, SCHEDULES, TrainConfig, resolve_device
+from ..variants import NAMES as variant_names
 from .common import UsageError, add_variant_arguments, device, ranged
 
 
@@ -62,7 +63,9 @@ def register(subparsers: Any) -> None:
     g.add_argument("--no-bias", dest="model.bias", action="store_false", default=argparse.SUPPRESS,
                    help="LSTM without biases")
     _field(g, "--engine", "model", "engine", str, "lstmkit engine (auto)", choices=list(ENGINE_CHOICES))
-    add_variant_arguments(p, dest_prefix="model.")
+    # The variants the char model's config holds (all of them today; one it lacks gets no flag rather than a crash).
+    model_fields = {f.name for f in dataclasses.fields(charlm.CharLMConfig)}
+    add_variant_arguments(p, dest_prefix="model.", skip=tuple(n for n in variant_names if n not in model_fields))
 
     g = p.add_argument_group("training")
     _field(g, "--seq-len", "train", "seq_len", ranged(int, 1), "BPTT steps per batch (100)")
