@@ -5,6 +5,10 @@ A module owns the arguments, the parameters (torch.nn's names, shapes, order and
 unbatched conventions. It then hands one canonical form to an engine (see ``engines/base.py``), which only
 computes. Everything stored on a module is a plain number, string, bool, list or tensor, so that
 ``torch.load(weights_only=True)`` accepts a whole saved model.
+
+The LSTM variants' keyword arguments, their checks and what the engines see of them derive from the
+declarations in ``variants.py``; recording the gates (``forward_with_gates``, ``return_gates=True``) is the
+engine's, declared in the ``Engine`` protocol. This module imports the engines, never the analysis above it.
 """
 
 from __future__ import annotations
