@@ -1,7 +1,7 @@
 """The memory calculator (``lstmkit memory``) beside the peak measured for real, for a few sizes and engines.
 
 Each row runs one step (a forward under ``no_grad``, or a training step: forward, backward, ``AdamW.step``)
-once to warm up and once under ``torch.profiler`` (:func:`lstmkit.inspect.measure_peak_bytes`), and prints the
+once to warm up and once under ``torch.profiler`` (:func:`lstmkit.memory.measure_peak_bytes`), and prints the
 estimate, the measurement and their difference as a markdown table (the one in ``docs/inspect.md``). Bytes do
 not depend on the machine's load; they do depend on the torch build (oneDNN's workspace).
 
@@ -16,7 +16,7 @@ import warnings
 
 import torch
 
-from lstmkit.inspect import measure_peak_bytes, memory_estimate
+from lstmkit.memory import measure_peak_bytes, memory_estimate
 
 SIZES = [
     dict(input_size=64, hidden_size=128, num_layers=1, batch=16, seq_len=50),

@@ -255,3 +255,17 @@ def test_input_error_is_both_value_and_runtime_error():
         lstmkit.LSTM(I, H)(zeros(T, B, I + 1))
     with pytest.raises(ValueError):
         lstmkit.LSTM(I, H)(zeros(T, B, I + 1))
+
+
+def test_every_error_class_lives_in_errors_and_is_a_user_error_on_the_command_line():
+    from lstmkit import errors
+    from lstmkit.apps import charlm, forecast
+    from lstmkit.checkpoint import CheckpointError
+    from lstmkit.cli.common import USER_ERRORS, UsageError
+
+    # The former homes still export them: the same classes, so an ``except`` written for either catches both.
+    assert (charlm.TextError, forecast.ForecastError, CheckpointError, UsageError, InputError) == (
+        errors.TextError, errors.ForecastError, errors.CheckpointError, errors.UsageError, errors.InputError)
+    for name in errors.__all__:
+        assert getattr(errors, name) in USER_ERRORS, name
+    assert issubclass(errors.InputError, ValueError) and issubclass(errors.InputError, RuntimeError)

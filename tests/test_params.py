@@ -1,14 +1,18 @@
-"""parameter_count (the textbook's count from the sizes alone) against what the modules actually hold."""
+"""parameter_count (the textbook's count from the sizes alone) against what the modules actually hold; the
+parameter table and ``lstmkit params``."""
 
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 from torch import nn
 
 import lstmkit
 from lstmkit import count_parameters, parameter_count
+from lstmkit.cli import main
+from lstmkit.params import parameter_table
 
 SIZES = [(1, 2), (10, 20), (28, 128)]
 
@@ -108,3 +112,17 @@ def test_bad_arguments(kwargs, error, pattern):
     args = {"input_size": 10, "hidden_size": 20, **kwargs}
     with pytest.raises(error, match=pattern):
         parameter_count(**args)
+
+
+def test_params_command_table_and_json(capsys):
+    assert main(["params", "--input-size", "10", "--hidden-size", "20", "--num-layers", "2", "--proj-size", "5"]) == 0
+    table = capsys.readouterr().out
+    module = lstmkit.LSTM(10, 20, 2, proj_size=5)
+    assert f"{lstmkit.count_parameters(module):,}" in table.splitlines()[-1]
+    assert "4*20*(5+10) = 1,200" in table and "4*20*(5+5) = 800" in table and "5*20 = 100" in table
+    assert table == parameter_table(10, 20, 2, proj_size=5) + "\n"
+    assert main(["params", "--input-size", "10", "--hidden-size", "20", "--bidirectional", "--no-bias", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["total"] == lstmkit.count_parameters(lstmkit.LSTM(10, 20, bidirectional=True, bias=False))
+    assert [(row["layer"], row["direction"], row["formula"]) for row in data["layers"]] == [
+        (0, 0, "4*20*(20+10)"), (0, 1, "4*20*(20+10)")]

@@ -15,7 +15,6 @@ the suite fast: inductor's C++ code generation takes tens of seconds per configu
 from __future__ import annotations
 
 import copy
-import dataclasses
 import importlib.util
 import io
 import pickle
@@ -31,6 +30,7 @@ from torch import Tensor, nn
 
 import lstmkit
 from lstmkit import engines
+from lstmkit.variants import NAMES as VARIANT_NAMES
 
 SEQUENCE = ("LSTM", "GRU", "RNN")
 CELLS = ("LSTMCell", "GRUCell", "RNNCell")
@@ -38,24 +38,29 @@ I, H, T, B = 3, 5, 4, 2
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _runs(name: str, engine: str, **kwargs: Any) -> bool:
+def _refusal(name: str, engine: str) -> str | None:
+    """Why lstmkit refuses to build ``name`` on ``engine`` (the ValueError's message), or None when it builds."""
     try:
-        getattr(lstmkit, name)(I, H, engine=engine, **kwargs)
-    except ValueError:  # the engine refuses this class (the fused engine runs the LSTM only; cells have no fused)
-        return False
-    return True
+        getattr(lstmkit, name)(I, H, engine=engine)
+    except ValueError as error:
+        return str(error)
+    return None
 
 
+# The pairs no engine runs, by design: the fused engine runs the LSTM only, and a cell has no fused engine. The
+# cases are every other pair, listed rather than found by trying, so that a class that stops building on an
+# engine fails its tests instead of dropping out of them; test_cases_are_every_pair_lstmkit_builds checks both.
+NOT_RUN = {(name, "fused") for name in ("GRU", "RNN", *CELLS)}
 CASES = [
     pytest.param(name, engine, id=f"{name}-{engine}")
     for name in SEQUENCE + CELLS
     for engine in engines.ENGINE_CHOICES
-    if _runs(name, engine)
+    if (name, engine) not in NOT_RUN
 ]
 SEQUENCE_CASES = [case for case in CASES if case.values[0] in SEQUENCE]
-LSTM_ENGINES = [engine for engine in engines.ENGINE_CHOICES if _runs("LSTM", engine)]
+LSTM_ENGINES = [engine for engine in engines.ENGINE_CHOICES if ("LSTM", engine) not in NOT_RUN]
 
-# One example value for each LSTM variant lstmkit has (variants.py); torch.nn has none of them.
+# One example value for each declared LSTM variant (lstmkit.variants.VARIANTS); torch.nn has none of them.
 _VARIANT_EXAMPLES: dict[str, Any] = {
     "peephole": True,
     "layer_norm": True,
@@ -65,13 +70,24 @@ _VARIANT_EXAMPLES: dict[str, Any] = {
     "zoneout": (0.1, 0.2),
     "cell": "slstm",
 }
-try:
-    from lstmkit.variants import Variants
+VARIANTS = [pytest.param({name: _VARIANT_EXAMPLES[name]}, id=f"{name}={_VARIANT_EXAMPLES.get(name)}")
+            for name in VARIANT_NAMES if name in _VARIANT_EXAMPLES]
 
-    _FIELDS = {f.name for f in dataclasses.fields(Variants)}
-except ImportError:  # no variants in this build
-    _FIELDS = set()
-VARIANTS = [pytest.param({k: v}, id=f"{k}={v}") for k, v in _VARIANT_EXAMPLES.items() if k in _FIELDS]
+
+def test_cases_are_every_pair_lstmkit_builds() -> None:
+    for name in SEQUENCE + CELLS:
+        for engine in engines.ENGINE_CHOICES:
+            reason = _refusal(name, engine)
+            if (name, engine) in NOT_RUN:
+                assert reason is not None and ("cannot run" in reason or "for a cell" in reason), (name, engine)
+            else:
+                assert reason is None, f"{name} on engine={engine!r}: {reason}"
+
+
+def test_every_declared_variant_has_an_example() -> None:
+    # A variant declared without an example here would skip every toolchain test below.
+    assert set(_VARIANT_EXAMPLES) == set(VARIANT_NAMES)
+    assert len(VARIANTS) == len(VARIANT_NAMES)
 
 
 # ---------------------------------------------------------------------------------------------------------

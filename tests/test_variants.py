@@ -545,12 +545,14 @@ ENGINE_CASES = [
 @pytest.mark.parametrize("name", sorted(set(lstmkit.engines.ENGINES) - {"reference"}))
 def test_every_engine_runs_a_variant_as_the_reference_does_or_refuses_it(name, kwargs):
     """The contract a faster engine signs: the reference's equations and masks (training mode), or a ValueError."""
+    from lstmkit.variants import REGISTRY
+
     lstm = lstmkit.LSTM(I, H, num_layers=2, bidirectional=True, dtype=torch.float64, **kwargs).train()
-    try:
-        lstm.engine = name
-    except ValueError as e:
-        assert "cannot run this configuration" in str(e)
+    if not all(name in REGISTRY[k].engines for k in kwargs if k in REGISTRY):  # declared as not run by it
+        with pytest.raises(ValueError, match="cannot run this configuration"):
+            lstm.engine = name
         return
+    lstm.engine = name
     x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
     results = []
     for engine in (name, "reference"):
@@ -574,3 +576,72 @@ def test_state_dict_round_trip_and_whole_module_save(tmp_path):
         loaded = torch.load(tmp_path / "lstm.pt", weights_only=True)
     assert loaded.variants == lstm.variants
     torch.testing.assert_close(loaded(x), lstm(x), rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The declarations (variants.VARIANTS) and what derives from them
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_each_declaration_names_a_real_step_engine_and_spec_field():
+    import dataclasses
+
+    from lstmkit.engines import ENGINES, reference
+    from lstmkit.variants import VARIANTS, Variants
+
+    spec_fields = {f.name for f in dataclasses.fields(RNNSpec)}
+    assert [v.name for v in VARIANTS] == [f.name for f in dataclasses.fields(Variants)]
+    for v in VARIANTS:
+        assert v.step == "init" if v.init_only else callable(getattr(reference, v.step)), v.name
+        assert set(v.engines) <= set(ENGINES) - {"reference", "native"}, v.name  # native runs torch.nn's LSTM only
+        assert (v.name in spec_fields) != v.init_only, v.name  # the engines see exactly the non-init variants
+        assert v.check(v.name, v.default) == v.default and not v.is_on(v.default)
+        assert v.help and v.flag == "--" + v.name.replace("_", "-")
+
+
+def test_module_arguments_are_the_declarations():
+    import inspect
+
+    from lstmkit.variants import NAMES
+
+    for cls in (lstmkit.LSTM, lstmkit.LSTMCell):
+        parameters = inspect.signature(cls).parameters
+        assert set(NAMES) <= set(parameters), cls
+        assert all(parameters[name].kind is inspect.Parameter.KEYWORD_ONLY for name in NAMES)
+        with pytest.raises(TypeError, match="unexpected keyword argument 'peepholes'"):
+            cls(I, H, peepholes=True)
+    assert inspect.signature(lstmkit.LSTM).parameters["zoneout"].default == 0.0
+
+
+def test_fused_support_check_reads_the_declarations(monkeypatch):
+    import dataclasses
+
+    from lstmkit import variants
+    from lstmkit.engines import ENGINES
+
+    fused = ENGINES["fused"]
+    spec = RNNSpec("LSTM", I, H, peephole=True)
+    assert fused.unsupported(spec, torch.device("cpu"), torch.float32) is None
+    # Declared as not run by the fused engine, the same variant is refused, by name, with no other change.
+    undeclared = tuple(dataclasses.replace(v, engines=()) if v.name == "peephole" else v for v in variants.VARIANTS)
+    monkeypatch.setattr(variants, "VARIANTS", undeclared)
+    reason = fused.unsupported(spec, torch.device("cpu"), torch.float32)
+    assert reason is not None and "not peephole" in reason
+    with pytest.raises(ValueError, match="cannot run this configuration"):
+        lstmkit.LSTM(I, H, peephole=True, engine="fused")
+
+
+def test_cli_flags_are_the_declarations():
+    import argparse
+
+    from lstmkit.cli.common import add_variant_arguments, variant_kwargs
+    from lstmkit.variants import VARIANTS
+
+    parser = argparse.ArgumentParser()
+    add_variant_arguments(parser, dest_prefix="model.")
+    flags = {option for action in parser._actions for option in action.option_strings}
+    assert {v.flag for v in VARIANTS} <= flags
+    args = parser.parse_args(["--cell", "lstm", "--no-peephole", "--layer-norm", "--zoneout", "0.25"])
+    assert variant_kwargs(args, "model.") == dict(cell="lstm", peephole=False, layer_norm=True, zoneout=0.25)
+    with pytest.raises(SystemExit):  # the declaration's own check, at parse time
+        parser.parse_args(["--recurrent-dropout", "1"])

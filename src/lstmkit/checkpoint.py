@@ -57,8 +57,7 @@ TRAINER = "trainer.pt"
 BEST, LAST = "best", "last"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, truncated, corrupted, of an unknown format or of another kind of model."""
+from .errors import CheckpointError  # noqa: E402 (its home is errors.py; importable from here too)
 
 
 @dataclass(frozen=True)

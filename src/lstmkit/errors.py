@@ -1,10 +1,34 @@
-"""The exception lstmkit raises for a bad tensor passed to ``forward``.
+"""Every error class lstmkit raises for a user's mistake, in one module at the bottom of the import graph.
 
-``torch.nn.LSTM`` raises ``RuntimeError`` for some input mistakes (a wrong ``input_size``, a hidden state of
-the wrong shape) and ``ValueError`` for others (a wrong dtype). Code written for it catches either, so our
-one error for bad tensors derives from both: ``except RuntimeError`` and ``except ValueError`` both work.
+Each derives from the built-in error that code written without lstmkit already catches: ``ValueError`` for
+bad values, and for bad tensors also ``RuntimeError``, because ``torch.nn.LSTM`` raises ``RuntimeError`` for
+some input mistakes (a wrong ``input_size``, a hidden state of the wrong shape) and ``ValueError`` for others
+(a wrong dtype). The command line prints any of these as one line on stderr and exits with status 2
+(``cli/common.py``: ``USER_ERRORS``).
+
+The modules that raised them first still export them under the old names (``lstmkit.checkpoint.CheckpointError``,
+``lstmkit.apps.charlm.TextError``, ``lstmkit.apps.forecast.ForecastError``, ``lstmkit.cli.common.UsageError``).
 """
 
 
 class InputError(ValueError, RuntimeError):
     """A tensor given to a recurrent module has the wrong rank, shape, dtype or device."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, truncated, corrupted, of an unknown format or of another kind of model."""
+
+
+class TextError(ValueError):
+    """A text that cannot be used: empty, binary, not UTF-8, too short, or with characters a model never saw."""
+
+
+class ForecastError(ValueError):
+    """Bad input to the forecaster: a CSV it cannot use, a series too short, an argument out of range."""
+
+
+class UsageError(Exception):
+    """Bad input from the user on the command line: printed as one line on stderr, exit status 2."""
+
+
+__all__ = ["CheckpointError", "ForecastError", "InputError", "TextError", "UsageError"]

@@ -5,6 +5,10 @@ A module owns the arguments, the parameters (torch.nn's names, shapes, order and
 unbatched conventions. It then hands one canonical form to an engine (see ``engines/base.py``), which only
 computes. Everything stored on a module is a plain number, string, bool, list or tensor, so that
 ``torch.load(weights_only=True)`` accepts a whole saved model.
+
+The LSTM variants' keyword arguments, their checks and what the engines see of them derive from the
+declarations in ``variants.py``; recording the gates (``forward_with_gates``, ``return_gates=True``) is the
+engine's, declared in the ``Engine`` protocol. This module imports the engines, never the analysis above it.
 """
 
 from __future__ import annotations
@@ -21,18 +25,20 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from . import engines
 from .engines.base import LayerWeights, RNNSpec, States
+from .engines.gates import GateRecord
 from .engines.native import cell_step as native_cell_step
 from .engines.reference import STEPS, gated_step_for, input_projection
 from .errors import InputError
-from .inspect import GateRecord, record_forward
 from .variants import (
     Variants,
     check_variants,
     draw_masks,
     extra_parameters,
+    init_biases,
     init_extra_parameter,
-    init_forget_bias,
     initial_state_value,
+    unknown_argument,
+    variant_signature,
 )
 
 __all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell", "safe_globals"]
@@ -186,11 +192,10 @@ class _RNNBase(nn.Module):
             for e, name in zip(extra, names[len(names) - len(extra):], strict=True):
                 init_extra_parameter(getattr(self, name), e.init, self.hidden_size)
             if self.bias:
-                init_forget_bias(self.variants, getattr(self, names[2]), getattr(self, names[3]), self.hidden_size)
+                init_biases(self.variants, getattr(self, names[2]), getattr(self, names[3]), self.hidden_size)
 
     # -- what the engines see --------------------------------------------------------------------------
     def _spec(self) -> RNNSpec:
-        v = self.variants
         return RNNSpec(
             mode=self.mode,
             input_size=self.input_size,
@@ -200,13 +205,8 @@ class _RNNBase(nn.Module):
             bidirectional=self.bidirectional,
             proj_size=self.proj_size,
             dropout=self.dropout,
-            cell=v.cell,
-            peephole=v.peephole,
-            layer_norm=v.layer_norm,
-            coupled_gates=v.coupled_gates,
-            # Recurrent dropout is off in eval(), so an eval-mode module with only it runs on any engine.
-            recurrent_dropout=v.recurrent_dropout if self.training else 0.0,
-            zoneout=v.zoneout,
+            # A training-only variant (recurrent dropout) is off in eval(), so such a module runs on any engine.
+            **self.variants.for_engines(self.training),
         )
 
     def _layer_weights(self) -> list[LayerWeights]:
@@ -334,8 +334,9 @@ class _RNNBase(nn.Module):
         """``forward`` that also returns every gate and state of every step: ``(output, (h_n, c_n), gates)``.
 
         ``gates`` is a :class:`lstmkit.inspect.GateRecord` (tensors ``(num_layers, num_directions, T, B,
-        size)``, time-major whatever ``batch_first`` says). The engine's own gates where it exposes them;
-        otherwise (``native``) the reference equations run on the same weights and give the output too.
+        size)``, time-major whatever ``batch_first`` says), recorded by the engine (``Engine.forward_with_gates``):
+        its own gates where it exposes them; otherwise (``native``, ``fused``) the reference equations run on the
+        same weights and give the output too.
         """
         if self.mode != "LSTM":
             raise TypeError(f"gates are recorded for the LSTM only, not for {type(self).__name__}")
@@ -391,7 +392,7 @@ class _RNNBase(nn.Module):
             weights = [{**w, **m} for w, m in zip(weights, masks, strict=True)]
         gates: GateRecord | None = None
         if with_gates:
-            out, final, gates = record_forward(engine, spec, x, states, weights, lengths, self.training)
+            out, final, gates = engine.forward_with_gates(spec, x, states, weights, lengths, self.training)
         else:
             out, final = engine.forward(spec, x, states, weights, lengths, self.training)
 
@@ -426,12 +427,14 @@ class LSTM(_RNNBase):
         h_t = o_t * tanh(c_t)                                    hidden state (times W_hr if proj_size > 0)
 
     Args: as torch.nn.LSTM, plus ``engine``: ``"auto"`` (the fastest engine that runs the configuration),
-    ``"reference"`` (the equations above, step by step) or ``"native"`` (PyTorch's fused kernel), and
+    ``"reference"`` (the equations above, step by step), ``"native"`` (PyTorch's fused kernel) or ``"fused"``
+    (lstmkit's compiled time loop with a hand-written backward; ``engines/fused.py``), and
     ``return_gates``: when True, forward returns ``(output, (h_n, c_n), gates)`` with ``gates`` a
     :class:`lstmkit.inspect.GateRecord` of every step's i, f, g, o, c and h (with gradients).
     Returns ``(output, (h_n, c_n))``.
 
-    Variants (keyword-only; equations in ``engines/reference.py``, catalogue in ``lstmkit.variants``):
+    Variants (keyword-only, one per declaration in ``lstmkit.variants.VARIANTS``, checked as declared there;
+    equations in ``engines/reference.py``):
     ``peephole`` (Gers & Schmidhuber 2000), ``layer_norm`` (Ba et al. 2016), ``coupled_gates`` (CIFG,
     i = 1 - f), ``forget_bias`` (initial b_f, Jozefowicz et al. 2015; None keeps torch.nn's init),
     ``recurrent_dropout`` (p, Gal & Ghahramani 2016), ``zoneout`` ((z_c, z_h) or one number, Krueger et al.
@@ -454,24 +457,20 @@ class LSTM(_RNNBase):
         *,
         engine: str = "auto",
         return_gates: bool = False,
-        peephole: bool = False,
-        layer_norm: bool = False,
-        coupled_gates: bool = False,
-        forget_bias: float | None = None,
-        recurrent_dropout: float = 0.0,
-        zoneout: float | tuple[float, float] = 0.0,
-        cell: str = "lstm",
+        **variant_args: Any,
     ) -> None:
+        unknown_argument(type(self).__name__, variant_args)
         variants = check_variants(
-            cell=cell, peephole=peephole, layer_norm=layer_norm, coupled_gates=coupled_gates,
-            forget_bias=forget_bias, recurrent_dropout=recurrent_dropout, zoneout=zoneout,
-            proj_size=_check_size("proj_size", proj_size, minimum=0), bias=_check_bool("bias", bias),
+            proj_size=_check_size("proj_size", proj_size, minimum=0), bias=_check_bool("bias", bias), **variant_args
         )
         super().__init__(
             "LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             proj_size, engine=engine, device=device, dtype=dtype, variants=variants,
         )
         self.return_gates = _check_bool("return_gates", return_gates)
+
+    # The variants' keyword arguments, as declared in variants.py, shown by help() and inspect.signature().
+    __init__.__signature__ = variant_signature(__init__)  # type: ignore[attr-defined]
 
     def _state_sizes(self) -> list[tuple[str, int]]:
         sizes = [("h_0", self.proj_size or self.hidden_size), ("c_0", self.hidden_size)]
@@ -564,7 +563,6 @@ class _CellBase(nn.Module):
     """One step of a recurrence, with torch.nn's cell parameters (``weight_ih``, ``weight_hh``, biases)."""
 
     mode: str
-    num_states = 1
     variants = _variants_property
 
     def __init__(
@@ -606,15 +604,12 @@ class _CellBase(nn.Module):
         for e in extra_parameters(self.variants, self.hidden_size):
             init_extra_parameter(getattr(self, e.name), e.init, self.hidden_size)
         if self.bias:
-            init_forget_bias(self.variants, self.bias_ih, self.bias_hh, self.hidden_size)
+            init_biases(self.variants, self.bias_ih, self.bias_hh, self.hidden_size)
 
     def _spec(self, training: bool | None = None) -> RNNSpec:
-        v = self.variants
         return RNNSpec(
             mode=self.mode, input_size=self.input_size, hidden_size=self.hidden_size, bias=self.bias,
-            cell=v.cell, peephole=v.peephole, layer_norm=v.layer_norm, coupled_gates=v.coupled_gates,
-            recurrent_dropout=v.recurrent_dropout if (self.training if training is None else training) else 0.0,
-            zoneout=v.zoneout,
+            **self.variants.for_engines(self.training if training is None else training),
         )
 
     @property
@@ -711,20 +706,15 @@ class LSTMCell(_CellBase):
     ``recurrent_dropout_mask=``.
     """
 
-    num_states = 2
-
     def __init__(
         self, input_size: int, hidden_size: int, bias: bool = True, device: Any = None, dtype: Any = None,
-        *, engine: str = "auto", peephole: bool = False, layer_norm: bool = False, coupled_gates: bool = False,
-        forget_bias: float | None = None, recurrent_dropout: float = 0.0,
-        zoneout: float | tuple[float, float] = 0.0, cell: str = "lstm",
+        *, engine: str = "auto", **variant_args: Any,
     ) -> None:
-        variants = check_variants(
-            cell=cell, peephole=peephole, layer_norm=layer_norm, coupled_gates=coupled_gates,
-            forget_bias=forget_bias, recurrent_dropout=recurrent_dropout, zoneout=zoneout,
-            bias=_check_bool("bias", bias),
-        )
+        unknown_argument(type(self).__name__, variant_args)
+        variants = check_variants(bias=_check_bool("bias", bias), **variant_args)
         super().__init__("LSTM", input_size, hidden_size, bias, device, dtype, engine, variants)
+
+    __init__.__signature__ = variant_signature(__init__)  # type: ignore[attr-defined]
 
     def forward(self, input: Tensor, hx: Any = None, *, recurrent_dropout_mask: Tensor | None = None) -> Any:
         """``(h_1, c_1)`` (``(h_1, c_1, n_1, m_1)`` for the sLSTM); input ``(B, input_size)`` or ``(input_size,)``.

@@ -7,6 +7,7 @@ the recurrent input is ``p`` wide, so the term is ``4 * h * (p + x)``, plus ``p 
 above the first see ``x = directions * p``. The GRU has three gates and the simple RNN one.
 The variants (``lstmkit.variants``): coupled gates drop the input gate (3 gates), peepholes add ``3 * h``
 (``2 * h`` when coupled), layer norm ``2 * gates * h + 2 * h``; the sLSTM counts as the LSTM.
+:func:`parameter_table` prints the count layer by layer with the formula (``lstmkit params``).
 """
 
 from __future__ import annotations
@@ -135,3 +136,33 @@ def parameter_count(
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """The number of parameters a module actually holds (``trainable_only``: those with requires_grad)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def parameter_table(
+    input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False, proj_size: int = 0,
+    bias: bool = True,
+) -> str:
+    """The parameters of ``lstmkit.LSTM`` layer by layer, as a text table with the textbook's formula.
+
+    Each row is one layer and direction: the gate weights ``4*h*(r+x)`` (``r`` is what the layer reads back from
+    itself: ``h``, or ``proj_size``), PyTorch's two bias vectors ``2*4*h`` and the projection ``p*h``.
+    """
+    counts = parameter_count(input_size, hidden_size, num_layers, bidirectional, proj_size, bias)
+    header = ("layer", "dir", "x", "h", "r", "gate weights 4*h*(r+x)", "biases 2*4*h", "projection p*h", "total")
+    rows = [header]
+    for layer in counts.layers:
+        h, r, x = layer.hidden_size, layer.recurrent_size, layer.input_size
+        rows.append((
+            str(layer.layer), "bwd" if layer.direction else "fwd", str(x), str(h), str(r),
+            f"4*{h}*({r}+{x}) = {layer.gate_weights:,}",
+            f"2*4*{h} = {layer.biases:,}" if layer.biases else "0",
+            f"{proj_size}*{h} = {layer.projection:,}" if layer.projection else "0",
+            f"{layer.total:,}",
+        ))
+    rows.append(("all", "", "", "", "", f"{counts.gate_weights:,}", f"{counts.biases:,}", f"{counts.projection:,}",
+                 f"{counts.total:,}"))
+    widths = [max(len(row[k]) for row in rows) for k in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.insert(len(lines) - 1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,9 +1,14 @@
-"""The LSTM variants: what each one changes, the parameters it adds, and the random masks it draws.
+"""The LSTM variants, each declared once: its name, argument and check, engines, CLI flag, reference step.
 
-Each variant is a keyword argument of :class:`lstmkit.LSTM` and :class:`lstmkit.LSTMCell`; any combination
-not refused by :func:`check_variants` may be switched on together. The equations are in ONE place,
-``engines/reference.py`` (``lstm_variant_gated_step``, ``slstm_gated_step``, beside the plain ``lstm_step``); this
-file is the catalogue every engine and the modules share. With every variant off, the LSTM is ``torch.nn.LSTM``.
+Each variant is a field of :class:`Variants` declared with :func:`variant` (as Flax configures a cell by its
+dataclass fields); :data:`VARIANTS` lists the declarations (:class:`Variant`) and everything else derives
+from them: the keyword arguments of :class:`lstmkit.LSTM` and :class:`lstmkit.LSTMCell` and their checks
+(:func:`check_variants`), the engines' view (``RNNSpec.variants``) and the fused engine's support check, the
+flags of ``lstmkit train`` and ``lstmkit longrange`` (``cli/common.py``: ``add_variant_arguments``) and the
+long-range lab's options. CONTRIBUTING.md has the recipe for adding one. Any combination not refused by
+:func:`check_variants` may be switched on together. The equations are in ONE place, ``engines/reference.py``
+(``lstm_variant_gated_step``, ``slstm_gated_step``, beside the plain ``lstm_step``); each declaration names
+its step. With every variant off, the LSTM is ``torch.nn.LSTM``.
 
 =================  ==========================================================================================
 argument           what changes (``~`` marks a pre-activation, ``*`` is elementwise)
@@ -58,29 +63,170 @@ s is the s-th step of the reversed sequence). An engine applies a mask when, and
 
 from __future__ import annotations
 
+import inspect
 import numbers
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from .engines.base import LayerWeights, RNNSpec
+if TYPE_CHECKING:  # the engines import this file (the fused engine's support check), never the reverse
+    from .engines.base import RNNSpec
+
+LayerWeights = dict[str, Tensor]  # as engines/base.py's: a layer's parameters and masks by name
 
 CELLS = ("lstm", "slstm")
 
 
+# ---------------------------------------------------------------------------------------------------------
+# The checks a declaration names: each takes the argument's name and value, returns the value normalised, and
+# raises TypeError/ValueError naming the argument, the value and what was expected.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
+    def check(name: str, value: Any) -> str:
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
+
+    return check
+
+
+def check_finite_or_none(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number or None, got {type(value).__name__} {value!r}")
+    number = float(value)
+    if number != number or abs(number) == float("inf"):
+        raise ValueError(f"{name} must be a finite number, got {number}")
+    return number
+
+
+def _probability(name: str, value: Any, upper_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number (a probability), got {type(value).__name__} {value!r}")
+    p = float(value)
+    if not (0.0 <= p < 1.0 if upper_open else 0.0 <= p <= 1.0):
+        interval = "[0, 1)" if upper_open else "[0, 1]"
+        raise ValueError(f"{name} must be a probability in {interval}, got {value}")
+    return p
+
+
+def check_dropout_probability(name: str, value: Any) -> float:
+    """A dropout probability in [0, 1): p = 1 would divide by 1 - p."""
+    return _probability(name, value, upper_open=True)
+
+
+def check_zoneout(name: str, value: Any) -> tuple[float, float]:
+    """``(z_c, z_h)``, or one number for both; each in [0, 1]."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be a pair (z_c, z_h) or one number, got {value!r}")
+        return (_probability(f"{name} z_c", value[0]), _probability(f"{name} z_h", value[1]))
+    z = _probability(name, value)
+    return (z, z)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The declaration
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Everything lstmkit needs to know about one variant; made by :func:`variant`, listed in :data:`VARIANTS`.
+
+    The argument's default is torch.nn's LSTM (the variant off); a value other than the default switches it on.
+    """
+
+    name: str  # the keyword argument of LSTM/LSTMCell, the field of Variants (and of RNNSpec unless init_only)
+    default: Any
+    check: Callable[[str, Any], Any]  # (name, value) -> value normalised; TypeError/ValueError naming them
+    help: str  # one line: what it does and where it comes from, for --help and the docs
+    step: str  # the function of engines/reference.py that computes it ("init" for an initialisation)
+    engines: tuple[str, ...]  # the engines beside "reference" that compute it (see the fused engine's check)
+    annotation: str  # the argument's type, as the signature of LSTM/LSTMCell shows it
+    cli_type: type | None  # what its CLI flag reads: float, str, or None for an on/off switch
+    choices: tuple[str, ...] | None = None  # the values a str flag may take
+    cells: tuple[str, ...] = CELLS  # the cells it is defined for; with another, check_variants refuses it
+    refused_because: str = ""  # why, said when refused with a cell it is not defined for
+    needs_bias: str = ""  # when set: why it needs bias=True
+    training_only: bool = False  # off in eval(): the engines then see the default
+    init_only: bool = False  # an initialisation: the engines never see it, every engine runs it
+    argument_default: Any = None  # the default the signature shows, when not ``default`` (zoneout's 0.0)
+
+    @property
+    def flag(self) -> str:
+        """Its command-line flag: the name with dashes (``--layer-norm``)."""
+        return "--" + self.name.replace("_", "-")
+
+    def is_on(self, value: Any) -> bool:
+        return bool(value != self.default)
+
+    def parameter(self) -> inspect.Parameter:
+        """The keyword-only parameter of ``LSTM.__init__``/``LSTMCell.__init__`` it adds."""
+        default = self.default if self.argument_default is None else self.argument_default
+        return inspect.Parameter(self.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=self.annotation)
+
+
+def variant(default: Any, **declaration: Any) -> Any:
+    """Declare a field of :class:`Variants` as a variant (the arguments of :class:`Variant` but its name)."""
+    return field(default=default, metadata={"variant": declaration})
+
+
 @dataclass(frozen=True)
 class Variants:
-    """The variant arguments of ``LSTM``/``LSTMCell``, validated. The defaults are torch.nn's LSTM."""
+    """The variant arguments of ``LSTM``/``LSTMCell``, validated: ONE declaration per variant, here.
 
-    cell: str = "lstm"  # "lstm" or "slstm"
-    peephole: bool = False
-    layer_norm: bool = False
-    coupled_gates: bool = False
-    forget_bias: float | None = None  # initial b_f; None keeps torch.nn's uniform init
-    recurrent_dropout: float = 0.0  # p in [0, 1)
-    zoneout: tuple[float, float] = (0.0, 0.0)  # (z_c, z_h), each in [0, 1]
+    Adding a variant starts with a field here (see CONTRIBUTING.md); the defaults are torch.nn's LSTM.
+    """
+
+    cell: str = variant(
+        "lstm", check=check_choice(CELLS), step="slstm_gated_step", engines=("fused",), annotation="str",
+        cli_type=str, choices=CELLS, help="lstm, or slstm: xLSTM's sLSTM (Beck et al. 2024)",
+    )
+    peephole: bool = variant(
+        False, check=check_bool, step="lstm_variant_gated_step", engines=("fused",), annotation="bool",
+        cli_type=None, cells=("lstm",), refused_because="the sLSTM paper's cell has no peepholes",
+        help="peephole connections (Gers & Schmidhuber 2000)",
+    )
+    layer_norm: bool = variant(
+        False, check=check_bool, step="lstm_variant_gated_step", engines=("fused",), annotation="bool",
+        cli_type=None, cells=("lstm",),
+        refused_because="h = o * c / n has no tanh(c_t) to normalise; normalise the outputs",
+        help="layer-normalised LSTM (Ba et al. 2016)",
+    )
+    coupled_gates: bool = variant(
+        False, check=check_bool, step="lstm_variant_gated_step", engines=("fused",), annotation="bool",
+        cli_type=None, cells=("lstm",), refused_because="i = 1 - f has no meaning for exponential gates",
+        help="CIFG: i = 1 - f (Greff et al. 2017)",
+    )
+    forget_bias: float | None = variant(
+        None, check=check_finite_or_none, step="init", engines=(), annotation="float | None", cli_type=float,
+        needs_bias="sets the forget gate's bias", init_only=True,
+        help="initial forget-gate bias (Jozefowicz et al. 2015); default: torch.nn's init",
+    )
+    recurrent_dropout: float = variant(
+        0.0, check=check_dropout_probability, step="lstm_variant_gated_step", engines=("fused",),
+        annotation="float", cli_type=float, training_only=True,
+        help="dropout on h_{t-1}, one mask per sequence (Gal & Ghahramani 2016)",
+    )
+    zoneout: tuple[float, float] = variant(
+        (0.0, 0.0), check=check_zoneout, step="lstm_variant_gated_step", engines=("fused",),
+        annotation="float | tuple[float, float]", cli_type=float, cells=("lstm",), argument_default=0.0,
+        refused_because="zoning out c without n breaks the normaliser c / n",
+        help="zoneout rate of c and h (Krueger et al. 2016)",
+    )
 
     @property
     def gates(self) -> int:
@@ -101,15 +247,63 @@ class Variants:
 
     def describe(self) -> str:
         """The arguments that differ from the defaults, as a module's repr shows them."""
-        parts = [f"cell={self.cell!r}"] if self.cell != "lstm" else []
-        parts += [f"{name}=True" for name in ("peephole", "layer_norm", "coupled_gates") if getattr(self, name)]
-        if self.forget_bias is not None:
-            parts.append(f"forget_bias={self.forget_bias}")
-        if self.recurrent_dropout:
-            parts.append(f"recurrent_dropout={self.recurrent_dropout}")
-        if any(self.zoneout):
-            parts.append(f"zoneout={self.zoneout}")
-        return ", ".join(parts)
+        return ", ".join(f"{v.name}={getattr(self, v.name)!r}" for v in VARIANTS if v.is_on(getattr(self, v.name)))
+
+    def for_engines(self, training: bool) -> dict[str, Any]:
+        """The values the engines see, as ``RNNSpec`` keyword arguments: a training-only variant is off in eval."""
+        return {v.name: getattr(self, v.name) if training or not v.training_only else v.default
+                for v in VARIANTS if not v.init_only}
+
+
+# Every declaration, in the order of Variants' fields: the order arguments are checked and flags listed in.
+VARIANTS: tuple[Variant, ...] = tuple(
+    Variant(name=f.name, default=f.default, **f.metadata["variant"]) for f in fields(Variants)
+)
+REGISTRY: dict[str, Variant] = {v.name: v for v in VARIANTS}
+NAMES: tuple[str, ...] = tuple(REGISTRY)
+
+
+def active(spec: RNNSpec) -> tuple[Variant, ...]:
+    """The declarations of the variants an engine's ``spec`` switches on."""
+    return tuple(v for v in VARIANTS if not v.init_only and v.is_on(getattr(spec, v.name)))
+
+
+def unknown_argument(owner: str, names: Any) -> None:
+    """Raise Python's own TypeError for a keyword argument ``owner`` does not take (none of the variants)."""
+    unknown = [name for name in names if name not in REGISTRY]
+    if unknown:
+        raise TypeError(f"{owner}.__init__() got an unexpected keyword argument {unknown[0]!r}")
+
+
+def check_variants(*, proj_size: int = 0, bias: bool = True, **arguments: Any) -> Variants:
+    """Validate the variant arguments (and how they combine with ``proj_size`` and ``bias``).
+
+    Takes any of :data:`NAMES` as keyword arguments (the others keep their defaults). Raises
+    ``TypeError``/``ValueError`` naming the argument, the value and what was expected.
+    ``zoneout`` is a pair ``(z_c, z_h)`` or one number for both.
+    """
+    unknown_argument("check_variants", arguments)
+    values = {v.name: v.check(v.name, arguments.get(v.name, v.default)) for v in VARIANTS}
+    cell = values["cell"]
+    for v in VARIANTS:
+        if not v.is_on(values[v.name]):
+            continue
+        if cell not in v.cells:
+            # Defined for the sigmoid-gated cell only; refusing beats silently meaning something else.
+            given = arguments.get(v.name, v.default)
+            raise ValueError(f"cell={cell!r} cannot be combined with {v.name}={given!r}: {v.refused_because}")
+        if v.needs_bias and not bias:
+            raise ValueError(f"{v.name} {v.needs_bias}, so it needs bias=True (got bias=False)")
+    if cell == "slstm" and proj_size > 0:
+        raise ValueError(f"cell='slstm' cannot be combined with proj_size={proj_size}: the sLSTM has no projection")
+    return Variants(**values)
+
+
+def variant_signature(function: Callable[..., Any]) -> inspect.Signature:
+    """``function``'s signature with its ``**variants`` replaced by one keyword-only parameter per variant."""
+    signature = inspect.signature(function)
+    kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    return signature.replace(parameters=[*kept, *(v.parameter() for v in VARIANTS)])
 
 
 def initial_state_value(name: str) -> float:
@@ -119,70 +313,6 @@ def initial_state_value(name: str) -> float:
     instead would make ``n_1 = exp(~i - max(~f, ~i))``, which underflows to 0 (and h to 0/0) when ~f >> ~i.
     """
     return float("-inf") if name == "m_0" else 0.0
-
-
-def _probability(name: str, value: Any, upper_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number (a probability), got {type(value).__name__} {value!r}")
-    p = float(value)
-    if not (0.0 <= p < 1.0 if upper_open else 0.0 <= p <= 1.0):
-        interval = "[0, 1)" if upper_open else "[0, 1]"
-        raise ValueError(f"{name} must be a probability in {interval}, got {value}")
-    return p
-
-
-def check_variants(
-    *,
-    cell: Any = "lstm",
-    peephole: Any = False,
-    layer_norm: Any = False,
-    coupled_gates: Any = False,
-    forget_bias: Any = None,
-    recurrent_dropout: Any = 0.0,
-    zoneout: Any = 0.0,
-    proj_size: int = 0,
-    bias: bool = True,
-) -> Variants:
-    """Validate the variant arguments (and how they combine with ``proj_size`` and ``bias``).
-
-    Raises ``TypeError``/``ValueError`` naming the argument, the value and what was expected.
-    ``zoneout`` is a pair ``(z_c, z_h)`` or one number for both.
-    """
-    if not isinstance(cell, str) or cell not in CELLS:
-        raise ValueError(f"cell must be one of {', '.join(map(repr, CELLS))}, got {cell!r}")
-    for name, value in (("peephole", peephole), ("layer_norm", layer_norm), ("coupled_gates", coupled_gates)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
-    if forget_bias is not None:
-        if isinstance(forget_bias, bool) or not isinstance(forget_bias, numbers.Real):
-            raise TypeError(f"forget_bias must be a number or None, got {type(forget_bias).__name__} {forget_bias!r}")
-        forget_bias = float(forget_bias)
-        if forget_bias != forget_bias or abs(forget_bias) == float("inf"):
-            raise ValueError(f"forget_bias must be a finite number, got {forget_bias}")
-        if not bias:
-            raise ValueError("forget_bias sets the forget gate's bias, so it needs bias=True (got bias=False)")
-    p = _probability("recurrent_dropout", recurrent_dropout, upper_open=True)
-    if isinstance(zoneout, (tuple, list)):
-        if len(zoneout) != 2:
-            raise ValueError(f"zoneout must be a pair (z_c, z_h) or one number, got {zoneout!r}")
-        z = (_probability("zoneout z_c", zoneout[0]), _probability("zoneout z_h", zoneout[1]))
-    else:
-        z_both = _probability("zoneout", zoneout)
-        z = (z_both, z_both)
-
-    if cell == "slstm":
-        # Each of these is defined for the sigmoid-gated cell only; refusing beats silently meaning something else.
-        refused = {
-            "peephole=True": (peephole, "the sLSTM paper's cell has no peepholes"),
-            "layer_norm=True": (layer_norm, "h = o * c / n has no tanh(c_t) to normalise; normalise the outputs"),
-            "coupled_gates=True": (coupled_gates, "i = 1 - f has no meaning for exponential gates"),
-            f"zoneout={zoneout!r}": (any(z), "zoning out c without n breaks the normaliser c / n"),
-            f"proj_size={proj_size}": (proj_size > 0, "the sLSTM has no projection"),
-        }
-        for what, (on, why) in refused.items():
-            if on:
-                raise ValueError(f"cell='slstm' cannot be combined with {what}: {why}")
-    return Variants(cell, peephole, layer_norm, coupled_gates, forget_bias, p, z)
 
 
 @dataclass(frozen=True)
@@ -239,6 +369,11 @@ def init_forget_bias(variants: Variants, bias_ih: Tensor, bias_hh: Tensor, hidde
         bias_hh[rows] = 0.0
 
 
+def init_biases(variants: Variants, bias_ih: Tensor, bias_hh: Tensor, hidden_size: int) -> None:
+    """Every initialisation the variants make, after torch.nn's (the modules' ``reset_parameters`` calls this)."""
+    init_forget_bias(variants, bias_ih, bias_hh, hidden_size)
+
+
 def recurrent_dropout_mask(p: float, batch: int, size: int, like: Tensor) -> Tensor:
     """One recurrent-dropout mask ``(batch, size)``: 0 with probability p, else ``1/(1-p)`` (like F.dropout)."""
     keep = torch.full((batch, size), 1.0 - p, device=like.device, dtype=like.dtype)
@@ -276,13 +411,21 @@ def draw_masks(spec: RNNSpec, steps: int, batch: int, like: Tensor, training: bo
 
 __all__ = [
     "CELLS",
+    "NAMES",
+    "REGISTRY",
+    "VARIANTS",
     "ExtraParameter",
+    "Variant",
     "Variants",
+    "active",
     "check_variants",
     "draw_masks",
     "extra_parameters",
+    "init_biases",
     "init_forget_bias",
     "initial_state_value",
     "recurrent_dropout_mask",
+    "variant",
+    "variant_signature",
     "zoneout_mask",
 ]

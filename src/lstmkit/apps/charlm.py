@@ -64,9 +64,7 @@ PREPROCESS = ("none", "d2l")
 STDLIB_CAP = 4_000_000  # characters: about 150 of the standard library's modules, 10 CPU minutes of reading
 
 
-class TextError(ValueError):
-    """A text that cannot be used: empty, binary, not UTF-8, too short, or with characters a model never saw."""
-
+from ..errors import TextError  # noqa: E402 (its home is errors.py; importable from here too)
 
 # ---------------------------------------------------------------------------------------------------------
 # Texts

@@ -79,9 +79,7 @@ __all__ = [
 KIND = "forecast"  # the checkpoint's kind: another kind of model's checkpoint is refused
 
 
-class ForecastError(ValueError):
-    """Bad input to the forecaster: a CSV it cannot use, a series too short, an argument out of range."""
-
+from ..errors import ForecastError  # noqa: E402 (its home is errors.py; importable from here too)
 
 # ---------------------------------------------------------------------------------------------------------
 # Configuration

@@ -32,14 +32,13 @@ from .. import engines
 from ..fileio import atomic_write
 from ..modules import GRU, LSTM, RNN
 from ..tasks import TASKS, LongRangeTask, make_task
+from ..variants import NAMES
 
 MODELS: tuple[str, ...] = ("lstm", "gru", "rnn")
 
-# The lstmkit.LSTM variant arguments a run may switch on (those this version of lstmkit.LSTM takes); others,
+# The lstmkit.LSTM variant arguments a run may switch on: every declared variant (lstmkit.variants); others,
 # like return_gates, change what the module returns and are not for this lab.
-VARIANT_NAMES: tuple[str, ...] = (
-    "peephole", "layer_norm", "coupled_gates", "forget_bias", "recurrent_dropout", "zoneout", "cell",
-)
+VARIANT_NAMES: tuple[str, ...] = NAMES
 
 
 def lstm_variant_options() -> dict[str, inspect.Parameter]:

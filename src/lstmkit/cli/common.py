@@ -1,4 +1,5 @@
-"""What every command shares: turning the user's mistakes into one line on stderr and exit status 2."""
+"""What every command shares: turning the user's mistakes into one line on stderr and exit status 2, the
+argparse types (``ranged``, ``device``) and the variant flags derived from their declarations."""
 
 from __future__ import annotations
 
@@ -10,19 +11,13 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from ..apps.charlm import TextError
-from ..checkpoint import CheckpointError
-from ..errors import InputError
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line on stderr, exit status 2."""
-
+from ..errors import CheckpointError, ForecastError, InputError, TextError, UsageError
+from ..variants import VARIANTS, Variant
 
 # Errors that mean the user's input was bad, not that lstmkit has a bug.
 USER_ERRORS: tuple[type[BaseException], ...] = (UsageError, InputError, FileNotFoundError, IsADirectoryError,
                                                  NotADirectoryError, PermissionError, UnicodeDecodeError,
-                                                 TextError, CheckpointError)
+                                                 TextError, CheckpointError, ForecastError)
 
 
 def report_error(command: str, error: BaseException) -> int:
@@ -74,11 +69,56 @@ def ranged(kind: type, low: float | None = None, high: float | None = None, *, i
     return parse
 
 
-def device(text: str) -> Any:
-    """An argparse ``type`` for ``--device``: the torch device, checked to exist here (see train.resolve_device)."""
+def device(text: str) -> str:
+    """The argparse ``type`` of every command's ``--device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, checked
+    to exist on this machine (:func:`lstmkit.train.resolve_device`) and returned as given, so that a run's
+    config keeps ``auto``; a command resolves it with ``resolve_device`` where it needs a ``torch.device``."""
     from ..train import resolve_device
 
     try:
-        return resolve_device(text)
+        resolve_device(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def _declared(v: Variant) -> Callable[[str], Any]:
+    """An argparse ``type`` for a variant's flag: its ``cli_type``, then the declaration's own check."""
+
+    def parse(text: str) -> Any:
+        assert v.cli_type is not None
+        try:
+            value = v.cli_type(text)
+            v.check(v.name, value)
+        except (TypeError, ValueError) as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return value
+
+    return parse
+
+
+def add_variant_arguments(parser: argparse.ArgumentParser, title: str = "LSTM variants (lstmkit.variants)", *,
+                          dest_prefix: str = "", skip: tuple[str, ...] = ()) -> None:
+    """One flag per declared variant (``lstmkit.variants.VARIANTS``), in a group of its own.
+
+    A switch is ``--peephole``/``--no-peephole``, a value ``--zoneout X`` or ``--cell {lstm,slstm}``, checked as
+    the declaration checks it. A flag not given leaves no attribute, so defaults stay where they are declared;
+    read the given ones with :func:`variant_kwargs`. ``skip``: variants a command sets with flags of its own.
+    """
+    group = parser.add_argument_group(title)
+    for v in VARIANTS:
+        if v.name in skip:
+            continue
+        common: dict[str, Any] = {"dest": dest_prefix + v.name, "default": argparse.SUPPRESS, "help": v.help}
+        if v.cli_type is None:
+            group.add_argument(v.flag, action=argparse.BooleanOptionalAction, **common)
+        elif v.choices is not None:
+            group.add_argument(v.flag, choices=list(v.choices), **common)
+        else:
+            group.add_argument(v.flag, type=_declared(v), metavar="X", **common)
+
+
+def variant_kwargs(namespace: argparse.Namespace, dest_prefix: str = "") -> dict[str, Any]:
+    """The variant flags given on the command line, as ``lstmkit.LSTM`` keyword arguments."""
+    return {v.name: getattr(namespace, dest_prefix + v.name) for v in VARIANTS
+            if hasattr(namespace, dest_prefix + v.name)}

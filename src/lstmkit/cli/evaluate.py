@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from ..apps import charlm
+from ..train import resolve_device
 from .common import device
 
 
@@ -25,7 +26,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    model, vocab, run_config = charlm.load_model(args.checkpoint, device=args.device)
+    model, vocab, run_config = charlm.load_model(args.checkpoint, device=resolve_device(args.device))
     text = charlm.read_texts(args.text) if args.text else charlm.load_corpus(args.corpus)
     scores = charlm.evaluate(model, vocab, text, run_config.data.preprocess)
     if args.json:

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from ..apps import charlm
+from ..train import resolve_device
 from .common import device, ranged
 
 
@@ -28,7 +29,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    model, vocab, run_config = charlm.load_model(args.checkpoint, device=args.device)
+    model, vocab, run_config = charlm.load_model(args.checkpoint, device=resolve_device(args.device))
     prompt = charlm.preprocess(args.prompt, run_config.data.preprocess, strip=False)
     stream = charlm.generate(model, vocab, prompt, args.length, temperature=args.temperature, top_k=args.top_k,
                              seed=args.seed)

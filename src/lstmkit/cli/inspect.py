@@ -36,8 +36,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..apps.gate_viewer import inspect_charlm
     from ..checkpoint import CheckpointError
-    from ..viz import inspect_charlm
 
     text = Path(args.text_file).read_text(encoding="utf-8") if args.text_file else args.text
     if not text:

@@ -4,7 +4,6 @@ remembers; see :mod:`lstmkit.apps.longrange` and docs/longrange.md."""
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 from typing import Any
@@ -12,7 +11,8 @@ from typing import Any
 from .. import engines
 from ..apps import longrange
 from ..tasks import TASKS
-from .common import UsageError, ranged
+from ..train import resolve_device
+from .common import UsageError, add_variant_arguments, device, ranged, variant_kwargs
 
 _positive_int = ranged(int, 1)
 _count = ranged(int, 0)
@@ -35,30 +35,6 @@ def _model(text: str) -> str:
     if text not in longrange.MODELS:
         raise argparse.ArgumentTypeError(f"expected one of {', '.join(longrange.MODELS)}, got {text!r}")
     return text
-
-
-def _add_variant_flags(parser: argparse.ArgumentParser) -> list[str]:
-    """One flag per variant argument lstmkit.LSTM has, typed by its default; returns their names."""
-    group = parser.add_argument_group("LSTM variants (lstmkit.LSTM arguments; --model lstm only)")
-    names = []
-    for name, p in longrange.lstm_variant_options().items():
-        if name == "forget_bias":
-            continue  # --forget-bias below sets it, for the LSTM, with this lab's default of 1
-        flag = "--" + name.replace("_", "-")
-        default = p.default
-        if isinstance(default, bool):
-            group.add_argument(flag, dest=f"variant_{name}", action=argparse.BooleanOptionalAction, default=None,
-                               help=f"lstmkit.LSTM({name}=...); default {default}")
-        elif isinstance(default, (int, float)):
-            group.add_argument(flag, dest=f"variant_{name}", type=type(default) if default is not None else float,
-                               default=None, metavar="X", help=f"lstmkit.LSTM({name}=X); default {default}")
-        elif isinstance(default, str) or default is None or default is inspect.Parameter.empty:
-            group.add_argument(flag, dest=f"variant_{name}", default=None, metavar="NAME",
-                               help=f"lstmkit.LSTM({name}=NAME); default {default!r}")
-        else:
-            continue
-        names.append(name)
-    return names
 
 
 def register(subparsers: Any) -> None:
@@ -92,7 +68,7 @@ def register(subparsers: Any) -> None:
                         help="train all --steps even after the task is solved")
     parser.add_argument("--engine", choices=list(engines.ENGINE_CHOICES), default="auto",
                         help="lstmkit engine (default auto: torch's fused kernel when it can run the model)")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--device", type=device, default="cpu", help="auto, cpu, cuda, cuda:N (default cpu)")
     parser.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                         help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", action="store_true",
@@ -106,12 +82,14 @@ def register(subparsers: Any) -> None:
                        help="models to sweep (default rnn,gru,lstm)")
     sweep.add_argument("--table", metavar="MD", default=None, help="write the markdown table here too")
     sweep.add_argument("--plot", metavar="PNG", default=None, help="write the plot of metric against length here")
-    parser.set_defaults(func=run, variant_names=_add_variant_flags(parser))
+    # --forget-bias above sets the forget-gate bias, for the LSTM, with this lab's default of 1.
+    add_variant_arguments(parser, "LSTM variants (lstmkit.LSTM arguments; --model lstm only)",
+                          dest_prefix="variant_", skip=("forget_bias",))
+    parser.set_defaults(func=run)
 
 
 def _config(args: argparse.Namespace, model: str) -> longrange.LongRangeConfig:
-    variants = {name: getattr(args, f"variant_{name}") for name in args.variant_names
-                if getattr(args, f"variant_{name}") is not None}
+    variants = variant_kwargs(args, "variant_")
     if variants and model != "lstm" and args.action is None:
         flags = ", ".join("--" + name.replace("_", "-") for name in variants)
         raise UsageError(f"{flags}: LSTM variant flags need --model lstm, got --model {model}")
@@ -120,7 +98,7 @@ def _config(args: argparse.Namespace, model: str) -> longrange.LongRangeConfig:
             task=args.task, length=args.length, model=model, hidden_size=args.hidden_size,
             num_layers=args.num_layers, lr=args.lr, batch_size=args.batch_size, clip=args.clip,
             forget_bias=args.forget_bias, steps=args.steps, eval_every=args.eval_every, seed=args.seed,
-            engine=args.engine, device=args.device, stop_when_solved=not args.keep_training,
+            engine=args.engine, device=str(resolve_device(args.device)), stop_when_solved=not args.keep_training,
             variants=variants if model == "lstm" else {},
         )
     except (TypeError, ValueError) as error:
@@ -142,13 +120,9 @@ def run(args: argparse.Namespace) -> int:
         for flag in ("lengths", "models", "table", "plot"):
             if getattr(args, flag) is not None:
                 raise UsageError(f"--{flag} is for 'lstmkit longrange sweep'")
-    import torch
-
-    try:
-        torch.empty(0, device=args.device)
-    except (RuntimeError, AssertionError) as error:  # torch asserts when it was built without that backend
-        raise UsageError(f"--device {args.device}: not usable here ({error})") from None
     if args.threads:
+        import torch
+
         torch.set_num_threads(args.threads)
     progress = not args.json and sys.stderr.isatty()
     config = _config(args, args.model)

@@ -19,13 +19,13 @@ def _size(n: int) -> str:
 
 def register(subparsers: Any) -> None:
     from ..engines import ENGINE_CHOICES
-    from ..inspect import DTYPES
+    from ..memory import DTYPES
 
     parser = subparsers.add_parser(
         "memory", help="estimate the memory of an LSTM and a batch, for inference or a training step",
         description="Estimate the bytes an lstmkit.LSTM of these sizes needs for one batch on the CPU: parameters "
                     "(with the 4*h*(h+x) terms), gradients and AdamW's moments (with --train), the activations "
-                    "the engine saves for backward, and the peak (see lstmkit.inspect.memory_estimate).")
+                    "the engine saves for backward, and the peak (see lstmkit.memory.memory_estimate).")
     add_size_flags(parser, batch=True)
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="parameter dtype (float32)")
     parser.add_argument("--train", action="store_true", help="a training step (forward, backward, AdamW.step)")
@@ -35,7 +35,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inspect import memory_estimate
+    from ..memory import memory_estimate
 
     check_sizes(args)
     estimate = memory_estimate(

@@ -41,8 +41,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inspect import parameter_table
-    from ..params import parameter_count
+    from ..params import parameter_count, parameter_table
 
     check_sizes(args)
     sizes = (args.input_size, args.hidden_size, args.num_layers, args.bidirectional, args.proj_size, not args.no_bias)

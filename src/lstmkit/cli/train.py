@@ -15,17 +15,13 @@ from ..apps import charlm
 from ..checkpoint import LAST, load_checkpoint
 from ..engines import ENGINE_CHOICES
 from ..train import OPTIMIZERS, SCHEDULES, TrainConfig, resolve_device
-from ..variants import CELLS
-from .common import UsageError, ranged
-
-# Flags that set a config field: flag -> (section, field, type, help). Every default lives in the dataclasses.
-FIELDS: dict[str, tuple[str, str, Any, str]] = {}
-
+from ..variants import NAMES as variant_names
+from .common import UsageError, add_variant_arguments, device, ranged
 
 
 def _field(group: argparse._ArgumentGroup, flag: str, section: str, name: str, kind: Any, help: str,
            **kwargs: Any) -> None:
-    FIELDS[flag] = (section, name, kind, help)
+    """A flag that sets the config field ``section.name``; every default lives in the dataclasses."""
     if "choices" not in kwargs:
         kwargs["metavar"] = name.upper()
     group.add_argument(flag, dest=f"{section}.{name}", type=kind, default=argparse.SUPPRESS, help=help, **kwargs)
@@ -67,16 +63,9 @@ def register(subparsers: Any) -> None:
     g.add_argument("--no-bias", dest="model.bias", action="store_false", default=argparse.SUPPRESS,
                    help="LSTM without biases")
     _field(g, "--engine", "model", "engine", str, "lstmkit engine (auto)", choices=list(ENGINE_CHOICES))
-    g = p.add_argument_group("LSTM variants (lstmkit.variants)")
-    _field(g, "--cell", "model", "cell", str, "lstm, or slstm (xLSTM's sLSTM)", choices=list(CELLS))
-    for flag, name, help in (("--peephole", "peephole", "peephole connections (Gers & Schmidhuber 2000)"),
-                             ("--layer-norm", "layer_norm", "layer-normalised LSTM (Ba et al. 2016)"),
-                             ("--coupled-gates", "coupled_gates", "CIFG: i = 1 - f (Greff et al. 2017)")):
-        g.add_argument(flag, dest=f"model.{name}", action="store_true", default=argparse.SUPPRESS, help=help)
-    _field(g, "--forget-bias", "model", "forget_bias", float, "initial forget-gate bias (Jozefowicz et al. 2015)")
-    _field(g, "--recurrent-dropout", "model", "recurrent_dropout", ranged(float, 0, 1),
-           "dropout on h_{t-1}, one mask per sequence (Gal & Ghahramani 2016)")
-    _field(g, "--zoneout", "model", "zoneout", ranged(float, 0, 1), "zoneout rate (Krueger et al. 2016)")
+    # The variants the char model's config holds (all of them today; one it lacks gets no flag rather than a crash).
+    model_fields = {f.name for f in dataclasses.fields(charlm.CharLMConfig)}
+    add_variant_arguments(p, dest_prefix="model.", skip=tuple(n for n in variant_names if n not in model_fields))
 
     g = p.add_argument_group("training")
     _field(g, "--seq-len", "train", "seq_len", ranged(int, 1), "BPTT steps per batch (100)")
@@ -97,7 +86,7 @@ def register(subparsers: Any) -> None:
     _field(g, "--patience", "train", "patience", ranged(int, 0), "early stopping: evaluations without "
            "improvement, 0 for never (10)")
     _field(g, "--seed", "train", "seed", int, "seed: same seed, same run on CPU (0)")
-    _field(g, "--device", "train", "device", str, "auto, cpu, cuda, cuda:N (auto)")
+    _field(g, "--device", "train", "device", device, "auto, cpu, cuda, cuda:N (auto)")
     p.set_defaults(func=run)
 
 
@@ -122,7 +111,6 @@ def build_run(args: argparse.Namespace) -> charlm.RunConfig:
         for section in sections:
             changes = {name: value for (sec, name), value in given.items() if sec == section}
             sections[section] = dataclasses.replace(sections[section], **changes)  # type: ignore[type-var]
-        resolve_device(sections["train"].device)  # type: ignore[attr-defined]
     except ValueError as error:
         raise UsageError(str(error)) from None
     return charlm.RunConfig(model=sections["model"], data=sections["data"], train=sections["train"])  # type: ignore[arg-type]
@@ -145,7 +133,7 @@ def resumed_run(args: argparse.Namespace, out: Path) -> charlm.RunConfig:
     changes = {name: value for (section, name), value in given.items() if section == "train"}
     try:
         train = dataclasses.replace(saved.train, **changes)
-        resolve_device(train.device)
+        resolve_device(train.device)  # --device was checked by its type; the saved device may not exist here
     except ValueError as error:
         raise UsageError(str(error)) from None
     return dataclasses.replace(saved, train=train)

@@ -1,7 +1,9 @@
 """The engines: interchangeable ways of computing the same recurrent stack.
 
 ``reference`` is the equations (the oracle), ``native`` is PyTorch's own fused kernel, ``fused`` is lstmkit's
-compiled time loop with a hand-written backward (C++, built on first use). ``auto`` takes the first
+compiled time loop with a hand-written backward (C++, built on first use). Each implements the ``Engine``
+protocol of ``base.py`` (``unsupported``, ``forward``, ``forward_with_gates``); which variants an engine runs
+is declared with each variant (``lstmkit.variants``). ``auto`` takes the first
 engine in :data:`AUTO_ORDER` that can run the configuration: the fastest first, as measured in
 ``docs/benchmarks.md``.
 """
@@ -30,7 +32,7 @@ def select(requested: str, spec: RNNSpec, device: torch.device, dtype: torch.dty
     """
     if requested == "auto":
         for name in AUTO_ORDER:
-            if name in ENGINES and ENGINES[name].unsupported(spec, device, dtype) is None:
+            if ENGINES[name].unsupported(spec, device, dtype) is None:
                 return ENGINES[name]
         return REFERENCE
     if requested not in ENGINES:

@@ -13,6 +13,9 @@ canonical form (style: "validate at the boundary, compute inside"):
   original batch order).
 
 An engine returns ``(output, final_states)`` with ``output`` of shape ``(T, B, num_directions * output_size)``.
+Every engine can also record the LSTM's gates (``forward_with_gates``, returning a ``gates.GateRecord`` too):
+its own, or, when its kernel keeps them inside (``native``, ``fused``), the reference equations' on the same
+weights, which then give the output as well.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from ..variants import active
+from .gates import GateRecord
 
 LayerWeights = dict[str, Tensor]
 States = tuple[Tensor, ...]
@@ -55,13 +61,7 @@ class RNNSpec:
     @property
     def variants(self) -> tuple[str, ...]:
         """The variants switched on, as ``"name=value"`` strings (empty for torch.nn's LSTM, GRU and RNN)."""
-        on = [f"cell={self.cell!r}"] if self.cell != "lstm" else []
-        on += [f"{name}=True" for name in ("peephole", "layer_norm", "coupled_gates") if getattr(self, name)]
-        if self.recurrent_dropout > 0:
-            on.append(f"recurrent_dropout={self.recurrent_dropout}")
-        if any(z > 0 for z in self.zoneout):
-            on.append(f"zoneout={self.zoneout}")
-        return tuple(on)
+        return tuple(f"{v.name}={getattr(self, v.name)!r}" for v in active(self))
 
     @property
     def num_states(self) -> int:
@@ -106,6 +106,22 @@ class Engine(Protocol):
         lengths: Tensor | None,
         training: bool,
     ) -> tuple[Tensor, States]: ...
+
+    def forward_with_gates(
+        self,
+        spec: RNNSpec,
+        x: Tensor,
+        hx: States,
+        weights: Sequence[LayerWeights],
+        lengths: Tensor | None,
+        training: bool,
+    ) -> tuple[Tensor, States, GateRecord]:
+        """``forward`` that also records every step's gates and states (LSTM stacks only; ValueError otherwise).
+
+        The record's ``engine`` says whose computation the values are: an engine that cannot expose its
+        kernel's gates runs the reference equations on the same weights and returns their output and states.
+        """
+        ...
 
 
 def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:

@@ -48,7 +48,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import variants
+from . import reference
 from .base import LayerWeights, RNNSpec, States, reverse_padded
+from .gates import GateRecord
 from .reference import LAYER_NORM_EPS, layer_norm
 
 _CSRC = Path(__file__).with_name("csrc") / "fused_lstm.cpp"
@@ -631,14 +634,23 @@ class FusedEngine:
             return f"the fused engine's kernel is CPU code; the weights are on {device}"
         if dtype not in (torch.float32, torch.float64):
             return f"the fused engine runs float32 and float64, not {dtype}"
-        runs = ("recurrent_dropout=", "peephole=", "coupled_gates=", "zoneout=", "layer_norm=", "cell=")
-        others = [v for v in spec.variants if not v.startswith(runs)]
+        others = [v.name for v in variants.active(spec) if self.name not in v.engines]
         if others:
-            return (
-                "the fused engine runs the LSTM with peephole, layer_norm, coupled_gates, recurrent_dropout, zoneout, "
-                f"forget_bias (an initialisation) and cell='slstm', not {', '.join(others)}; use engine='reference'"
-            )
+            runs = ", ".join(v.name for v in variants.VARIANTS if self.name in v.engines or v.init_only)
+            return f"the fused engine runs the LSTM with {runs}, not {', '.join(others)}; use engine='reference'"
         return None
+
+    def forward_with_gates(
+        self,
+        spec: RNNSpec,
+        x: Tensor,
+        hx: States,
+        weights: Sequence[LayerWeights],
+        lengths: Tensor | None,
+        training: bool,
+    ) -> tuple[Tensor, States, GateRecord]:
+        """The kernel keeps its gates inside: recorded by the reference equations on the same weights."""
+        return reference.ENGINE.forward_with_gates(spec, x, hx, weights, lengths, training)
 
     def forward(
         self,

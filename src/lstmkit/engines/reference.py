@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import LayerWeights, RNNSpec, States, run_stack
+from .base import LayerWeights, RNNSpec, States, reverse_padded, run_stack
+from .gates import GATE_NAMES, GateRecord
 
 # A step takes the input projection of one time step, x_proj = W_i* x_t + b_i*  (B, gates * H),
 # the state before the step and the weights, and returns the state after it (h first).
@@ -201,10 +202,6 @@ STEPS: dict[str, Step] = {
     "RNN_RELU": rnn_relu_step,
 }
 
-# The steps that can expose their gates, by mode.
-GATED_STEPS: dict[str, GatedStep] = {"LSTM": lstm_gated_step}
-
-
 # Masks with one row per step (variants.draw_masks); the step sees row t at step t.
 PER_STEP_KEYS = ("zoneout_mask_c", "zoneout_mask_h")
 
@@ -263,6 +260,47 @@ class ReferenceEngine:
             return run_layer(step, inp, state, w, n, project)
 
         return run_stack(layer_fn, spec, x, hx, weights, lengths, training)
+
+    def forward_with_gates(
+        self,
+        spec: RNNSpec,
+        x: Tensor,
+        hx: States,
+        weights: Sequence[LayerWeights],
+        lengths: Tensor | None,
+        training: bool,
+    ) -> tuple[Tensor, States, GateRecord]:
+        """``forward`` with a tap on each step: the same step function (``gated_step_for``, variants included)
+        and input projection, keeping every step's gates and states. For CIFG the recorded ``i`` is ``1 - f``;
+        for the sLSTM, ``i`` and ``f`` are the stabilised exponential gates and ``c`` the stabilised cell state.
+        """
+        if spec.mode != "LSTM":
+            raise ValueError(f"gates are recorded for the LSTM only, got a {spec.mode} stack")
+        gated_step = gated_step_for(spec)
+        project = partial(input_projection, layer_norm_on=spec.layer_norm)
+        traces: list[dict[str, Tensor]] = []
+
+        def layer_fn(inp: Tensor, state: States, w: LayerWeights, n: Tensor | None) -> tuple[Tensor, States]:
+            tape: list[dict[str, Tensor]] = []
+
+            def step(x_proj: Tensor, st: States, w: LayerWeights) -> States:
+                new, gates = gated_step(x_proj, st, w)
+                tape.append({**gates, "h": new[0], "c": new[1]})
+                return new
+
+            out, final = run_layer(step, inp, state, w, n, project)
+            direction = len(traces) % spec.num_directions
+            trace = {}
+            for name in GATE_NAMES:
+                values = torch.stack([entry[name] for entry in tape])  # (T, B, size)
+                # run_stack feeds the backward direction its input reversed in time: put the record back in order.
+                trace[name] = reverse_padded(values, n) if direction == 1 else values
+            traces.append(trace)
+            return out, final
+
+        out, final = run_stack(layer_fn, spec, x, hx, weights, lengths, training)
+        gates = {name: torch.stack([t[name] for t in traces]) for name in GATE_NAMES}  # (L*D, T, B, size)
+        return out, final, GateRecord.from_stack(gates, spec.num_layers, spec.num_directions, lengths, self.name)
 
 
 ENGINE = ReferenceEngine()

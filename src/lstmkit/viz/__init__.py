@@ -1,16 +1,16 @@
 """Pictures of what an LSTM does: PNG heatmaps (matplotlib, Agg) and a self-contained HTML gate viewer.
 
-Applications of :mod:`lstmkit.inspect`; the library itself (``lstmkit.LSTM``) knows nothing of plotting.
+Applications of :mod:`lstmkit.inspect`; the library itself (``lstmkit.LSTM``) knows nothing of plotting, and
+this package nothing of checkpoints or text (``lstmkit.apps.gate_viewer`` joins it to the character model).
 """
 
 from .heatmaps import plot_gate_heatmaps, plot_saturation, plot_text_cells
 from .page import page_data, render_page, write_page
-from .report import SCORE_DEFINITION, Inspection, inspect_charlm, inspect_sequence, record_charlm
+from .report import SCORE_DEFINITION, Inspection, inspect_sequence, record_charlm
 
 __all__ = [
     "SCORE_DEFINITION",
     "Inspection",
-    "inspect_charlm",
     "inspect_sequence",
     "page_data",
     "plot_gate_heatmaps",

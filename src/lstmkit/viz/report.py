@@ -27,7 +27,7 @@ from ..inspect import GateRecord, cell_scores, record, saturation
 from .heatmaps import plot_gate_heatmaps, plot_saturation, plot_text_cells
 from .page import page_data, write_page
 
-__all__ = ["SCORE_DEFINITION", "Inspection", "inspect_charlm", "inspect_sequence", "record_charlm"]
+__all__ = ["SCORE_DEFINITION", "Inspection", "inspect_sequence", "record_charlm"]
 
 SCORE_DEFINITION = "std(tanh c) * max(0, lag-1 autocorrelation of tanh c) over the text, in [0, 1]"
 # The page holds every gate and state of every cell at every character as JSON text; past about 3 million
@@ -138,20 +138,3 @@ def record_charlm(model: Any, ids: torch.Tensor) -> GateRecord:
         else:
             x = F.one_hot(ids.to(weight.device), model.config.vocab_size).to(weight.dtype)  # (T, V)
         return record(model.lstm, x.unsqueeze(1))  # (T, 1, E): one sequence
-
-
-def inspect_charlm(checkpoint: str | Path, text: str, out: str | Path, **options: Any) -> Inspection:
-    """Load a ``lstmkit train`` checkpoint, run it over ``text`` and write everything :func:`inspect_sequence` does.
-
-    The text is preprocessed as the model's training text was; characters the model never saw raise
-    ``ValueError`` naming them.
-    """
-    from ..apps.charlm import load_model, preprocess
-
-    model, vocab, run = load_model(checkpoint)
-    text = preprocess(text, run.data.preprocess)
-    if not text:
-        raise ValueError("text is empty (after the model's preprocessing)")
-    gates = record_charlm(model, vocab.encode(text))
-    options.setdefault("title", f"lstmkit gate viewer: {Path(checkpoint).name}")
-    return inspect_sequence(gates, list(text), out, **options)
