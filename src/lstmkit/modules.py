@@ -29,6 +29,7 @@ from .variants import (
     Variants,
     check_variants,
     draw_masks,
+    drop_recurrent_weights,
     extra_parameters,
     init_extra_parameter,
     init_forget_bias,
@@ -447,6 +448,8 @@ class _RNNBase(nn.Module):
             # The random masks are drawn here, once, so that every engine computes with the same ones.
             masks = draw_masks(spec, x.size(0), batch, x, self.training)
             weights = [{**w, **m} for w, m in zip(weights, masks, strict=True)]
+        if self.training and self.variants.weight_drop > 0:
+            weights = drop_recurrent_weights(weights, self.variants.weight_drop)
         gates: GateRecord | None = None
         if with_gates:
             out, final, gates = record_forward(engine, spec, x, states, weights, lengths, self.training)
@@ -502,7 +505,9 @@ class LSTM(_RNNBase):
     i = 1 - f), ``forget_bias`` (initial b_f, Jozefowicz et al. 2015; None keeps torch.nn's init),
     ``recurrent_dropout`` (p, Gal & Ghahramani 2016), ``zoneout`` ((z_c, z_h) or one number, Krueger et al.
     2016) and ``cell="slstm"`` (xLSTM's sLSTM, Beck et al. 2024), whose states are ``(h, c, n, m)``:
-    ``output, (h_n, c_n, n_n, m_n) = lstm(x, (h_0, c_0, n_0, m_0))``. Dropout-like variants are off in eval().
+    ``output, (h_n, c_n, n_n, m_n) = lstm(x, (h_0, c_0, n_0, m_0))``; ``weight_drop`` (p, AWD-LSTM's DropConnect
+    on ``W_hh``, Merity et al. 2018: one mask per forward call, the parameters keep torch.nn's names, every engine).
+    Dropout-like variants are off in eval().
     """
 
     def __init__(
@@ -527,10 +532,11 @@ class LSTM(_RNNBase):
         recurrent_dropout: float = 0.0,
         zoneout: float | tuple[float, float] = 0.0,
         cell: str = "lstm",
+        weight_drop: float = 0.0,
     ) -> None:
         variants = check_variants(
             cell=cell, peephole=peephole, layer_norm=layer_norm, coupled_gates=coupled_gates,
-            forget_bias=forget_bias, recurrent_dropout=recurrent_dropout, zoneout=zoneout,
+            forget_bias=forget_bias, recurrent_dropout=recurrent_dropout, zoneout=zoneout, weight_drop=weight_drop,
             proj_size=_check_size("proj_size", proj_size, minimum=0), bias=_check_bool("bias", bias),
         )
         super().__init__(

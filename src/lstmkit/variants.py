@@ -24,6 +24,11 @@ argument           what changes (``~`` marks a pre-activation, ``*`` is elementw
                    probability z): ``c_t = d_c*c_{t-1} + (1-d_c)*c~_t``, ``h_t = d_h*h_{t-1} + (1-d_h)*h~_t``,
                    where ``c~_t = f*c_{t-1} + i*g`` and ``h~_t = o*tanh(c~_t)`` are the plain step's values (the
                    paper's eq.: h~ uses c~, not the zoned-out c). In eval() d is its expectation z.
+``weight_drop``    Merity et al. 2018 (AWD-LSTM), DropConnect (Wan et al. 2013) on the recurrent weights: in
+                   training, ``W_hh`` is multiplied by ONE mask per forward call and layer and direction
+                   (Bernoulli(1-p)/(1-p), the shape of ``W_hh``), the same at every step. Off in eval(). The
+                   parameter stays ``weight_hh_l{k}`` (no ``_raw`` copy): the module masks it on the way to
+                   the engine, so every engine runs it and autograd carries the mask into ``dW_hh``.
 ``cell="slstm"``   Beck et al. 2024 (xLSTM), sLSTM eqs. 8-17, exponential input AND forget gates, one head:
                    rows ``[i, f, z, o]`` like the LSTM's ``[i, f, g, o]``, and two more states:
                    ``m_t = max(~f + m_{t-1}, ~i)`` (stabiliser), ``i' = exp(~i - m_t)``,
@@ -81,6 +86,7 @@ class Variants:
     forget_bias: float | None = None  # initial b_f; None keeps torch.nn's uniform init
     recurrent_dropout: float = 0.0  # p in [0, 1)
     zoneout: tuple[float, float] = (0.0, 0.0)  # (z_c, z_h), each in [0, 1]
+    weight_drop: float = 0.0  # p in [0, 1): DropConnect on W_hh, one mask per forward call (AWD-LSTM)
 
     @property
     def gates(self) -> int:
@@ -109,6 +115,8 @@ class Variants:
             parts.append(f"recurrent_dropout={self.recurrent_dropout}")
         if any(self.zoneout):
             parts.append(f"zoneout={self.zoneout}")
+        if self.weight_drop:
+            parts.append(f"weight_drop={self.weight_drop}")
         return ", ".join(parts)
 
 
@@ -140,6 +148,7 @@ def check_variants(
     forget_bias: Any = None,
     recurrent_dropout: Any = 0.0,
     zoneout: Any = 0.0,
+    weight_drop: Any = 0.0,
     proj_size: int = 0,
     bias: bool = True,
 ) -> Variants:
@@ -169,6 +178,7 @@ def check_variants(
     else:
         z_both = _probability("zoneout", zoneout)
         z = (z_both, z_both)
+    wd = _probability("weight_drop", weight_drop, upper_open=True)
 
     if cell == "slstm":
         # Each of these is defined for the sigmoid-gated cell only; refusing beats silently meaning something else.
@@ -182,7 +192,7 @@ def check_variants(
         for what, (on, why) in refused.items():
             if on:
                 raise ValueError(f"cell='slstm' cannot be combined with {what}: {why}")
-    return Variants(cell, peephole, layer_norm, coupled_gates, forget_bias, p, z)
+    return Variants(cell, peephole, layer_norm, coupled_gates, forget_bias, p, z, wd)
 
 
 @dataclass(frozen=True)
@@ -245,6 +255,12 @@ def recurrent_dropout_mask(p: float, batch: int, size: int, like: Tensor) -> Ten
     return torch.bernoulli(keep) / (1.0 - p)
 
 
+def drop_recurrent_weights(weights: list[LayerWeights], p: float) -> list[LayerWeights]:
+    """Weight drop: each layer's and direction's ``weight_hh`` times one fresh DropConnect mask (F.dropout's
+    Bernoulli(1-p)/(1-p)), in training. The engines then see a plain recurrent weight, the same at every step."""
+    return [{**w, "weight_hh": torch.nn.functional.dropout(w["weight_hh"], p, training=True)} for w in weights]
+
+
 def zoneout_mask(z: float, shape: tuple[int, ...], like: Tensor, training: bool) -> Tensor:
     """Zoneout's d: 1 (keep the old value) with probability z in training; the expectation z in eval."""
     if not training:
@@ -280,6 +296,7 @@ __all__ = [
     "Variants",
     "check_variants",
     "draw_masks",
+    "drop_recurrent_weights",
     "extra_parameters",
     "init_forget_bias",
     "initial_state_value",

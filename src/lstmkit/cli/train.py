@@ -77,6 +77,8 @@ def register(subparsers: Any) -> None:
     _field(g, "--recurrent-dropout", "model", "recurrent_dropout", ranged(float, 0, 1),
            "dropout on h_{t-1}, one mask per sequence (Gal & Ghahramani 2016)")
     _field(g, "--zoneout", "model", "zoneout", ranged(float, 0, 1), "zoneout rate (Krueger et al. 2016)")
+    _field(g, "--weight-drop", "model", "weight_drop", ranged(float, 0, 1),
+           "DropConnect on W_hh, one mask per batch (AWD-LSTM, Merity et al. 2018)")
 
     g = p.add_argument_group("training")
     _field(g, "--seq-len", "train", "seq_len", ranged(int, 1), "BPTT steps per batch (100)")
