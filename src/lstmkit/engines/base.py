@@ -134,11 +134,15 @@ def run_stack(
     weights: Sequence[LayerWeights],
     lengths: Tensor | None,
     training: bool,
+    *,
+    layer_reverses: bool = False,
 ) -> tuple[Tensor, States]:
     """Drive ``layer_fn`` (one layer, one direction, forward in time) over layers and directions.
 
-    The backward direction runs the same function on the time-reversed input; each layer's outputs of both
-    directions are concatenated and, in training, go through dropout before the next layer (torch.nn's rule).
+    The backward direction runs the same function on the time-reversed input (or, with ``layer_reverses``, on the
+    input as it is with ``reverse=True``, for a kernel that walks time backwards itself without the two copies);
+    each layer's outputs of both directions are concatenated and, in training, go through dropout before the next
+    layer (torch.nn's rule).
     """
     D = spec.num_directions
     finals: list[list[Tensor]] = [[] for _ in hx]
@@ -148,7 +152,9 @@ def run_stack(
         for direction in range(D):
             k = layer * D + direction
             state = tuple(s[k] for s in hx)
-            if direction == 1:
+            if direction == 1 and layer_reverses:
+                out, state = layer_fn(layer_input, state, weights[k], lengths, reverse=True)  # type: ignore[call-arg]
+            elif direction == 1:
                 out, state = layer_fn(reverse_padded(layer_input, lengths), state, weights[k], lengths)
                 out = reverse_padded(out, lengths)
             else:

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import LayerWeights, RNNSpec, States, reverse_padded
+from .base import LayerWeights, RNNSpec, States, reverse_padded, run_stack
 from .reference import LAYER_NORM_EPS, layer_norm
 
 _CSRC = Path(__file__).with_name("csrc") / "fused_lstm.cpp"
@@ -649,47 +649,36 @@ class FusedEngine:
         lengths: Tensor | None,
         training: bool,
     ) -> tuple[Tensor, States]:
-        D = spec.num_directions
         if lengths is not None:
             lengths = lengths.to(device="cpu", dtype=torch.int64).contiguous()
-        finals: list[list[Tensor]] = [[] for _ in hx]  # (h, c) or the sLSTM's (h, c, n, m), per layer and direction
-        layer_input = x
-        for layer in range(spec.num_layers):
-            outputs = []
-            for direction in range(D):
-                k = layer * D + direction
-                w = weights[k]
-                if spec.layer_norm:
-                    # Ba et al.: LN of the input part with b_ih as its shift, then b_hh (the recurrent LN's shift,
-                    # a constant per step) added here rather than in the loop; autograd differentiates both.
-                    x_proj = layer_norm(
-                        F.linear(layer_input, w["weight_ih"]), w["layer_norm_ih_weight"], w.get("bias_ih")
-                    )
-                    if spec.bias:
-                        x_proj = x_proj + w["bias_hh"]
-                else:
-                    bias = w["bias_ih"] + w["bias_hh"] if spec.bias else None
-                    x_proj = F.linear(layer_input, w["weight_ih"], bias)  # (T, B, 4H), all steps in one GEMM
-                state = tuple(s[k] for s in hx)
-                if spec.cell == "slstm":
-                    out, *final = FusedSLSTMLayer.apply(
-                        x_proj, *state, w["weight_hh"], lengths, direction == 1, w.get("recurrent_dropout_mask")
-                    )
-                else:
-                    z_c, z_h = (_zoneout_in_time_order(w.get(key), direction == 1, lengths) for key in ZONEOUT_KEYS)
-                    out, *final = FusedLSTMLayer.apply(
-                        x_proj, *state, w["weight_hh"], w.get("weight_hr"), lengths, direction == 1,
-                        w.get("recurrent_dropout_mask"), w.get("weight_ci"), w.get("weight_cf"), w.get("weight_co"),
-                        spec.coupled_gates, z_c, z_h, w.get("layer_norm_hh_weight"), w.get("layer_norm_c_weight"),
-                        w.get("layer_norm_c_bias"),
-                    )
-                outputs.append(out)
-                for j, s in enumerate(final):
-                    finals[j].append(s)
-            layer_input = torch.cat(outputs, dim=2) if D == 2 else outputs[0]  # (T, B, D * output_size)
-            if training and spec.dropout > 0 and layer < spec.num_layers - 1:
-                layer_input = F.dropout(layer_input, spec.dropout, training=True)
-        return layer_input, tuple(torch.stack(f) for f in finals)
+
+        def layer_fn(
+            layer_input: Tensor, state: States, w: LayerWeights, n: Tensor | None, reverse: bool = False
+        ) -> tuple[Tensor, States]:
+            if spec.layer_norm:
+                # Ba et al.: LN of the input part with b_ih as its shift, then b_hh (the recurrent LN's shift,
+                # a constant per step) added here rather than in the loop; autograd differentiates both.
+                x_proj = layer_norm(F.linear(layer_input, w["weight_ih"]), w["layer_norm_ih_weight"], w.get("bias_ih"))
+                if spec.bias:
+                    x_proj = x_proj + w["bias_hh"]
+            else:
+                bias = w["bias_ih"] + w["bias_hh"] if spec.bias else None
+                x_proj = F.linear(layer_input, w["weight_ih"], bias)  # (T, B, 4H), all steps in one GEMM
+            if spec.cell == "slstm":
+                out, *final = FusedSLSTMLayer.apply(
+                    x_proj, *state, w["weight_hh"], n, reverse, w.get("recurrent_dropout_mask")
+                )
+            else:
+                z_c, z_h = (_zoneout_in_time_order(w.get(key), reverse, n) for key in ZONEOUT_KEYS)
+                out, *final = FusedLSTMLayer.apply(
+                    x_proj, *state, w["weight_hh"], w.get("weight_hr"), n, reverse, w.get("recurrent_dropout_mask"),
+                    w.get("weight_ci"), w.get("weight_cf"), w.get("weight_co"), spec.coupled_gates, z_c, z_h,
+                    w.get("layer_norm_hh_weight"), w.get("layer_norm_c_weight"), w.get("layer_norm_c_bias"),
+                )
+            return out, tuple(final)
+
+        # The loop over layers and directions, and dropout between layers, are every engine's (base.run_stack).
+        return run_stack(layer_fn, spec, x, hx, weights, lengths, training, layer_reverses=True)
 
 
 ENGINE = FusedEngine()
