@@ -649,11 +649,36 @@ class FusedEngine:
         lengths: Tensor | None,
         training: bool,
     ) -> tuple[Tensor, States]:
+        order: Tensor | None = None
         if lengths is not None:
             lengths = lengths.to(device="cpu", dtype=torch.int64).contiguous()
+            if spec.cell != "slstm" and bool((lengths[1:] > lengths[:-1]).any()):
+                # The kernel computes only the rows still running at each step when they lead the batch: each
+                # layer takes its rows longest first (one copy of its input and output, none per step).
+                order = torch.sort(lengths, descending=True, stable=True).indices
 
         def layer_fn(
             layer_input: Tensor, state: States, w: LayerWeights, n: Tensor | None, reverse: bool = False
+        ) -> tuple[Tensor, States]:
+            if order is None or n is None:
+                return sorted_layer_fn(layer_input, state, w, n, reverse)
+            w = {**w}
+            for key in ZONEOUT_KEYS:
+                if key in w:  # in the order the layer takes its steps, then with its rows sorted
+                    w[key] = _zoneout_in_time_order(w[key], reverse, n).index_select(1, order)  # type: ignore[union-attr]
+            if "recurrent_dropout_mask" in w:
+                w["recurrent_dropout_mask"] = w["recurrent_dropout_mask"].index_select(0, order)
+            out, final = sorted_layer_fn(
+                layer_input.index_select(1, order), tuple(s.index_select(0, order) for s in state), w,
+                n.index_select(0, order), reverse, zoneout_in_time_order=True,
+            )
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(order.numel())
+            return out.index_select(1, inverse), tuple(s.index_select(0, inverse) for s in final)
+
+        def sorted_layer_fn(
+            layer_input: Tensor, state: States, w: LayerWeights, n: Tensor | None, reverse: bool,
+            zoneout_in_time_order: bool = False,
         ) -> tuple[Tensor, States]:
             if spec.layer_norm:
                 # Ba et al.: LN of the input part with b_ih as its shift, then b_hh (the recurrent LN's shift,
@@ -669,7 +694,10 @@ class FusedEngine:
                     x_proj, *state, w["weight_hh"], n, reverse, w.get("recurrent_dropout_mask")
                 )
             else:
-                z_c, z_h = (_zoneout_in_time_order(w.get(key), reverse, n) for key in ZONEOUT_KEYS)
+                z_c, z_h = (
+                    w.get(key) if zoneout_in_time_order else _zoneout_in_time_order(w.get(key), reverse, n)
+                    for key in ZONEOUT_KEYS
+                )
                 out, *final = FusedLSTMLayer.apply(
                     x_proj, *state, w["weight_hh"], w.get("weight_hr"), n, reverse, w.get("recurrent_dropout_mask"),
                     w.get("weight_ci"), w.get("weight_cf"), w.get("weight_co"), spec.coupled_gates, z_c, z_h,
