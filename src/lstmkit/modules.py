@@ -222,7 +222,11 @@ class _RNNBase(nn.Module):
 
     @property
     def engine(self) -> str:
-        """The name of the engine that runs this module as it is now (``auto`` resolved)."""
+        """The name of the engine that runs this module as it is now (``auto`` resolved); in benchmark mode
+        (``lstmkit.engines.benchmark(True)``), the engine ``auto`` measured fastest for the last call."""
+        last = self.__dict__.get("_measured_engine")
+        if last is not None and self._engine_request == "auto" and engines.benchmark():
+            return last
         return self._select_engine(self._engine_request).name
 
     @engine.setter
@@ -450,6 +454,9 @@ class _RNNBase(nn.Module):
             weights = [{**w, **m} for w, m in zip(weights, masks, strict=True)]
         if self.training and self.variants.weight_drop > 0:
             weights = drop_recurrent_weights(weights, self.variants.weight_drop)
+        if self._engine_request == "auto" and engines.benchmark() and not torch.compiler.is_compiling():
+            engine = engines.measured(spec, x, states, weights, lengths, self.training)
+            self._measured_engine = engine.name
         gates: GateRecord | None = None
         if with_gates:
             out, final, gates = record_forward(engine, spec, x, states, weights, lengths, self.training)
