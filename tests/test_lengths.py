@@ -145,8 +145,9 @@ def test_lengths_as_a_list_and_int32() -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [{"bidirectional": True, "num_layers": 2}, {"proj_size": 3, "bidirectional": True},
-     {"zoneout": 0.2, "recurrent_dropout": 0.3, "bidirectional": True}],
-    ids=["2-layers-bi", "proj-bi", "zoneout-rdrop-bi"],
+     {"zoneout": 0.2, "recurrent_dropout": 0.3, "bidirectional": True},
+     {"cell": "slstm", "recurrent_dropout": 0.3, "bidirectional": True, "num_layers": 2}],
+    ids=["2-layers-bi", "proj-bi", "zoneout-rdrop-bi", "slstm"],
 )
 def test_fused_shrinking_batch_matches_reference(lengths: list[int], kwargs: dict[str, Any]) -> None:
     """The fused kernel computes only the rows still running (rows sorted longest first inside the engine), also

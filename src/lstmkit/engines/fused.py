@@ -652,7 +652,7 @@ class FusedEngine:
         order: Tensor | None = None
         if lengths is not None:
             lengths = lengths.to(device="cpu", dtype=torch.int64).contiguous()
-            if spec.cell != "slstm" and bool((lengths[1:] > lengths[:-1]).any()):
+            if bool((lengths[1:] > lengths[:-1]).any()):
                 # The kernel computes only the rows still running at each step when they lead the batch: each
                 # layer takes its rows longest first (one copy of its input and output, none per step).
                 order = torch.sort(lengths, descending=True, stable=True).indices

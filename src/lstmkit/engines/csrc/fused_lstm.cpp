@@ -894,13 +894,15 @@ std::vector<Tensor> slstm_forward_impl(const Tensor& x_proj, const Tensor& h0, c
   T* scratch = save ? nullptr : scratch_t.data_ptr<T>();
   StepGemm rec(w_hh, B, use_onednn);
   const int64_t* len = lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
+  const bool sorted = sorted_longest_first(len, B);
   const T* xp = x_proj.data_ptr<T>();
   T *hs = h.data_ptr<T>(), *cs = c.data_ptr<T>(), *ns = n.data_ptr<T>(), *ms = m.data_ptr<T>();
   T* out_p = out.data_ptr<T>();
   for (int64_t step = 0; step < T_; ++step) {
     const int64_t t = reverse ? T_ - 1 - step : step;
-    Tensor gh = rec.run(h_mask.has_value() ? h * *h_mask : h);  // (B, 4H)
-    const T* ghp = gh.data_ptr<T>();
+    const int64_t n_live = live_prefix(len, sorted, B, t);
+    Tensor gh = rec.run_prefix(h_mask.has_value() ? h * *h_mask : h, n_live);  // (B, 4H), live rows first
+    const T* ghp = n_live > 0 ? gh.data_ptr<T>() : nullptr;
     T* gsave = save ? gates.data_ptr<T>() + t * B * G : nullptr;
     T* csave = save ? cells.data_ptr<T>() + t * B * H : nullptr;
     T* nsave = save ? norms.data_ptr<T>() + t * B * H : nullptr;
@@ -940,6 +942,7 @@ std::vector<Tensor> slstm_backward_impl(const Tensor& grad_out_in, const Tensor&
   Tensor c0c = c0.contiguous(), n0c = n0.contiguous();
   StepGemm rec(w_hh.t().contiguous(), B, use_onednn);
   const int64_t* len = lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
+  const bool sorted = sorted_longest_first(len, B);
   const T *gp = gates.data_ptr<T>(), *cp = cells.data_ptr<T>(), *np = norms.data_ptr<T>();
   const T *c0p = c0c.data_ptr<T>(), *n0p = n0c.data_ptr<T>(), *go = grad_out.data_ptr<T>();
   T *dgp = d_gates.data_ptr<T>(), *dhp = dh.data_ptr<T>(), *dcp = dc.data_ptr<T>();
@@ -965,9 +968,10 @@ std::vector<Tensor> slstm_backward_impl(const Tensor& grad_out_in, const Tensor&
                               dcp + b * H, dnp + b * H, dmp + b * H, dg, H);
       }
     });
-    Tensor dh_rec = rec.run(d_gates[t]);  // (B, H) = d_gates_t W_hh
-    if (h_mask.has_value()) dh_rec = (dh_rec * *h_mask).contiguous();
-    const T* dr = dh_rec.data_ptr<T>();
+    const int64_t n_live = live_prefix(len, sorted, B, t);
+    Tensor dh_rec = rec.run_prefix(d_gates[t], n_live);  // (B, H) = d_gates_t W_hh, live rows first
+    if (h_mask.has_value() && n_live > 0) dh_rec = (dh_rec * h_mask->narrow(0, 0, n_live)).contiguous();
+    const T* dr = n_live > 0 ? dh_rec.data_ptr<T>() : nullptr;
     for (int64_t b = 0; b < B; ++b) {
       if (len != nullptr && t >= len[b]) continue;  // finished rows carry dh through unchanged
       std::memcpy(dhp + b * H, dr + b * H, sizeof(T) * H);
