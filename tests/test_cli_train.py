@@ -259,7 +259,8 @@ def test_torchrun_trains_data_parallel_with_two_processes(tmp_path):
     assert len(single.stderr.splitlines()) == 1
 
 
-@pytest.mark.parametrize("variant", [["--cell", "slstm"], ["--layer-norm", "--zoneout", "0.1", "--peephole"]])
+@pytest.mark.parametrize("variant", [["--cell", "slstm"], ["--layer-norm", "--zoneout", "0.1", "--peephole"],
+                                     ["--weight-drop", "0.3"]])
 def test_variants_train_and_generate(tmp_path, capsys, variant):
     # The sLSTM carries four states (h, c, n, m) from batch to batch and from character to character.
     text = tmp_path / "text.txt"
@@ -271,4 +272,7 @@ def test_variants_train_and_generate(tmp_path, capsys, variant):
     assert main(["generate", "--checkpoint", out, "--prompt", "the", "--length", "10", "--seed", "0"]) == 0
     assert len(capsys.readouterr().out) == 3 + 10 + 1
     saved = load_checkpoint(out).config["model"]
+    if variant[0] == "--weight-drop":
+        assert saved["weight_drop"] == 0.3
+        return
     assert saved["cell"] == variant[1] if variant[0] == "--cell" else saved["layer_norm"] and saved["peephole"]

@@ -172,6 +172,20 @@ def test_dropout_between_layers_draws_as_the_reference() -> None:
     _assert_close(_run(fast, x, hx, packed=False), expected)
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_dropout_between_layers_on_packed_input_draws_as_the_reference(bidirectional: bool) -> None:
+    """torch.nn (and the reference) drop out the packed data, not the padded tensor: the same seed must give the
+    same masks on the fused engine too."""
+    reference, fast = _pair({"num_layers": 3, "dropout": 0.5, "bidirectional": bidirectional})
+    reference.train()
+    fast.train()
+    x, hx = _inputs(fast)
+    torch.manual_seed(5)
+    expected = _run(reference, x, hx, packed=True)
+    torch.manual_seed(5)
+    _assert_close(_run(fast, x, hx, packed=True), expected)
+
+
 def _gradcheck_layer(
     reverse: bool, proj: bool, lengths: list[int] | None, dropout: bool = False, peephole: bool = False,
     coupled: bool = False, zoneout: bool = False, layer_norm: bool = False,

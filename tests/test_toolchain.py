@@ -69,6 +69,7 @@ _VARIANT_EXAMPLES: dict[str, Any] = {
     "recurrent_dropout": 0.25,
     "zoneout": (0.1, 0.2),
     "cell": "slstm",
+    "weight_drop": 0.3,
 }
 VARIANTS = [pytest.param({name: _VARIANT_EXAMPLES[name]}, id=f"{name}={_VARIANT_EXAMPLES.get(name)}")
             for name in VARIANT_NAMES if name in _VARIANT_EXAMPLES]

@@ -592,9 +592,13 @@ def test_each_declaration_names_a_real_step_engine_and_spec_field():
     spec_fields = {f.name for f in dataclasses.fields(RNNSpec)}
     assert [v.name for v in VARIANTS] == [f.name for f in dataclasses.fields(Variants)]
     for v in VARIANTS:
-        assert v.step == "init" if v.init_only else callable(getattr(reference, v.step)), v.name
+        if v.init_only or v.in_module:  # an initialisation, or a change to the weights the module hands over
+            assert v.step == ("init" if v.init_only else "module") and not v.engines, v.name
+        else:
+            assert callable(getattr(reference, v.step)), v.name
         assert set(v.engines) <= set(ENGINES) - {"reference", "native"}, v.name  # native runs torch.nn's LSTM only
-        assert (v.name in spec_fields) != v.init_only, v.name  # the engines see exactly the non-init variants
+        # the engines see exactly the variants they compute
+        assert (v.name in spec_fields) != (v.init_only or v.in_module), v.name
         assert v.check(v.name, v.default) == v.default and not v.is_on(v.default)
         assert v.help and v.flag == "--" + v.name.replace("_", "-")
 

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import engines
-from .engines.base import LayerWeights, RNNSpec, States
+from .engines.base import LayerWeights, RNNSpec, States, run_with_resets
 from .engines.gates import GateRecord
 from .engines.native import cell_step as native_cell_step
 from .engines.reference import STEPS, gated_step_for, input_projection
@@ -33,6 +33,7 @@ from .variants import (
     Variants,
     check_variants,
     draw_masks,
+    drop_recurrent_weights,
     extra_parameters,
     init_biases,
     init_extra_parameter,
@@ -225,7 +226,11 @@ class _RNNBase(nn.Module):
 
     @property
     def engine(self) -> str:
-        """The name of the engine that runs this module as it is now (``auto`` resolved)."""
+        """The name of the engine that runs this module as it is now (``auto`` resolved); in benchmark mode
+        (``lstmkit.engines.benchmark(True)``), the engine ``auto`` measured fastest for the last call."""
+        last = self.__dict__.get("_measured_engine")
+        if last is not None and self._engine_request == "auto" and engines.benchmark():
+            return last
         return self._select_engine(self._engine_request).name
 
     @engine.setter
@@ -319,18 +324,29 @@ class _RNNBase(nn.Module):
     def _pack_hx(self, states: States) -> Any:
         return states[0]
 
-    def forward(self, input: Tensor | PackedSequence, hx: Any = None) -> tuple[Any, ...]:
+    def forward(
+        self, input: Tensor | PackedSequence, hx: Any = None, *, lengths: Any = None, reset: Tensor | None = None
+    ) -> tuple[Any, ...]:
         """Run the stack over a sequence; shapes as in torch.nn (``(output, h_n)`` or ``(output, (h_n, c_n))``).
 
         input: ``(T, B, input_size)`` (``(B, T, input_size)`` with batch_first), ``(T, input_size)`` unbatched,
         or a ``PackedSequence``. output: ``(T, B, D * output_size)`` in the same layout, or a PackedSequence.
         An LSTM built with ``return_gates=True`` returns ``(output, (h_n, c_n), gates)``, see
         :meth:`forward_with_gates`.
+
+        lengths: ``(B,)`` integers in ``[1, T]``, any order, for a padded batch: what a ``PackedSequence``
+        (``enforce_sorted=False``) of the same data computes, without packing. Outputs past a row's length are 0,
+        the final states are each row's at its last step, and the backward direction starts there.
+        reset: ``(T, B)`` bool (``(B, T)`` with batch_first, ``(T,)`` unbatched): where true, that row's states are
+        set to their initial value (what ``hx=None`` starts from) before that step, for streaming across calls
+        (TorchRL's ``is_init``). Unidirectional stacks only; differentiable.
         """
-        output, final, gates = self._run(input, hx, self.return_gates)
+        output, final, gates = self._run(input, hx, self.return_gates, lengths, reset)
         return (output, final) if gates is None else (output, final, gates)
 
-    def forward_with_gates(self, input: Tensor | PackedSequence, hx: Any = None) -> tuple[Any, Any, GateRecord]:
+    def forward_with_gates(
+        self, input: Tensor | PackedSequence, hx: Any = None, *, lengths: Any = None
+    ) -> tuple[Any, Any, GateRecord]:
         """``forward`` that also returns every gate and state of every step: ``(output, (h_n, c_n), gates)``.
 
         ``gates`` is a :class:`lstmkit.inspect.GateRecord` (tensors ``(num_layers, num_directions, T, B,
@@ -340,11 +356,56 @@ class _RNNBase(nn.Module):
         """
         if self.mode != "LSTM":
             raise TypeError(f"gates are recorded for the LSTM only, not for {type(self).__name__}")
-        output, final, gates = self._run(input, hx, True)
+        output, final, gates = self._run(input, hx, True, lengths)
         assert gates is not None
         return output, final, gates
 
-    def _run(self, input: Tensor | PackedSequence, hx: Any, with_gates: bool) -> tuple[Any, Any, GateRecord | None]:
+    def _check_lengths(self, lengths: Any, x: Tensor, packed: bool, unbatched: bool) -> Tensor:
+        """``lengths`` as a CPU int64 tensor ``(B,)``, checked against the time-major input ``x`` (T, B, I)."""
+        if packed:
+            raise InputError("lengths must not be given with a PackedSequence, which carries its own lengths")
+        if unbatched:
+            raise InputError("lengths needs a batched input (one length per sequence); this input is unbatched")
+        if isinstance(lengths, (list, tuple)):
+            lengths = torch.tensor(lengths) if lengths else torch.empty(0, dtype=torch.int64)
+        if not isinstance(lengths, Tensor):
+            raise InputError(f"lengths must be a 1-D integer tensor of batch size, got {type(lengths).__name__}")
+        T, B = x.size(0), x.size(1)
+        if lengths.dtype == torch.bool or lengths.is_floating_point() or lengths.is_complex():
+            raise InputError(f"lengths must be an integer tensor (int64 or int32), got dtype {lengths.dtype}")
+        if tuple(lengths.shape) != (B,):
+            raise InputError(f"lengths must have shape (batch,) = ({B},), one per sequence, got {tuple(lengths.shape)}")
+        lengths = lengths.to(device="cpu", dtype=torch.int64)
+        if B and (int(lengths.min()) < 1 or int(lengths.max()) > T):
+            raise InputError(
+                f"lengths must be in [1, seq_len] = [1, {T}] (torch.nn packs no empty sequence), "
+                f"got min {int(lengths.min())} and max {int(lengths.max())}"
+            )
+        return lengths
+
+    def _check_reset(self, reset: Any, x: Tensor, unbatched: bool) -> Tensor:
+        """``reset`` as a time-major bool tensor ``(T, B)`` on the input's device."""
+        if self.bidirectional:
+            raise InputError("reset is for streaming, unidirectional stacks: the backward direction has no past")
+        if not isinstance(reset, Tensor):
+            raise InputError(f"reset must be a bool tensor, got {type(reset).__name__}")
+        T, B = x.size(0), x.size(1)
+        layout = "(seq_len,)" if unbatched else ("(batch, seq_len)" if self.batch_first else "(seq_len, batch)")
+        expected = (T,) if unbatched else ((B, T) if self.batch_first else (T, B))
+        if reset.dtype != torch.bool:
+            raise InputError(f"reset must be a bool tensor {layout}, got dtype {reset.dtype}")
+        if tuple(reset.shape) != expected:
+            raise InputError(f"reset must have shape {layout} = {expected}, got {tuple(reset.shape)}")
+        if unbatched:
+            reset = reset.unsqueeze(1)
+        elif self.batch_first:
+            reset = reset.transpose(0, 1)
+        return reset.to(x.device)
+
+    def _run(
+        self, input: Tensor | PackedSequence, hx: Any, with_gates: bool, given_lengths: Any = None,
+        reset: Any = None,
+    ) -> tuple[Any, Any, GateRecord | None]:
         packed = isinstance(input, PackedSequence)
         if not packed and not isinstance(input, Tensor):
             raise TypeError(f"input must be a Tensor or a PackedSequence, got {type(input).__name__}")
@@ -358,12 +419,18 @@ class _RNNBase(nn.Module):
         else:
             unbatched = input.dim() == 2
             x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
+        if given_lengths is not None:
+            lengths = self._check_lengths(given_lengths, x, packed, unbatched)
+        if reset is not None:
+            if with_gates:
+                raise InputError("reset cannot be combined with gate recording (return_gates, forward_with_gates)")
+            reset = self._check_reset(reset, x, unbatched)
         batch = x.size(1)
 
         states = self._unpack_hx(hx)
         sizes = self._state_sizes()
+        rows = self.num_layers * (2 if self.bidirectional else 1)
         if states is None:
-            rows = self.num_layers * (2 if self.bidirectional else 1)
             states = tuple(x.new_full((rows, batch, size), initial_state_value(name)) for name, size in sizes)
         else:
             for (name, size), s in zip(sizes, states, strict=True):
@@ -390,9 +457,22 @@ class _RNNBase(nn.Module):
             # The random masks are drawn here, once, so that every engine computes with the same ones.
             masks = draw_masks(spec, x.size(0), batch, x, self.training)
             weights = [{**w, **m} for w, m in zip(weights, masks, strict=True)]
+        if self.training and self.variants.weight_drop > 0:
+            weights = drop_recurrent_weights(weights, self.variants.weight_drop)
+        if self._engine_request == "auto" and engines.benchmark() and not torch.compiler.is_compiling():
+            engine = engines.measured(spec, x, states, weights, lengths, self.training)
+            self._measured_engine = engine.name
         gates: GateRecord | None = None
         if with_gates:
             out, final, gates = engine.forward_with_gates(spec, x, states, weights, lengths, self.training)
+        elif reset is not None:
+            initial = tuple(x.new_full((rows, batch, size), initial_state_value(name)) for name, size in sizes)
+            initial = tuple(s.to(states[0].dtype) for s in initial)
+
+            def stretch(x_: Tensor, hx_: States, w_: Any, n_: Tensor | None) -> tuple[Tensor, States]:
+                return engine.forward(spec, x_, hx_, w_, n_, self.training)
+
+            out, final = run_with_resets(stretch, x, states, weights, lengths, reset, initial)
         else:
             out, final = engine.forward(spec, x, states, weights, lengths, self.training)
 
@@ -439,7 +519,9 @@ class LSTM(_RNNBase):
     i = 1 - f), ``forget_bias`` (initial b_f, Jozefowicz et al. 2015; None keeps torch.nn's init),
     ``recurrent_dropout`` (p, Gal & Ghahramani 2016), ``zoneout`` ((z_c, z_h) or one number, Krueger et al.
     2016) and ``cell="slstm"`` (xLSTM's sLSTM, Beck et al. 2024), whose states are ``(h, c, n, m)``:
-    ``output, (h_n, c_n, n_n, m_n) = lstm(x, (h_0, c_0, n_0, m_0))``. Dropout-like variants are off in eval().
+    ``output, (h_n, c_n, n_n, m_n) = lstm(x, (h_0, c_0, n_0, m_0))``; ``weight_drop`` (p, AWD-LSTM's DropConnect
+    on ``W_hh``, Merity et al. 2018: one mask per forward call, the parameters keep torch.nn's names, every engine).
+    Dropout-like variants are off in eval().
     """
 
     def __init__(

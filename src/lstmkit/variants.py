@@ -29,6 +29,11 @@ argument           what changes (``~`` marks a pre-activation, ``*`` is elementw
                    probability z): ``c_t = d_c*c_{t-1} + (1-d_c)*c~_t``, ``h_t = d_h*h_{t-1} + (1-d_h)*h~_t``,
                    where ``c~_t = f*c_{t-1} + i*g`` and ``h~_t = o*tanh(c~_t)`` are the plain step's values (the
                    paper's eq.: h~ uses c~, not the zoned-out c). In eval() d is its expectation z.
+``weight_drop``    Merity et al. 2018 (AWD-LSTM), DropConnect (Wan et al. 2013) on the recurrent weights: in
+                   training, ``W_hh`` is multiplied by ONE mask per forward call and layer and direction
+                   (Bernoulli(1-p)/(1-p), the shape of ``W_hh``), the same at every step. Off in eval(). The
+                   parameter stays ``weight_hh_l{k}`` (no ``_raw`` copy): the module masks it on the way to
+                   the engine, so every engine runs it and autograd carries the mask into ``dW_hh``.
 ``cell="slstm"``   Beck et al. 2024 (xLSTM), sLSTM eqs. 8-17, exponential input AND forget gates, one head:
                    rows ``[i, f, z, o]`` like the LSTM's ``[i, f, g, o]``, and two more states:
                    ``m_t = max(~f + m_{t-1}, ~i)`` (stabiliser), ``i' = exp(~i - m_t)``,
@@ -153,7 +158,8 @@ class Variant:
     default: Any
     check: Callable[[str, Any], Any]  # (name, value) -> value normalised; TypeError/ValueError naming them
     help: str  # one line: what it does and where it comes from, for --help and the docs
-    step: str  # the function of engines/reference.py that computes it ("init" for an initialisation)
+    step: str  # the function of engines/reference.py that computes it ("init": an initialisation; "module":
+    # applied by the module, e.g. drop_recurrent_weights)
     engines: tuple[str, ...]  # the engines beside "reference" that compute it (see the fused engine's check)
     annotation: str  # the argument's type, as the signature of LSTM/LSTMCell shows it
     cli_type: type | None  # what its CLI flag reads: float, str, or None for an on/off switch
@@ -163,6 +169,7 @@ class Variant:
     needs_bias: str = ""  # when set: why it needs bias=True
     training_only: bool = False  # off in eval(): the engines then see the default
     init_only: bool = False  # an initialisation: the engines never see it, every engine runs it
+    in_module: bool = False  # applied by the module to what it hands the engines: the engines never see it
     argument_default: Any = None  # the default the signature shows, when not ``default`` (zoneout's 0.0)
 
     @property
@@ -227,6 +234,11 @@ class Variants:
         refused_because="zoning out c without n breaks the normaliser c / n",
         help="zoneout rate of c and h (Krueger et al. 2016)",
     )
+    weight_drop: float = variant(
+        0.0, check=check_dropout_probability, step="module", engines=(), annotation="float",
+        cli_type=float, training_only=True, in_module=True,
+        help="DropConnect on W_hh, one mask per forward call (AWD-LSTM, Merity et al. 2018)",
+    )
 
     @property
     def gates(self) -> int:
@@ -252,7 +264,7 @@ class Variants:
     def for_engines(self, training: bool) -> dict[str, Any]:
         """The values the engines see, as ``RNNSpec`` keyword arguments: a training-only variant is off in eval."""
         return {v.name: getattr(self, v.name) if training or not v.training_only else v.default
-                for v in VARIANTS if not v.init_only}
+                for v in VARIANTS if not (v.init_only or v.in_module)}
 
 
 # Every declaration, in the order of Variants' fields: the order arguments are checked and flags listed in.
@@ -265,7 +277,7 @@ NAMES: tuple[str, ...] = tuple(REGISTRY)
 
 def active(spec: RNNSpec) -> tuple[Variant, ...]:
     """The declarations of the variants an engine's ``spec`` switches on."""
-    return tuple(v for v in VARIANTS if not v.init_only and v.is_on(getattr(spec, v.name)))
+    return tuple(v for v in VARIANTS if not (v.init_only or v.in_module) and v.is_on(getattr(spec, v.name)))
 
 
 def unknown_argument(owner: str, names: Any) -> None:
@@ -380,6 +392,12 @@ def recurrent_dropout_mask(p: float, batch: int, size: int, like: Tensor) -> Ten
     return torch.bernoulli(keep) / (1.0 - p)
 
 
+def drop_recurrent_weights(weights: list[LayerWeights], p: float) -> list[LayerWeights]:
+    """Weight drop: each layer's and direction's ``weight_hh`` times one fresh DropConnect mask (F.dropout's
+    Bernoulli(1-p)/(1-p)), in training. The engines then see a plain recurrent weight, the same at every step."""
+    return [{**w, "weight_hh": torch.nn.functional.dropout(w["weight_hh"], p, training=True)} for w in weights]
+
+
 def zoneout_mask(z: float, shape: tuple[int, ...], like: Tensor, training: bool) -> Tensor:
     """Zoneout's d: 1 (keep the old value) with probability z in training; the expectation z in eval."""
     if not training:
@@ -420,6 +438,7 @@ __all__ = [
     "active",
     "check_variants",
     "draw_masks",
+    "drop_recurrent_weights",
     "extra_parameters",
     "init_biases",
     "init_forget_bias",

@@ -241,12 +241,13 @@ class CharLMConfig:
     forget_bias: float | None = None  # initial forget-gate bias; None keeps torch.nn's init
     recurrent_dropout: float = 0.0
     zoneout: float = 0.0
+    weight_drop: float = 0.0  # DropConnect on W_hh (AWD-LSTM)
 
     def variants(self) -> dict[str, Any]:
         """The variant keyword arguments of :class:`lstmkit.LSTM`."""
         return {"cell": self.cell, "peephole": self.peephole, "layer_norm": self.layer_norm,
                 "coupled_gates": self.coupled_gates, "forget_bias": self.forget_bias,
-                "recurrent_dropout": self.recurrent_dropout, "zoneout": self.zoneout}
+                "recurrent_dropout": self.recurrent_dropout, "zoneout": self.zoneout, "weight_drop": self.weight_drop}
 
     def __post_init__(self) -> None:
         _check(self.vocab_size >= 1, f"vocab_size must be >= 1, got {self.vocab_size}")

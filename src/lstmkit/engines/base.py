@@ -150,11 +150,15 @@ def run_stack(
     weights: Sequence[LayerWeights],
     lengths: Tensor | None,
     training: bool,
+    *,
+    layer_reverses: bool = False,
 ) -> tuple[Tensor, States]:
     """Drive ``layer_fn`` (one layer, one direction, forward in time) over layers and directions.
 
-    The backward direction runs the same function on the time-reversed input; each layer's outputs of both
-    directions are concatenated and, in training, go through dropout before the next layer (torch.nn's rule).
+    The backward direction runs the same function on the time-reversed input (or, with ``layer_reverses``, on the
+    input as it is with ``reverse=True``, for a kernel that walks time backwards itself without the two copies);
+    each layer's outputs of both directions are concatenated and, in training, go through dropout before the next
+    layer (torch.nn's rule).
     """
     D = spec.num_directions
     finals: list[list[Tensor]] = [[] for _ in hx]
@@ -164,7 +168,9 @@ def run_stack(
         for direction in range(D):
             k = layer * D + direction
             state = tuple(s[k] for s in hx)
-            if direction == 1:
+            if direction == 1 and layer_reverses:
+                out, state = layer_fn(layer_input, state, weights[k], lengths, reverse=True)  # type: ignore[call-arg]
+            elif direction == 1:
                 out, state = layer_fn(reverse_padded(layer_input, lengths), state, weights[k], lengths)
                 out = reverse_padded(out, lengths)
             else:
@@ -189,3 +195,52 @@ def dropout_between_layers(x: Tensor, p: float, lengths: Tensor | None) -> Tenso
     packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
     dropped = packed._replace(data=F.dropout(packed.data, p, training=True))
     return pad_packed_sequence(dropped, total_length=x.size(0))[0]
+
+
+StackFn = Callable[[Tensor, States, Sequence[LayerWeights], "Tensor | None"], tuple[Tensor, States]]
+
+# Masks with one row per time step (variants.draw_masks): a segment of the sequence takes its own rows.
+PER_STEP_MASKS = ("zoneout_mask_c", "zoneout_mask_h")
+
+
+def run_with_resets(
+    forward: StackFn,
+    x: Tensor,
+    hx: States,
+    weights: Sequence[LayerWeights],
+    lengths: Tensor | None,
+    reset: Tensor,
+    initial: States,
+) -> tuple[Tensor, States]:
+    """Run a unidirectional stack whose states are reset per row and step (TorchRL's ``is_init``).
+
+    ``forward(x, hx, weights, lengths)`` is an engine's forward over a stretch of time; ``reset`` ``(T, B)`` bool:
+    where true, row b's states of every layer are set to ``initial`` (each ``(rows, B, size)``, the states a call
+    without ``hx`` starts from) before step t. The sequence is cut before every step where some row resets and
+    the engine runs each piece, so any engine computes it with its own kernel, and autograd differentiates the
+    ``torch.where`` between pieces. A row past its length keeps its state (a reset there changes nothing): in a
+    piece where it has no step left it runs one step whose result is thrown away, since engines (and packing)
+    refuse zero lengths.
+    """
+    T = x.size(0)
+    if lengths is not None:
+        reset = reset & (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).to(reset.device)
+    cuts = [0, *[t for t in reset.any(dim=1).nonzero().flatten().tolist() if t > 0], T]
+    outputs: list[Tensor] = []
+    states = hx
+    for start, stop in zip(cuts[:-1], cuts[1:], strict=False):
+        row = reset[start].view(1, -1, 1)  # (1, B, 1)
+        states = tuple(torch.where(row, s0, s) for s, s0 in zip(states, initial, strict=True))
+        piece_weights = [
+            {k: (v[start:stop] if k in PER_STEP_MASKS else v) for k, v in w.items()} for w in weights
+        ]
+        if lengths is None:
+            out, states = forward(x[start:stop], states, piece_weights, None)
+        else:
+            left = (lengths - start).clamp(0, stop - start)  # (B,) steps of each row in this piece
+            done = (left == 0).to(x.device)
+            out, new = forward(x[start:stop], states, piece_weights, left.clamp(min=1))
+            out = out.masked_fill(done.view(1, -1, 1), 0.0)
+            states = tuple(torch.where(done.view(1, -1, 1), s, n) for s, n in zip(states, new, strict=True))
+        outputs.append(out)
+    return torch.cat(outputs) if len(outputs) > 1 else outputs[0], states

@@ -50,7 +50,7 @@ from torch import Tensor
 
 from .. import variants
 from . import reference
-from .base import LayerWeights, RNNSpec, States, reverse_padded
+from .base import LayerWeights, RNNSpec, States, reverse_padded, run_stack
 from .gates import GateRecord
 from .reference import LAYER_NORM_EPS, layer_norm
 
@@ -636,7 +636,7 @@ class FusedEngine:
             return f"the fused engine runs float32 and float64, not {dtype}"
         others = [v.name for v in variants.active(spec) if self.name not in v.engines]
         if others:
-            runs = ", ".join(v.name for v in variants.VARIANTS if self.name in v.engines or v.init_only)
+            runs = ", ".join(v.name for v in variants.VARIANTS if self.name in v.engines or v.init_only or v.in_module)
             return f"the fused engine runs the LSTM with {runs}, not {', '.join(others)}; use engine='reference'"
         return None
 
@@ -661,47 +661,64 @@ class FusedEngine:
         lengths: Tensor | None,
         training: bool,
     ) -> tuple[Tensor, States]:
-        D = spec.num_directions
+        order: Tensor | None = None
         if lengths is not None:
             lengths = lengths.to(device="cpu", dtype=torch.int64).contiguous()
-        finals: list[list[Tensor]] = [[] for _ in hx]  # (h, c) or the sLSTM's (h, c, n, m), per layer and direction
-        layer_input = x
-        for layer in range(spec.num_layers):
-            outputs = []
-            for direction in range(D):
-                k = layer * D + direction
-                w = weights[k]
-                if spec.layer_norm:
-                    # Ba et al.: LN of the input part with b_ih as its shift, then b_hh (the recurrent LN's shift,
-                    # a constant per step) added here rather than in the loop; autograd differentiates both.
-                    x_proj = layer_norm(
-                        F.linear(layer_input, w["weight_ih"]), w["layer_norm_ih_weight"], w.get("bias_ih")
-                    )
-                    if spec.bias:
-                        x_proj = x_proj + w["bias_hh"]
-                else:
-                    bias = w["bias_ih"] + w["bias_hh"] if spec.bias else None
-                    x_proj = F.linear(layer_input, w["weight_ih"], bias)  # (T, B, 4H), all steps in one GEMM
-                state = tuple(s[k] for s in hx)
-                if spec.cell == "slstm":
-                    out, *final = FusedSLSTMLayer.apply(
-                        x_proj, *state, w["weight_hh"], lengths, direction == 1, w.get("recurrent_dropout_mask")
-                    )
-                else:
-                    z_c, z_h = (_zoneout_in_time_order(w.get(key), direction == 1, lengths) for key in ZONEOUT_KEYS)
-                    out, *final = FusedLSTMLayer.apply(
-                        x_proj, *state, w["weight_hh"], w.get("weight_hr"), lengths, direction == 1,
-                        w.get("recurrent_dropout_mask"), w.get("weight_ci"), w.get("weight_cf"), w.get("weight_co"),
-                        spec.coupled_gates, z_c, z_h, w.get("layer_norm_hh_weight"), w.get("layer_norm_c_weight"),
-                        w.get("layer_norm_c_bias"),
-                    )
-                outputs.append(out)
-                for j, s in enumerate(final):
-                    finals[j].append(s)
-            layer_input = torch.cat(outputs, dim=2) if D == 2 else outputs[0]  # (T, B, D * output_size)
-            if training and spec.dropout > 0 and layer < spec.num_layers - 1:
-                layer_input = F.dropout(layer_input, spec.dropout, training=True)
-        return layer_input, tuple(torch.stack(f) for f in finals)
+            if bool((lengths[1:] > lengths[:-1]).any()):
+                # The kernel computes only the rows still running at each step when they lead the batch: each
+                # layer takes its rows longest first (one copy of its input and output, none per step).
+                order = torch.sort(lengths, descending=True, stable=True).indices
+
+        def layer_fn(
+            layer_input: Tensor, state: States, w: LayerWeights, n: Tensor | None, reverse: bool = False
+        ) -> tuple[Tensor, States]:
+            if order is None or n is None:
+                return sorted_layer_fn(layer_input, state, w, n, reverse)
+            w = {**w}
+            for key in ZONEOUT_KEYS:
+                if key in w:  # in the order the layer takes its steps, then with its rows sorted
+                    w[key] = _zoneout_in_time_order(w[key], reverse, n).index_select(1, order)  # type: ignore[union-attr]
+            if "recurrent_dropout_mask" in w:
+                w["recurrent_dropout_mask"] = w["recurrent_dropout_mask"].index_select(0, order)
+            out, final = sorted_layer_fn(
+                layer_input.index_select(1, order), tuple(s.index_select(0, order) for s in state), w,
+                n.index_select(0, order), reverse, zoneout_in_time_order=True,
+            )
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(order.numel())
+            return out.index_select(1, inverse), tuple(s.index_select(0, inverse) for s in final)
+
+        def sorted_layer_fn(
+            layer_input: Tensor, state: States, w: LayerWeights, n: Tensor | None, reverse: bool,
+            zoneout_in_time_order: bool = False,
+        ) -> tuple[Tensor, States]:
+            if spec.layer_norm:
+                # Ba et al.: LN of the input part with b_ih as its shift, then b_hh (the recurrent LN's shift,
+                # a constant per step) added here rather than in the loop; autograd differentiates both.
+                x_proj = layer_norm(F.linear(layer_input, w["weight_ih"]), w["layer_norm_ih_weight"], w.get("bias_ih"))
+                if spec.bias:
+                    x_proj = x_proj + w["bias_hh"]
+            else:
+                bias = w["bias_ih"] + w["bias_hh"] if spec.bias else None
+                x_proj = F.linear(layer_input, w["weight_ih"], bias)  # (T, B, 4H), all steps in one GEMM
+            if spec.cell == "slstm":
+                out, *final = FusedSLSTMLayer.apply(
+                    x_proj, *state, w["weight_hh"], n, reverse, w.get("recurrent_dropout_mask")
+                )
+            else:
+                z_c, z_h = (
+                    w.get(key) if zoneout_in_time_order else _zoneout_in_time_order(w.get(key), reverse, n)
+                    for key in ZONEOUT_KEYS
+                )
+                out, *final = FusedLSTMLayer.apply(
+                    x_proj, *state, w["weight_hh"], w.get("weight_hr"), n, reverse, w.get("recurrent_dropout_mask"),
+                    w.get("weight_ci"), w.get("weight_cf"), w.get("weight_co"), spec.coupled_gates, z_c, z_h,
+                    w.get("layer_norm_hh_weight"), w.get("layer_norm_c_weight"), w.get("layer_norm_c_bias"),
+                )
+            return out, tuple(final)
+
+        # The loop over layers and directions, and dropout between layers, are every engine's (base.run_stack).
+        return run_stack(layer_fn, spec, x, hx, weights, lengths, training, layer_reverses=True)
 
 
 ENGINE = FusedEngine()

@@ -93,7 +93,9 @@ struct StepGemm {
   Tensor packed;  // oneDNN's blocked copy of w when that path is used
   bool onednn = false;
 
-  StepGemm(const Tensor& weight, int64_t rows, bool use_onednn) : w(weight.contiguous()) {
+  int64_t rows = 0;  // the most rows a call passes
+
+  StepGemm(const Tensor& weight, int64_t rows_, bool use_onednn) : w(weight.contiguous()), rows(rows_) {
     // oneDNN's per-call overhead (~15 us) loses to torch.mm below about a million multiply-adds per step
     // (measured: B=1, H=256: 26 us mm vs 33 us oneDNN; B=16, H=512: 521 vs 361 us).
     onednn = use_onednn && w.scalar_type() == at::kFloat && rows * w.size(0) * w.size(1) > (int64_t(1) << 20);
@@ -114,11 +116,36 @@ struct StepGemm {
                                .typed<LinearFn>();
       return linear.call(a, packed, std::nullopt, "none", c10::List<std::optional<at::Scalar>>(), std::nullopt);
     }
-    if (!buffer.defined()) buffer = at::empty({a.size(0), w.size(0)}, a.options());
-    return at::mm_out(buffer, a, w.t());
+    if (!buffer.defined()) buffer = at::empty({std::max(rows, a.size(0)), w.size(0)}, a.options());
+    Tensor rows_out = buffer.narrow(0, 0, a.size(0));
+    return at::mm_out(rows_out, a, w.t());
+  }
+
+  // The first n rows of a @ w^T: with lengths sorted longest first the live rows of a step are a prefix of the
+  // batch, so finished rows cost no multiply-adds (a shrinking batch, as packing gives, without its copies). Rows
+  // from n on are undefined; with n = 0 nothing is computed.
+  Tensor run_prefix(const Tensor& a, int64_t n) {
+    if (n == 0) return Tensor();
+    return run(n == a.size(0) ? a : a.narrow(0, 0, n));
   }
   Tensor buffer;
 };
+
+// How many rows lead the batch as live at step t: all of them without lengths or when the lengths are not sorted
+// longest first (then every row goes through the GEMM and finished ones are skipped after it).
+inline int64_t live_prefix(const int64_t* len, bool sorted, int64_t B, int64_t t) {
+  if (len == nullptr || !sorted) return B;
+  int64_t n = 0;
+  while (n < B && t < len[n]) ++n;
+  return n;
+}
+
+inline bool sorted_longest_first(const int64_t* len, int64_t B) {
+  if (len == nullptr) return false;
+  for (int64_t b = 1; b < B; ++b)
+    if (len[b] > len[b - 1]) return false;
+  return true;
+}
 
 inline int64_t grain_rows(int64_t width) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, width)); }
 
@@ -485,6 +512,7 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
   T* cprev_buf = zcp ? cprev_t.data_ptr<T>() : nullptr;
 
   const int64_t* len = lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
+  const bool sorted = sorted_longest_first(len, B);
   const T* xp = x_proj.data_ptr<T>();
   T* hs = h.data_ptr<T>();
   T* cs = c.data_ptr<T>();
@@ -493,8 +521,9 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
   for (int64_t step = 0; step < T_; ++step) {
     const int64_t t = reverse ? T_ - 1 - step : step;
     // (B, 4H) = h_{t-1} W_hh^T; recurrent dropout (Gal & Ghahramani) masks h_{t-1} on this path only.
-    Tensor gh = rec.run(h_mask.has_value() ? h * *h_mask : h);
-    const T* ghp = gh.data_ptr<T>();
+    const int64_t n_live = live_prefix(len, sorted, B, t);
+    Tensor gh = rec.run_prefix(h_mask.has_value() ? h * *h_mask : h, n_live);
+    const T* ghp = n_live > 0 ? gh.data_ptr<T>() : nullptr;
     T* mp = proj ? m.data_ptr<T>() : nullptr;
     T* gsave = save ? gates.data_ptr<T>() + t * B * G : nullptr;
     T* csave = save ? cells.data_ptr<T>() + t * B * H : nullptr;
@@ -533,8 +562,8 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
       }
     });
     if (proj) {
-      Tensor hp = prj->run(m);  // (B, P) = m W_hr^T
-      const T* hpp = hp.data_ptr<T>();
+      Tensor hp = prj->run_prefix(m, n_live);  // (B, P) = m W_hr^T
+      const T* hpp = n_live > 0 ? hp.data_ptr<T>() : nullptr;
       for (int64_t b = 0; b < B; ++b) {
         const bool live = len == nullptr || t < len[b];
         if (live) {
@@ -631,6 +660,7 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
   T* dhcp = zhp ? dh_carry.data_ptr<T>() : nullptr;
 
   const int64_t* len = lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
+  const bool sorted = sorted_longest_first(len, B);
   const T* gp = gates.data_ptr<T>();
   const T* cp = cells.data_ptr<T>();
   const T* c0p = c0c.data_ptr<T>();
@@ -643,6 +673,7 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
     const int64_t t = reverse ? T_ - 1 - step : step;
     const int64_t tprev = reverse ? t + 1 : t - 1;  // the step processed before t
     const bool first = step == 0;
+    const int64_t n_live = live_prefix(len, sorted, B, t);
     // dh += grad of the output at t, for live rows (a finished row's output is a constant zero).
     const T* got = go + t * B * P;
     for (int64_t b = 0; b < B; ++b) {
@@ -659,9 +690,9 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
     T* dhs = zhp ? dhtp : dhp;  // dL/dh~_t
     if (proj) {
       std::memcpy(d_h_all.data_ptr<T>() + t * B * P, dhs, sizeof(T) * B * P);
-      dm = prj->run(zhp ? dh_tilde : dh);  // (B, H) = dh~ W_hr
+      dm = prj->run_prefix(zhp ? dh_tilde : dh, n_live);  // (B, H) = dh~ W_hr
     }
-    const T* dmp = proj ? dm.data_ptr<T>() : dhs;
+    const T* dmp = proj ? (n_live > 0 ? dm.data_ptr<T>() : nullptr) : dhs;
     T* dgt = dgp + t * B * G;
     at::parallel_for(0, B, grain_rows(G), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
@@ -697,9 +728,9 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
         }
       }
     });
-    Tensor dh_rec = rec.run(ln ? d_gh[t] : d_gates[t]);  // (B, P) = d_gates_t W_hh (before LN, with LN)
-    if (h_mask.has_value()) dh_rec = (dh_rec * *h_mask).contiguous();
-    const T* dr = dh_rec.data_ptr<T>();
+    Tensor dh_rec = rec.run_prefix(ln ? d_gh[t] : d_gates[t], n_live);  // (B, P) = d_gates_t W_hh (before LN)
+    if (h_mask.has_value() && n_live > 0) dh_rec = (dh_rec * h_mask->narrow(0, 0, n_live)).contiguous();
+    const T* dr = n_live > 0 ? dh_rec.data_ptr<T>() : nullptr;
     for (int64_t b = 0; b < B; ++b) {
       if (len != nullptr && t >= len[b]) continue;  // finished rows carry dh through unchanged
       if (zhp) {
@@ -863,13 +894,15 @@ std::vector<Tensor> slstm_forward_impl(const Tensor& x_proj, const Tensor& h0, c
   T* scratch = save ? nullptr : scratch_t.data_ptr<T>();
   StepGemm rec(w_hh, B, use_onednn);
   const int64_t* len = lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
+  const bool sorted = sorted_longest_first(len, B);
   const T* xp = x_proj.data_ptr<T>();
   T *hs = h.data_ptr<T>(), *cs = c.data_ptr<T>(), *ns = n.data_ptr<T>(), *ms = m.data_ptr<T>();
   T* out_p = out.data_ptr<T>();
   for (int64_t step = 0; step < T_; ++step) {
     const int64_t t = reverse ? T_ - 1 - step : step;
-    Tensor gh = rec.run(h_mask.has_value() ? h * *h_mask : h);  // (B, 4H)
-    const T* ghp = gh.data_ptr<T>();
+    const int64_t n_live = live_prefix(len, sorted, B, t);
+    Tensor gh = rec.run_prefix(h_mask.has_value() ? h * *h_mask : h, n_live);  // (B, 4H), live rows first
+    const T* ghp = n_live > 0 ? gh.data_ptr<T>() : nullptr;
     T* gsave = save ? gates.data_ptr<T>() + t * B * G : nullptr;
     T* csave = save ? cells.data_ptr<T>() + t * B * H : nullptr;
     T* nsave = save ? norms.data_ptr<T>() + t * B * H : nullptr;
@@ -909,6 +942,7 @@ std::vector<Tensor> slstm_backward_impl(const Tensor& grad_out_in, const Tensor&
   Tensor c0c = c0.contiguous(), n0c = n0.contiguous();
   StepGemm rec(w_hh.t().contiguous(), B, use_onednn);
   const int64_t* len = lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
+  const bool sorted = sorted_longest_first(len, B);
   const T *gp = gates.data_ptr<T>(), *cp = cells.data_ptr<T>(), *np = norms.data_ptr<T>();
   const T *c0p = c0c.data_ptr<T>(), *n0p = n0c.data_ptr<T>(), *go = grad_out.data_ptr<T>();
   T *dgp = d_gates.data_ptr<T>(), *dhp = dh.data_ptr<T>(), *dcp = dc.data_ptr<T>();
@@ -934,9 +968,10 @@ std::vector<Tensor> slstm_backward_impl(const Tensor& grad_out_in, const Tensor&
                               dcp + b * H, dnp + b * H, dmp + b * H, dg, H);
       }
     });
-    Tensor dh_rec = rec.run(d_gates[t]);  // (B, H) = d_gates_t W_hh
-    if (h_mask.has_value()) dh_rec = (dh_rec * *h_mask).contiguous();
-    const T* dr = dh_rec.data_ptr<T>();
+    const int64_t n_live = live_prefix(len, sorted, B, t);
+    Tensor dh_rec = rec.run_prefix(d_gates[t], n_live);  // (B, H) = d_gates_t W_hh, live rows first
+    if (h_mask.has_value() && n_live > 0) dh_rec = (dh_rec * h_mask->narrow(0, 0, n_live)).contiguous();
+    const T* dr = n_live > 0 ? dh_rec.data_ptr<T>() : nullptr;
     for (int64_t b = 0; b < B; ++b) {
       if (len != nullptr && t >= len[b]) continue;  // finished rows carry dh through unchanged
       std::memcpy(dhp + b * H, dr + b * H, sizeof(T) * H);
