@@ -57,6 +57,8 @@ def register(subparsers: Any) -> None:
     _field(g, "--val-fraction", "data", "val_fraction", ranged(float, 0, 1, inclusive=False),
            "held-out tail (default 0.1)")
     _field(g, "--train-chars", "data", "train_chars", ranged(int, 0), "train on the first N characters only")
+    _field(g, "--vocab", "data", "vocab", str, "chars: the training characters, the rarest as one unknown class "
+           "(default); bytes: UTF-8 bytes, 256 symbols", choices=list(charlm.VOCABS))
 
     g = p.add_argument_group("model")
     _field(g, "--embedding-dim", "model", "embedding_dim", ranged(int, 0), "embedding size; 0 for one-hot (64)")
@@ -85,8 +87,8 @@ def register(subparsers: Any) -> None:
     _field(g, "--lr", "train", "lr", ranged(float, 0, inclusive=False), "learning rate (3e-3)")
     _field(g, "--weight-decay", "train", "weight_decay", ranged(float, 0), "weight decay (0.01)")
     _field(g, "--clip", "train", "clip", ranged(float, 0), "clip gradients to this norm, 0 for none (1.0)")
-    _field(g, "--schedule", "train", "schedule", str, "learning-rate schedule (auto: cosine if the steps are "
-           "known, else halve on plateau)", choices=list(SCHEDULES))
+    _field(g, "--schedule", "train", "schedule", str, "learning-rate schedule (auto: cosine over the steps or "
+           "the time limit when one is set, else halve on plateau)", choices=list(SCHEDULES))
     _field(g, "--warmup-steps", "train", "warmup_steps", ranged(int, 0), "linear warm-up steps (0)")
     _field(g, "--max-steps", "train", "max_steps", ranged(int, 0), "stop after N steps")
     _field(g, "--max-epochs", "train", "max_epochs", ranged(int, 0), "stop after N epochs")

@@ -87,8 +87,9 @@ class TrainConfig:
                f"max_cpu_minutes must be >= 0 (0 for no limit), got {self.max_cpu_minutes}")
         _check(self.eval_every >= 0, f"eval_every must be >= 0 (0 for every epoch), got {self.eval_every}")
         _check(self.patience >= 0, f"patience must be >= 0 (0 for never), got {self.patience}")
-        _check(self.schedule != "cosine" or bool(self.max_steps or self.max_epochs),
-               "schedule 'cosine' needs max_steps or max_epochs to know where it ends")
+        _check(self.schedule != "cosine" or bool(self.max_steps or self.max_epochs or self.max_minutes
+                                                 or self.max_cpu_minutes),
+               "schedule 'cosine' needs max_steps, max_epochs, max_minutes or max_cpu_minutes to know where it ends")
 
 
 @dataclass(frozen=True)

@@ -47,3 +47,12 @@ def gather(obj: object) -> list[object]:
     gathered: list[object] = [None] * world()[1]
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def broadcast(value: float, device: torch.device) -> float:
+    """Rank 0's ``value``, on every rank."""
+    if world()[1] == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(t, 0)
+    return float(t.item())

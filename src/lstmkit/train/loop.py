@@ -17,13 +17,13 @@ from torch import nn
 from ..checkpoint import LAST, CheckpointError, load_checkpoint
 from .base import Callback, FitResult, Task, TrainConfig, TrainingInterrupted, resolve_device
 from .checkpoints import Checkpoints
-from .distributed import agree, any_rank, gather, world
+from .distributed import agree, any_rank, broadcast, gather, world
 from .early_stopping import EarlyStopping
 from .interrupt import StopSignals
 from .lock import RunLock
 from .metrics_csv import MetricsCSV
 from .nonfinite import NonFiniteGuard, gradient_norm
-from .optim import make_optimizer, make_scheduler
+from .optim import BudgetCosine, make_optimizer, make_scheduler
 from .progress import ProgressBar
 
 
@@ -171,6 +171,7 @@ class Trainer:
         self.total_steps = budget
         self.scheduler = make_scheduler(self.optimizer, config, budget)
         plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        by_time = isinstance(self.scheduler, BudgetCosine)
         seed = config.seed * 1009 + self.rank  # dropout: each rank its own stream
         torch.manual_seed(seed)
         if device.type == "cuda":
@@ -208,12 +209,14 @@ class Trainer:
                 else:
                     self.optimizer.zero_grad(set_to_none=True)
                     task.discard_state()
-                if not plateau:
-                    self.scheduler.step()
                 self.step += 1
                 self.position += 1
                 self.elapsed = time.monotonic() - began
                 self.cpu = time.process_time() - cpu_began
+                if by_time:
+                    self.scheduler.step(self._progress())
+                elif not plateau:
+                    self.scheduler.step()
                 end_of_epoch = self.position >= per_epoch
                 if config.max_steps and self.step >= config.max_steps:
                     self.stopped = "max_steps"
@@ -243,6 +246,15 @@ class Trainer:
             val_loss=self.val_loss, stopped=self.stopped, seconds=self.elapsed, history=self.history,
             skipped=self.guard.skipped,
         )
+
+    def _progress(self) -> float:
+        """How much of the time budget is spent, 0 to 1: rank 0's measure, for every rank."""
+        parts = []
+        if self.config.max_minutes:
+            parts.append(self.elapsed / (60 * self.config.max_minutes))
+        if self.config.max_cpu_minutes:
+            parts.append(self.cpu / (60 * self.config.max_cpu_minutes))
+        return broadcast(max(parts, default=0.0), self.device)
 
     def _epoch_batches(self) -> Any:
         """The task's batches for this epoch. The RNG state they were drawn from is saved with ``last/``: a run

@@ -61,8 +61,8 @@ def score_stream(model: nn.Module, ids: Tensor, rows: int = 1, chunk: int = 256)
     state = None
     total = 0.0
     for start in range(0, length, chunk):
-        logits, state = model(xs[start : start + chunk], state)  # (t, rows, V)
-        total += float(F.cross_entropy(logits.flatten(0, 1).float(), ys[start : start + chunk].flatten(),
+        logits, state = model(xs[start : start + chunk].long(), state)  # (t, rows, V)
+        total += float(F.cross_entropy(logits.flatten(0, 1).float(), ys[start : start + chunk].flatten().long(),
                                        reduction="sum"))
     return total, rows * length
 
@@ -73,7 +73,8 @@ def _shard(ids: Tensor, rank: int, world: int) -> Tensor:
 
 
 class TokenStreamTask(Task):
-    """Next-token prediction over ``train_ids`` (``(N,)`` int64), scored on ``val_ids``, with truncated BPTT.
+    """Next-token prediction over ``train_ids`` (``(N,)`` integers of any width, e.g. a memory-mapped token
+    file), scored on ``val_ids``, with truncated BPTT.
 
     val_scale: the validation loss is nats per token times this (e.g. tokens per character, so that a byte
     model's loss is per character of the text); the training loss stays per token.
@@ -119,10 +120,10 @@ class TokenStreamTask(Task):
         return _Pairs(xs, ys)
 
     def loss(self, net: nn.Module, batch: Any) -> Tensor:
-        x, y = batch
-        logits, state = net(x, self.carry)  # (T, B, V)
+        x, y = batch  # token files hold uint8/uint16 ids: widened a batch at a time
+        logits, state = net(x.long(), self.carry)  # (T, B, V)
         self.carry = tuple(s.detach() for s in state)  # the state goes on; its gradient path ends here
-        return F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten().long())
 
     def end_epoch(self) -> None:
         self.carry = None
