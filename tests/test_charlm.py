@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from lstmkit.apps import charlm
 from lstmkit.apps.charlm import CharLM, CharLMConfig, DataConfig, RunConfig, TextError, Vocabulary
+from lstmkit.checkpoint import save_checkpoint
 from lstmkit.train import TrainConfig, contiguous_batches, make_scheduler, score_stream
 
 
@@ -47,8 +48,11 @@ def test_read_texts_joins_files_and_refuses_bad_ones(tmp_path):
         charlm.read_texts([tmp_path / "latin1.txt"])
     with pytest.raises(FileNotFoundError):
         charlm.read_texts([tmp_path / "missing.txt"])
-    with pytest.raises(IsADirectoryError):
-        charlm.read_texts([tmp_path])
+    (tmp_path / "folder" / "sub").mkdir(parents=True)
+    (tmp_path / "folder" / "z.txt").write_text("last")
+    (tmp_path / "folder" / "sub" / "a.txt").write_text("first\n")
+    assert charlm.read_texts([tmp_path / "folder"]) == "first\nlast"  # a folder: its files, sorted by path
+    assert charlm.read_texts([str(tmp_path / "folder" / "*.txt")]) == "last"  # a glob
 
 
 def test_d2l_preprocessing_is_the_books():
@@ -75,6 +79,78 @@ def test_vocabulary_round_trip_and_unknown_characters():
     assert vocab.decode(vocab.encode("world hello")) == "world hello"
     with pytest.raises(TextError, match=r"prompt has 2 character\(s\) the model never saw in training: 'X', '!'"):
         vocab.encode("heXlo!", "prompt")
+
+
+def test_the_rarest_characters_are_the_unknown_class_and_unseen_ones_join_them():
+    vocab = Vocabulary.from_text("aaabbbccc d", min_count=3, unknown=True)
+    assert vocab.chars == ("a", "b", "c") and len(vocab) == 4 and vocab.unknown_id == 3
+    assert vocab.encode("ab d€").tolist() == [0, 1, 3, 3, 3]
+    assert vocab.decode([0, 3, 2]) == "a\ufffdc"
+    assert vocab.unknown_chars("ab d€") == [" ", "d", "€"] and vocab.count_unknown("dd€") == 3
+    again = Vocabulary.from_extra(vocab.to_extra())
+    assert again == vocab
+    old = Vocabulary.from_extra({"vocabulary": ["a", "b"]})  # a checkpoint from before the unknown class
+    assert old == Vocabulary(("a", "b")) and len(old) == 2 and old.unknown_id is None
+
+
+@pytest.mark.parametrize("text", ["plain ascii", "emoji 🐕🦴", "时间旅行者", "mixed Ω and ß"])
+def test_a_byte_vocabulary_covers_any_utf8(text):
+    vocab = Vocabulary.from_text("anything", "bytes")
+    ids = vocab.encode(text)
+    assert len(vocab) == 256 and ids.tolist() == list(text.encode("utf-8")) and vocab.decode(ids) == text
+    assert vocab.unknown_chars(text) == [] and vocab.count_unknown(text) == 0
+
+
+def _uniform(vocab: Vocabulary) -> CharLM:
+    model = CharLM(CharLMConfig(vocab_size=len(vocab), **TINY))
+    with torch.no_grad():
+        model.decoder.weight.zero_()
+        model.decoder.bias.zero_()
+    return model
+
+
+@pytest.mark.parametrize("text", ["the cat sees Ω", "emoji 🐕🦴", "时间旅行者", "Ж"])
+def test_bits_per_char_are_per_character_of_the_text_whatever_the_vocabulary(text):
+    # Known answers: a uniform model over V symbols costs log2(V) bits a symbol, so a uniform byte model costs
+    # 8 bits for each byte of each character, and a uniform character model log2(V) for every character,
+    # unknown ones included.
+    chars = Vocabulary.from_text("the cat", min_count=1, unknown=True)
+    scores = charlm.evaluate(_uniform(chars), chars, text)
+    assert scores["chars"] == len(text) and scores["bits_per_char"] == pytest.approx(math.log2(len(chars)), rel=1e-5)
+    assert scores["unknown_chars"] == sum(ch not in "the cat" for ch in text)
+    byte_vocab = Vocabulary.from_text("", "bytes")
+    scores = charlm.evaluate(_uniform(byte_vocab), byte_vocab, text)
+    expected = 8 * len(text.encode("utf-8")) / len(text)
+    assert scores["unknown_chars"] == 0 and scores["bits_per_char"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_prompt_with_unseen_characters_is_mapped_and_said_so():
+    vocab = Vocabulary.from_text("the cat", unknown=True)
+    ids, note = charlm.prompt_ids(vocab, "the ™cat")
+    assert ids.tolist() == vocab.encode("the ™cat").tolist() and "1 character(s)" in note and "'™'" in note
+    assert charlm.prompt_ids(vocab, "the cat")[1] == ""
+    old = Vocabulary(tuple(sorted(set("the cat"))))
+    ids, note = charlm.prompt_ids(old, "the ™cat")
+    assert old.decode(ids) == "the cat" and "left out" in note
+    with pytest.raises(TextError, match="only characters the model never saw"):
+        charlm.prompt_ids(old, "™")
+    model = _uniform(vocab)
+    sampled = "".join(charlm.generate(model, vocab, "™", 200, seed=0))
+    assert len(sampled) == 200 and "\ufffd" not in sampled  # the unknown class is never written
+
+
+def test_a_checkpoint_from_before_the_unknown_class_still_loads_and_scores(tmp_path):
+    vocab = Vocabulary.from_text(generated_text(500))
+    model = CharLM(CharLMConfig(vocab_size=len(vocab), **TINY))
+    run = RunConfig(CharLMConfig(vocab_size=len(vocab), **TINY))
+    config = run.to_dict()
+    del config["data"]["vocab"]  # as an older lstmkit wrote it
+    save_checkpoint(tmp_path / "old", model, config, kind=charlm.KIND, extra={"vocabulary": list(vocab.chars)})
+    loaded, loaded_vocab, saved = charlm.load_model(tmp_path / "old")
+    assert loaded_vocab == vocab and saved.data.vocab == "chars"
+    assert charlm.evaluate(loaded, loaded_vocab, "the cat")["chars"] == 7
+    with pytest.raises(TextError, match="predates the unknown class"):
+        charlm.evaluate(loaded, loaded_vocab, "the cat Ω")
 
 
 # -- batches, scoring -----------------------------------------------------------------------------------
@@ -118,7 +194,7 @@ def test_a_uniform_model_has_perplexity_equal_to_the_vocabulary_size():
         model.decoder.weight.zero_()
         model.decoder.bias.zero_()
     scores = charlm.evaluate(model, vocab, text)
-    assert scores["chars"] == len(text) - 1
+    assert scores["chars"] == len(text) and scores["unknown_chars"] == 0
     assert scores["perplexity"] == pytest.approx(len(vocab), rel=1e-5)
     assert scores["bits_per_char"] == pytest.approx(math.log2(len(vocab)), rel=1e-5)
 
@@ -224,7 +300,7 @@ def test_training_learns_the_text_and_writes_its_run_directory(tmp_path):
     assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
     assert (tmp_path / "out" / "curves.png").read_bytes().startswith(b"\x89PNG")
     model, vocab, saved = charlm.load_model(tmp_path / "out")
-    assert saved.model.vocab_size == len(vocab) == len(set(text))
+    assert saved.model.vocab_size == len(vocab) == len(set(text)) + 1  # and the unknown class
     assert charlm.evaluate(model, vocab, text[-600:])["bits_per_char"] < 0.6 * math.log2(len(vocab))
 
 

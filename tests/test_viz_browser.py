@@ -126,7 +126,6 @@ def test_page_shows_the_recorded_values(inspected, run_dir, tmp_path):
 def test_inspect_errors_are_one_line(run_dir, tmp_path, capsys):
     cases = [
         (["--checkpoint", str(tmp_path / "missing"), "--text", "abc"], None),
-        (["--checkpoint", str(run_dir), "--text", "ZZZ\u00e9"], "never saw"),
         (["--checkpoint", str(run_dir), "--text", ""], "empty"),
     ]
     for args, message in cases:

@@ -8,18 +8,26 @@ truncated backpropagation through time over contiguous batches.
 Texts come from the user's files or from a built-in corpus (:data:`CORPORA`): ``timemachine`` (H. G. Wells,
 The Time Machine, shipped as package data) and ``stdlib`` (the Python standard library's source on this
 machine). ``preprocess="d2l"`` is the book's cleaning: letters only, lowercased, every run of other
-characters one space.
+characters one space. Text files (or folders, or globs) are encoded once into a memory-mapped token file beside
+the run (:mod:`lstmkit.apps.tokenfile`), so a corpus larger than memory trains.
+
+The vocabulary (:class:`Vocabulary`) is the training characters plus an unknown class that the rarest of them
+train (``vocab="chars"``), or the 256 UTF-8 bytes (``vocab="bytes"``): any text can be scored, and bits per
+character are always per character of the text.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import hashlib
 import importlib.resources
 import math
 import os
 import re
+import shutil
 import sysconfig
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +42,14 @@ from ..checkpoint import CheckpointError, load_checkpoint
 from ..modules import LSTM
 from ..train import FitResult, TrainConfig, fit, score_stream
 from ..variants import CELLS, check_variants
+from . import tokenfile
 
 __all__ = [
     "CORPORA",
     "KIND",
     "PREPROCESS",
+    "RARE",
+    "VOCABS",
     "CharLM",
     "CharLMConfig",
     "DataConfig",
@@ -54,6 +65,7 @@ __all__ = [
     "load_text",
     "prepare_text",
     "preprocess",
+    "prompt_ids",
     "read_texts",
     "stdlib_text",
     "train_charlm",
@@ -61,6 +73,10 @@ __all__ = [
 
 KIND = "charlm"  # the checkpoint kind (see lstmkit.checkpoint)
 PREPROCESS = ("none", "d2l")
+VOCABS = ("chars", "bytes")
+# Training characters seen fewer times than this are the unknown class: it learns how often a rare character
+# comes, which is what an unseen one in another text is most like.
+RARE = 3
 STDLIB_CAP = 4_000_000  # characters: about 150 of the standard library's modules, 10 CPU minutes of reading
 
 
@@ -72,7 +88,7 @@ from ..errors import TextError  # noqa: E402 (its home is errors.py; importable 
 
 
 def read_texts(paths: Sequence[str | Path]) -> str:
-    """The UTF-8 text of ``paths``, joined in the order given (a newline between files that lack one).
+    """The UTF-8 text of ``paths`` (files, folders, globs), joined in order (a newline between files that lack one).
 
     Raises FileNotFoundError/IsADirectoryError for a missing path, :class:`TextError` for an empty file,
     a binary one (it holds NUL bytes) or one that is not UTF-8 (naming the byte offset).
@@ -80,10 +96,7 @@ def read_texts(paths: Sequence[str | Path]) -> str:
     if not paths:
         raise TextError("no text files given")
     parts: list[str] = []
-    for name in paths:
-        path = Path(name)
-        if path.is_dir():
-            raise IsADirectoryError(21, "is a directory, not a text file", str(path))
+    for path in text_files(paths):
         data = path.read_bytes()
         if not data:
             raise TextError(f"{path} is empty: a language model needs text to learn from")
@@ -102,6 +115,15 @@ def read_texts(paths: Sequence[str | Path]) -> str:
             parts.append("\n")
         parts.append(text)
     return "".join(parts)
+
+
+def text_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The files ``paths`` name: files, directories (every file below, sorted) and glob patterns
+    (:func:`lstmkit.apps.tokenfile.expand_paths`); :class:`TextError` for a folder or pattern with none."""
+    try:
+        return tokenfile.expand_paths(paths)
+    except tokenfile.SourceError as error:
+        raise TextError(str(error)) from None
 
 
 def stdlib_text(cap: int = STDLIB_CAP) -> str:
@@ -180,35 +202,94 @@ def preprocess(text: str, mode: str, strip: bool = True) -> str:
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """The characters a model knows, in id order (sorted by code point, so the same text gives the same ids)."""
+    """The symbols a model reads and predicts: characters (``kind="chars"``) or UTF-8 bytes (``kind="bytes"``).
+
+    chars: the known characters in id order (sorted by code point, so the same text gives the same ids).
+    unknown: one more class, id ``len(chars)``, for every character outside ``chars`` (D2L's ``<unk>``);
+    training maps the rarest characters to it (fewer than :data:`RARE` occurrences), so it gets probability
+    mass, and any text can then be scored: an unknown character costs ``-log2 p(<unk>)`` bits. Vocabularies
+    saved before this class existed have none and refuse unknown characters. ``bytes``: 256 symbols, every
+    UTF-8 text, nothing unknown.
+    """
 
     chars: tuple[str, ...]
+    kind: str = "chars"
+    unknown: bool = False
 
     @classmethod
-    def from_text(cls, text: str) -> Vocabulary:
-        return cls(tuple(sorted(set(text))))
+    def from_text(cls, text: str, kind: str = "chars", min_count: int = 1, unknown: bool = False) -> Vocabulary:
+        """The vocabulary of ``text``: its characters seen at least ``min_count`` times (the rest are the
+        unknown class, when ``unknown``), or the 256 bytes."""
+        if kind == "bytes":
+            return cls((), "bytes", False)
+        if kind != "chars":
+            raise ValueError(f"vocab must be one of {', '.join(VOCABS)}, got {kind!r}")
+        counts = Counter(text)
+        return cls(tuple(sorted(ch for ch, n in counts.items() if n >= min_count)), "chars", unknown)
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any]) -> Vocabulary:
+        """The vocabulary a checkpoint's ``extra`` holds (checkpoints from before ``vocab`` are characters)."""
+        return cls(tuple(extra.get("vocabulary", ())), str(extra.get("vocab", "chars")), bool(extra.get("unknown")))
+
+    def to_extra(self) -> dict[str, Any]:
+        return {"vocabulary": list(self.chars), "vocab": self.kind, "unknown": self.unknown}
 
     def __len__(self) -> int:
-        return len(self.chars)
+        return 256 if self.kind == "bytes" else len(self.chars) + int(self.unknown)
 
-    def unknown(self, text: str) -> list[str]:
-        """The characters of ``text`` that are not in the vocabulary, in order of first appearance."""
+    @property
+    def unknown_id(self) -> int | None:
+        """The id of the unknown class, or None when there is none."""
+        return len(self.chars) if self.kind == "chars" and self.unknown else None
+
+    def unknown_chars(self, text: str) -> list[str]:
+        """The characters of ``text`` outside the vocabulary, in order of first appearance (none for bytes)."""
+        if self.kind == "bytes":
+            return []
         known = set(self.chars)
         return list(dict.fromkeys(ch for ch in text if ch not in known))
 
+    def count_unknown(self, text: str) -> int:
+        """How many characters of ``text`` (with repeats) are outside the vocabulary."""
+        if self.kind == "bytes":
+            return 0
+        known = set(self.chars)
+        return sum(1 for ch in text if ch not in known)
+
     def encode(self, text: str, what: str = "text") -> Tensor:
-        """``text`` as a ``(len(text),)`` int64 tensor of ids; :class:`TextError` names unknown characters."""
-        missing = self.unknown(text)
+        """``text`` as a ``(N,)`` int64 tensor of ids (N characters, or N UTF-8 bytes). Unknown characters
+        become the unknown class; without one, :class:`TextError` names them."""
+        if self.kind == "bytes":
+            return torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8).long()
+        index = {ch: i for i, ch in enumerate(self.chars)}
+        if self.unknown:
+            unk = len(self.chars)
+            return torch.tensor([index.get(ch, unk) for ch in text], dtype=torch.long)
+        missing = self.unknown_chars(text)
         if missing:
             shown = ", ".join(repr(ch) for ch in missing[:10]) + (", ..." if len(missing) > 10 else "")
             raise TextError(
-                f"the {what} has {len(missing)} character(s) the model never saw in training: {shown}"
+                f"the {what} has {len(missing)} character(s) the model never saw in training: {shown} "
+                "(this model predates the unknown class: retrain it to score any text)"
             )
-        index = {ch: i for i, ch in enumerate(self.chars)}
         return torch.tensor([index[ch] for ch in text], dtype=torch.long)
 
     def decode(self, ids: Sequence[int] | Tensor) -> str:
-        return "".join(self.chars[int(i)] for i in ids)
+        """The text of ``ids``; the unknown class reads as U+FFFD, and bytes that are not UTF-8 too."""
+        if self.kind == "bytes":
+            return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+        return "".join(self.chars[int(i)] if int(i) < len(self.chars) else "\ufffd" for i in ids)
+
+    def start_id(self) -> int:
+        """The context the first character of a text is predicted from: a line break (else a space, else the
+        unknown class), as if the text followed another document."""
+        if self.kind == "bytes":
+            return ord("\n")
+        for ch in ("\n", " "):
+            if ch in self.chars:
+                return self.chars.index(ch)
+        return self.unknown_id if self.unknown_id is not None else 0
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -275,6 +356,7 @@ class DataConfig:
     preprocess: str = "none"  # "none" or "d2l"
     val_fraction: float = 0.1  # the last part of the text, held out for validation
     train_chars: int = 0  # > 0: train on only the first this many characters (D2L's max_tokens=10000)
+    vocab: str = "chars"  # "chars" (with an unknown class for the rarest) or "bytes" (UTF-8, 256 symbols)
 
     def __post_init__(self) -> None:
         _check((self.corpus is None) != (not self.texts), "give either a corpus or text files, not both")
@@ -284,6 +366,7 @@ class DataConfig:
                f"preprocess must be one of {', '.join(PREPROCESS)}, got {self.preprocess!r}")
         _check(0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}")
         _check(self.train_chars >= 0, f"train_chars must be >= 0, got {self.train_chars}")
+        _check(self.vocab in VOCABS, f"vocab must be one of {', '.join(VOCABS)}, got {self.vocab!r}")
 
 
 @dataclass(frozen=True)
@@ -398,34 +481,55 @@ def train_charlm(
     ``out`` continues from its last checkpoint, exactly (see :func:`lstmkit.train.fit`); the text must be the
     same as when it began. Raises :class:`TextError` for unusable text, ValueError for bad settings.
     """
-    text = load_text(run.data)
-    vocab = Vocabulary.from_text(text)
-    run = dataclasses.replace(run, model=dataclasses.replace(run.model, vocab_size=len(vocab)))
-    train_text, val_text = prepare_text(text, run.data)
     world = int(os.environ.get("WORLD_SIZE", "1"))  # under torchrun each process trains on 1/world of the text
+    if run.data.texts and run.data.preprocess == "none":
+        # Files: encoded once into a token file beside the run and memory-mapped (any size of text).
+        try:
+            tokens = tokenfile.encode_files(
+                text_files(run.data.texts), Path(out) / "tokens", vocab=run.data.vocab,
+                val_fraction=run.data.val_fraction, train_chars=run.data.train_chars, min_count=RARE,
+                progress=progress and os.environ.get("RANK", "0") == "0")
+        except tokenfile.SourceError as error:
+            raise TextError(str(error)) from None
+        vocab = Vocabulary.from_extra(tokens.vocabulary)
+        train_ids, val_ids = tokens.ids[: tokens.split], tokens.ids[tokens.split :]
+        n_train, n_val, digest = tokens.train_chars, tokens.val_chars, tokens.text_sha256
+    else:
+        # A built-in corpus, or the D2L preprocessing (which reads the whole text): in memory.
+        text = load_text(run.data)
+        train_text, val_text = prepare_text(text, run.data)
+        vocab = Vocabulary.from_text(train_text, run.data.vocab, min_count=RARE, unknown=True)
+        train_ids = vocab.encode(train_text, "training text")
+        val_ids = vocab.encode(val_text, "validation text")
+        n_train, n_val, digest = len(train_text), len(val_text), _digest(text)
+    run = dataclasses.replace(run, model=dataclasses.replace(run.model, vocab_size=len(vocab)))
     B, T = run.train.batch_size, run.train.seq_len
-    if len(train_text) // world < B * T + T + 1:
+    if len(train_ids) // world < B * T + T + 1 or len(val_ids) // world < 2:
+        _discard_tokens(Path(out), resume)
+    if len(train_ids) // world < B * T + T + 1:
         raise TextError(
-            f"the text is too short: {len(train_text):,} characters to train on"
-            f"{f' ({len(train_text) // world:,} per process)' if world > 1 else ''}, and --batch-size {B} x "
+            f"the text is too short: {n_train:,} characters to train on"
+            f"{f' ({n_train // world:,} per process)' if world > 1 else ''}, and --batch-size {B} x "
             f"--seq-len {T} needs at least {B * T + T + 1:,}; give more text or smaller --batch-size/--seq-len"
         )
-    if len(val_text) // world < 2:
-        raise TextError(f"the validation part is too short ({len(val_text)} characters); raise --val-fraction")
-    extra = {"vocabulary": list(vocab.chars), "text_sha256": _digest(text), "train_chars": len(train_text),
-             "val_chars": len(val_text)}
+    if len(val_ids) // world < 2:
+        raise TextError(f"the validation part is too short ({n_val} characters); raise --val-fraction")
+    extra = {**vocab.to_extra(), "text_sha256": digest, "train_chars": n_train, "val_chars": n_val}
     if resume:
         saved = load_checkpoint(Path(out) / "last", kind=KIND)
         if saved.extra.get("text_sha256") != extra["text_sha256"]:
             raise TextError(
                 f"the text differs from the one the run in {out} was trained on; resume with the same text"
             )
+        if Vocabulary.from_extra(saved.extra) != vocab:
+            raise TextError(f"the run in {out} was trained with another vocabulary (an older lstmkit?); "
+                            "start a new --out")
     torch.manual_seed(run.train.seed)  # the initial weights
     model = CharLM(run.model)
     return fit(
         model,
-        vocab.encode(train_text, "training text"),
-        vocab.encode(val_text, "validation text"),
+        train_ids,
+        val_ids,
         run.train,
         out,
         kind=KIND,
@@ -433,7 +537,18 @@ def train_charlm(
         extra=extra,
         resume=resume,
         progress=progress,
+        resume_hint=f"resume it with: lstmkit train --out {out} --resume",
+        val_scale=len(val_ids) / n_val,  # the validation loss per character, whatever the vocabulary
     )
+
+
+def _discard_tokens(out: Path, resume: bool) -> None:
+    """A new run refused for its text leaves nothing behind: not its token file, nor a folder it made."""
+    if resume or not (out / "tokens").is_dir():
+        return
+    shutil.rmtree(out / "tokens", ignore_errors=True)
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[CharLM, Vocabulary, RunConfig]:
@@ -445,7 +560,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Ch
     ckpt = load_checkpoint(path, kind=KIND, map_location=device)
     try:
         run = RunConfig.from_dict(ckpt.config)
-        vocab = Vocabulary(tuple(ckpt.extra["vocabulary"]))
+        vocab = Vocabulary.from_extra(ckpt.extra)
+        if not vocab.chars and vocab.kind == "chars":
+            raise KeyError("vocabulary")
         model = CharLM(run.model).to(device)
         model.load_state_dict(ckpt.state_dict)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
@@ -458,22 +575,48 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Ch
 
 @torch.no_grad()
 def evaluate(model: CharLM, vocab: Vocabulary, text: str, preprocess_mode: str = "none") -> dict[str, float | int]:
-    """Score ``text``: ``{"perplexity", "bits_per_char", "chars"}`` (``chars``: characters scored).
+    """Score ``text``: ``{"perplexity", "bits_per_char", "chars", "unknown_chars"}``.
 
-    Every character but the first is predicted from all before it; a text longer than 65,536 characters is cut
-    into that many rows scored side by side (each row from a zero state), which changes the result little.
+    Every character is predicted from all before it, the first from a line break (:meth:`Vocabulary.start_id`);
+    ``chars`` is the number of characters of the (preprocessed) text, and bits and perplexity are per
+    character of it whatever the vocabulary (a byte model's bits are summed over each character's bytes).
+    ``unknown_chars``: characters outside the vocabulary, scored as the unknown class. A text longer than
+    65,536 symbols is cut into that many rows scored side by side (each row from a zero state), which changes
+    the result little.
     """
     text = preprocess(text, preprocess_mode)
-    if len(text) < 2:
-        raise TextError(f"the text must have at least 2 characters to score, got {len(text)}")
-    ids = vocab.encode(text)
+    if not text:
+        raise TextError("the text is empty: there is nothing to score")
+    ids = torch.cat([torch.tensor([vocab.start_id()]), vocab.encode(text)])
     rows = math.ceil(len(ids) / 65_536)
     was_training = model.training
     model.eval()
     nll, count = score_stream(model, ids.to(model.decoder.weight.device), rows=rows)
     model.train(was_training)
-    nats = nll / count
-    return {"perplexity": math.exp(nats), "bits_per_char": nats / math.log(2), "chars": count}
+    nats = nll / count * (len(ids) - 1) / len(text)  # per token, times tokens per character
+    return {"perplexity": math.exp(nats), "bits_per_char": nats / math.log(2), "chars": len(text),
+            "unknown_chars": vocab.count_unknown(text)}
+
+
+def prompt_ids(vocab: Vocabulary, prompt: str) -> tuple[Tensor, str]:
+    """The ids of ``prompt`` and a note for the user when some characters had to be mapped ("" when none).
+
+    Unknown characters become the unknown class; a vocabulary without one (an older checkpoint) drops them.
+    """
+    missing = vocab.unknown_chars(prompt)
+    if not missing:
+        return vocab.encode(prompt, "prompt"), ""
+    shown = ", ".join(repr(ch) for ch in missing[:10]) + (", ..." if len(missing) > 10 else "")
+    if vocab.unknown:
+        return vocab.encode(prompt, "prompt"), (
+            f"the prompt has {len(missing)} character(s) the model never saw in training ({shown}); "
+            "they were read as the unknown class")
+    kept = "".join(ch for ch in prompt if ch in set(vocab.chars))
+    if not kept:
+        raise TextError(f"the prompt has only characters the model never saw in training ({shown})")
+    return vocab.encode(kept, "prompt"), (
+        f"the prompt has {len(missing)} character(s) the model never saw in training ({shown}); this model has "
+        "no unknown class, so they were left out")
 
 
 @torch.no_grad()
@@ -489,9 +632,11 @@ def generate(
 ) -> Iterator[str]:
     """Yield ``length`` characters that follow ``prompt``, one at a time, as they are sampled.
 
-    The prompt is read once; then each step feeds one character and carries ``(h, c)``, so the prefix is
-    never recomputed. temperature: > 0 divides the logits; 0 takes the most likely character. top_k: > 0
-    samples among the k most likely only. seed: the sampling generator's seed (same seed, same text).
+    The prompt is read once (see :func:`prompt_ids` for characters the model does not know); then each step
+    feeds one symbol and carries ``(h, c)``, so the prefix is never recomputed. A byte model yields a
+    character once its UTF-8 bytes are complete (an invalid sequence yields U+FFFD); the unknown class is
+    never sampled. temperature: > 0 divides the logits; 0 takes the most likely symbol. top_k: > 0 samples
+    among the k most likely only. seed: the sampling generator's seed (same seed, same text).
     """
     if not prompt:
         raise TextError("the prompt must have at least one character")
@@ -502,21 +647,34 @@ def generate(
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0 (0 for no limit), got {top_k}")
     device = model.decoder.weight.device
-    ids = vocab.encode(prompt, "prompt").to(device)
+    ids = prompt_ids(vocab, prompt)[0].to(device)
     generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace") if vocab.kind == "bytes" else None
+    unknown = vocab.unknown_id
     model.eval()
     logits, state = model(ids.view(-1, 1))  # (P, 1, V)
     last = logits[-1, 0]
-    for _ in range(length):
+    produced = 0
+    while produced < length:
+        scores = last.float().cpu()
+        if unknown is not None:
+            scores[unknown] = -math.inf  # "some character we never saw" cannot be written down
         if temperature == 0:
-            choice = int(last.argmax())
+            choice = int(scores.argmax())
         else:
-            scores = last.float().cpu() / temperature
+            scores = scores / temperature
             if 0 < top_k < scores.numel():
                 cutoff = scores.topk(top_k).values[-1]
                 scores = scores.masked_fill(scores < cutoff, -math.inf)
             choice = int(torch.multinomial(scores.softmax(-1), 1, generator=generator))
-        yield vocab.chars[choice]
+        if decoder is None:
+            produced += 1
+            yield vocab.chars[choice]
+        else:
+            for char in decoder.decode(bytes([choice])):
+                if produced < length:
+                    produced += 1
+                    yield char
         logits, state = model(torch.tensor([[choice]], device=device), state)  # one step, (h, c) carried
         last = logits[-1, 0]
 

@@ -20,7 +20,8 @@ def register(subparsers: Any) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", nargs="+", metavar="FILE", help="UTF-8 text files to score")
     src.add_argument("--corpus", choices=list(charlm.CORPORA), help="a built-in corpus to score")
-    p.add_argument("--json", action="store_true", help='one JSON object: "perplexity", "bits_per_char", "chars"')
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object: "perplexity", "bits_per_char", "chars", "unknown_chars"')
     p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N (cpu)")
     p.set_defaults(func=run)
 
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(scores))
     else:
+        unknown = f" ({scores['unknown_chars']:,} unknown to the model)" if scores["unknown_chars"] else ""
         print(f"perplexity {scores['perplexity']:.4f}, {scores['bits_per_char']:.4f} bits/char "
-              f"over {scores['chars']:,} characters")
+              f"over {scores['chars']:,} characters{unknown}")
     return 0

@@ -31,6 +31,9 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     model, vocab, run_config = charlm.load_model(args.checkpoint, device=resolve_device(args.device))
     prompt = charlm.preprocess(args.prompt, run_config.data.preprocess, strip=False)
+    note = charlm.prompt_ids(vocab, prompt)[1] if prompt else ""
+    if note:
+        print(f"lstmkit generate: note: {note}", file=sys.stderr)
     stream = charlm.generate(model, vocab, prompt, args.length, temperature=args.temperature, top_k=args.top_k,
                              seed=args.seed)
     first = next(stream, "")  # a prompt the model cannot read fails here, before anything is printed

@@ -53,6 +53,8 @@ def register(subparsers: Any) -> None:
     _field(g, "--val-fraction", "data", "val_fraction", ranged(float, 0, 1, inclusive=False),
            "held-out tail (default 0.1)")
     _field(g, "--train-chars", "data", "train_chars", ranged(int, 0), "train on the first N characters only")
+    _field(g, "--vocab", "data", "vocab", str, "chars: the training characters, the rarest as one unknown class "
+           "(default); bytes: UTF-8 bytes, 256 symbols", choices=list(charlm.VOCABS))
 
     g = p.add_argument_group("model")
     _field(g, "--embedding-dim", "model", "embedding_dim", ranged(int, 0), "embedding size; 0 for one-hot (64)")
@@ -74,8 +76,8 @@ def register(subparsers: Any) -> None:
     _field(g, "--lr", "train", "lr", ranged(float, 0, inclusive=False), "learning rate (3e-3)")
     _field(g, "--weight-decay", "train", "weight_decay", ranged(float, 0), "weight decay (0.01)")
     _field(g, "--clip", "train", "clip", ranged(float, 0), "clip gradients to this norm, 0 for none (1.0)")
-    _field(g, "--schedule", "train", "schedule", str, "learning-rate schedule (auto: cosine if the steps are "
-           "known, else halve on plateau)", choices=list(SCHEDULES))
+    _field(g, "--schedule", "train", "schedule", str, "learning-rate schedule (auto: cosine over the steps or "
+           "the time limit when one is set, else halve on plateau)", choices=list(SCHEDULES))
     _field(g, "--warmup-steps", "train", "warmup_steps", ranged(int, 0), "linear warm-up steps (0)")
     _field(g, "--max-steps", "train", "max_steps", ranged(int, 0), "stop after N steps")
     _field(g, "--max-epochs", "train", "max_epochs", ranged(int, 0), "stop after N epochs")
@@ -86,13 +88,15 @@ def register(subparsers: Any) -> None:
     _field(g, "--patience", "train", "patience", ranged(int, 0), "early stopping: evaluations without "
            "improvement, 0 for never (10)")
     _field(g, "--seed", "train", "seed", int, "seed: same seed, same run on CPU (0)")
+    g.add_argument("--skip-nonfinite", dest="train.skip_nonfinite", action="store_true", default=argparse.SUPPRESS,
+                   help="skip a step whose loss or gradient is NaN/inf (default: stop the run there)")
     _field(g, "--device", "train", "device", device, "auto, cpu, cuda, cuda:N (auto)")
     p.set_defaults(func=run)
 
 
 # Flags that may change when a run is resumed: how long it goes on, and where.
 RESUMABLE = {("train", "max_steps"), ("train", "max_epochs"), ("train", "max_minutes"), ("train", "max_cpu_minutes"),
-             ("train", "patience"), ("train", "device")}
+             ("train", "patience"), ("train", "device"), ("train", "skip_nonfinite")}
 
 
 def build_run(args: argparse.Namespace) -> charlm.RunConfig:
