@@ -12,7 +12,6 @@ autocorrelation test finds the season, as in the M4 guide). sMAPE and MASE are t
 
 from __future__ import annotations
 
-import math
 import time as _time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -21,11 +20,21 @@ from typing import Any
 import numpy as np
 
 from .config import ForecastError
-from .metrics import mase, naive_forecast, seasonal_naive_forecast, smape
+from .metrics import (
+    is_seasonal,
+    mase,
+    naive2_forecast,
+    naive_forecast,
+    seasonal_indices,
+    seasonal_naive_forecast,
+    smape,
+)
 from .panel import GlobalConfig, Panel, fit_global
 
 DATASETS = {"m3": ("yearly", "quarterly", "monthly", "other"), "m1": ("yearly", "quarterly", "monthly")}
 STATS_METHODS = ("AutoETS", "AutoTheta", "AutoARIMA", "SeasonalNaive", "Naive")
+__all__ = ["CompSeries", "DATASETS", "STATS_METHODS", "is_seasonal", "load_dataset", "markdown_table",
+           "naive2_forecast", "run_benchmark", "score", "seasonal_indices"]
 
 
 @dataclass(frozen=True)
@@ -58,49 +67,8 @@ def load_dataset(dataset: str, subset: str) -> list[CompSeries]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Naive2 and the scores
+# The scores
 # ---------------------------------------------------------------------------------------------------------
-
-
-def _acf(y: np.ndarray, k: int) -> float:
-    d = y - y.mean()
-    return float(d[: len(y) - k] @ d[k:]) / float(d @ d) if float(d @ d) > 0 else 0.0
-
-
-def is_seasonal(y: np.ndarray, period: int) -> bool:
-    """The M4 guide's test: |acf(period)| above 1.645 sqrt((1 + 2 sum_{k<period} acf(k)^2) / n)."""
-    if period <= 1 or len(y) < 3 * period:
-        return False
-    acfs = [_acf(y, k) for k in range(1, period + 1)]
-    bound = 1.645 * math.sqrt((1 + 2 * sum(a * a for a in acfs[:-1])) / len(y))
-    return abs(acfs[-1]) > bound
-
-
-def seasonal_indices(y: np.ndarray, period: int) -> np.ndarray:
-    """Classical multiplicative decomposition's seasonal indices (period,), normalised to mean 1; y (T,) > 0."""
-    m = period
-    if m % 2 == 0:  # a 2 x m centred moving average
-        kernel = np.r_[0.5, np.ones(m - 1), 0.5] / m
-    else:
-        kernel = np.ones(m) / m
-    trend = np.convolve(y, kernel, mode="valid")  # (T - 2*(m//2),)
-    offset = m // 2
-    ratios = y[offset: offset + len(trend)] / trend
-    idx = np.zeros(m)
-    for j in range(m):
-        positions = (np.arange(len(ratios)) + offset) % m == j
-        idx[j] = ratios[positions].mean()
-    return idx / idx.mean()
-
-
-def naive2_forecast(y: np.ndarray, horizon: int, period: int) -> np.ndarray:
-    """Naive on the seasonally adjusted series, reseasonalised (the M competitions' Naive2): (T,) -> (H,)."""
-    if not is_seasonal(y, period) or np.any(y <= 0):
-        return naive_forecast(y, horizon)
-    idx = seasonal_indices(y, period)
-    T = len(y)
-    adjusted_last = y[-1] / idx[(T - 1) % period]
-    return adjusted_last * idx[(T + np.arange(horizon)) % period]
 
 
 def score(series: Sequence[CompSeries], forecasts: np.ndarray | list[np.ndarray]) -> dict[str, float]:

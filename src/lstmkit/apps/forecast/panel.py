@@ -40,7 +40,7 @@ from ...fileio import atomic_write
 from ...modules import LSTM
 from .config import ForecastError
 from .data import TimeStep, _parse_number, _parse_time, _time_step
-from .metrics import mase, seasonal_naive_forecast, smape
+from .metrics import is_seasonal, mase, seasonal_indices, seasonal_naive_forecast, smape
 from .model import pinball_loss
 
 KIND = "forecast-global"  # the checkpoint's kind: refused by the single-series loader, and the reverse
@@ -59,6 +59,7 @@ class GlobalConfig:
     season: int = 1  # seasonal period: the level's span, the seasonal-naive baseline and MASE
     normalise: str = "auto"  # "ratio" (y / level), "shift" ((y - level) / scale) or "auto" (ratio if all y > 0)
     loss: str = "smape"  # "smape": sMAPE-like on the median + pinball on the bounds; "pinball": pinball on all
+    deseasonalise: bool = True  # divide each seasonal series by its multiplicative seasonal indices (ratio mode)
     hidden_size: int = 64
     num_layers: int = 2
     dropout: float = 0.0
@@ -267,16 +268,33 @@ def read_long_csv(path: str | Path, target: str, id: str | None = "unique_id", t
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _padded(panel: Panel, window: int) -> tuple[np.ndarray, np.ndarray]:
+def _padded(panel: Panel, window: int, seasons: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """All series in one array, each left-padded by ``window`` zeros: (S, W + T_max) values and lengths (S,).
 
-    Series are right-aligned at column W + T_i; index ``W + t`` is step ``t`` of a series.
+    Index ``W + t`` is step ``t`` of a series. ``seasons`` (S, m): each step divided by its seasonal index.
     """
     lengths = np.array([len(v) for v in panel.values], dtype=np.int64)
     data = np.zeros((len(panel), window + int(lengths.max())), dtype=np.float32)
     for i, v in enumerate(panel.values):
+        if seasons is not None:
+            v = v / seasons[i, np.arange(len(v)) % seasons.shape[1]]
         data[i, window: window + len(v)] = v
     return data, lengths
+
+
+def seasonal_factors(panel: Panel, period: int) -> np.ndarray:
+    """Each series' multiplicative seasonal indices (S, period), indexed by step % period; 1 where none is found.
+
+    The classical decomposition of the M competitions' Naive2, behind the same 90% autocorrelation test, so a
+    series whose season is noise keeps factors of 1 (the ES-RNN normalises by a seasonality it fits; this is its
+    closed-form stand-in).
+    """
+    out = np.ones((len(panel), period))
+    if period > 1:
+        for i, v in enumerate(panel.values):
+            if np.all(v > 0) and is_seasonal(v, period):
+                out[i] = seasonal_indices(v, period)
+    return out
 
 
 @dataclass
@@ -390,10 +408,12 @@ class GlobalForecaster:
     @torch.no_grad()
     def predict(self, panel: Panel, batch_size: int = 4096) -> np.ndarray:
         """The next H steps after the end of every series: (S, H, 3) lower, median, upper."""
-        data, lengths = _padded(panel, self.config.resolved_window)
+        seasons = self.seasons(panel)
+        data, lengths = _padded(panel, self.config.resolved_window, seasons)
         series = np.arange(len(panel))
         origins = lengths.copy()  # forecast from the end: data columns [W + T - W, W + T)
-        out = np.empty((len(panel), self.config.horizon, 3))
+        H = self.config.horizon
+        out = np.empty((len(panel), H, 3))
         for s in range(0, len(panel), batch_size):
             sl = slice(s, s + batch_size)
             x, level, b, static = self._inputs(panel, origins[sl], series[sl], data, lengths)
@@ -402,7 +422,16 @@ class GlobalForecaster:
             z = np.median(np.stack([np.sort(net.eval()(x, static).double().numpy(), axis=-1) for net in self.nets]),
                           axis=0)  # (N, H, 3)
             out[sl] = level[:, None, None] + b[:, None, None] * z
+        if seasons is not None:  # reseasonalise: step T + h has the index of (T + h) % m
+            steps = (lengths[:, None] + np.arange(H)[None, :]) % seasons.shape[1]  # (S, H)
+            out *= np.take_along_axis(seasons, steps, axis=1)[..., None]
         return out
+
+    def seasons(self, panel: Panel) -> np.ndarray | None:
+        """The seasonal factors (S, m) the model divides by, or None (no season, or not in ratio mode)."""
+        if not (self.config.deseasonalise and self.mode == "ratio" and self.config.season > 1):
+            return None
+        return seasonal_factors(panel, self.config.season)
 
 
 def _world() -> tuple[int, int]:
@@ -430,7 +459,7 @@ def fit_global(panel: Panel, config: GlobalConfig,
         mode = "ratio" if all(float(v.min()) > 0 for v in panel.values) else "shift"
     categories = sorted(set(panel.static)) if config.static and panel.static is not None else []
     model = GlobalForecaster(replace(config, window=W), [], mode, categories)
-    data, lengths = _padded(panel, W)
+    data, lengths = _padded(panel, W, model.seasons(panel))
     rank, world = _world()
     # (series, origin) pairs; an origin o forecasts steps [o, o + H) of its series
     pairs = [(i, o) for i in range(rank, len(panel), world)
