@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import tempfile
 import time as _time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -14,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ...modules import LSTM
+from ...train import Callback, Task, TrainConfig, Trainer
 from .config import ForecastConfig, ForecastError
 from .data import Series, TimeStep
 from .metrics import detect_season
@@ -180,6 +182,53 @@ class Forecaster:
         return self.predict_at(series.target, series.covariates, [len(series)])[0]
 
 
+class _SeriesTask(Task):
+    """One series' training windows as a task of the one training loop; the validation window's loss evaluates."""
+
+    unit = "windows"
+
+    def __init__(self, net: nn.Module, x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor, q: Tensor,
+                 batch_size: int) -> None:
+        self.model, self.x, self.y, self.x_val, self.y_val, self.q = net, x, y, x_val, y_val, q
+        self.batch_size = self.items_per_step = batch_size
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def epoch_batches(self, epoch: int) -> Any:
+        order = torch.randperm(len(self.x))
+        return [order[b: b + self.batch_size] for b in range(0, len(order), self.batch_size)]
+
+    def loss(self, net: nn.Module, batch: Any) -> Tensor:
+        return pinball_loss(net(self.x[batch]), self.y[batch], self.q)
+
+    def evaluate(self) -> float:
+        with torch.no_grad():
+            return float(pinball_loss(self.model(self.x_val), self.y_val, self.q))
+
+
+class _KeepBest(Callback):
+    """Early stopping on the validation loss, keeping the best epoch's weights in memory (nothing on disk)."""
+
+    def __init__(self, net: nn.Module, patience: int, progress: Callable[[dict[str, float]], None] | None) -> None:
+        self.net, self.patience, self.progress = net, patience, progress
+        self.best, self.best_epoch, self.epochs, self.stale = math.inf, 0, 0, 0
+        self.state = copy.deepcopy(net.state_dict())
+
+    def on_evaluate(self, trainer: Any, row: dict[str, float]) -> None:
+        self.epochs += 1
+        val = row["val_loss"]
+        if val < self.best * (1 - 1e-6):  # the loss is >= 0; a gain below 1e-6 is no gain
+            self.best, self.best_epoch, self.stale = val, self.epochs, 0
+            self.state = copy.deepcopy(self.net.state_dict())
+        else:
+            self.stale += 1
+        if self.progress is not None:
+            self.progress({"epoch": self.epochs, "loss": row["train_loss"], "val_loss": val})
+        if self.stale >= self.patience and not trainer.stopped:
+            trainer.stopped = "early_stopping"
+
+
 def fit(series: Series, config: ForecastConfig, split: Split | None = None,
         progress: Callable[[dict[str, float]], None] | None = None) -> Forecaster:
     """Train a forecaster on ``series`` with early stopping on the validation window; the best epoch is kept.
@@ -189,8 +238,7 @@ def fit(series: Series, config: ForecastConfig, split: Split | None = None,
     split = split or split_series(series, config)
     config = replace(config, window=split.window, season=split.season)
     W, H = split.window, split.horizon
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)  # the initial weights; the loop seeds the shuffling from config.seed
     y, c = series.target, series.covariates
     train_part = y[: split.train]
     scale = float(np.std(train_part)) or 1.0
@@ -211,35 +259,15 @@ def fit(series: Series, config: ForecastConfig, split: Split | None = None,
                              .astype(np.float32))
     q = torch.tensor(config.quantiles, dtype=torch.float32)
 
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    best_val, best_state, best_epoch, stale = math.inf, copy.deepcopy(net.state_dict()), 0, 0
+    task = _SeriesTask(net, x_train, y_train, x_val, y_val, q, config.batch_size)
+    keep = _KeepBest(net, config.patience, progress)
+    run = TrainConfig(lr=config.lr, weight_decay=config.weight_decay, clip=config.clip, schedule="constant",
+                      max_epochs=config.epochs, eval_every=0, patience=0, max_minutes=config.max_minutes or 0.0,
+                      seed=config.seed, device="cpu")
     start = _time.monotonic()
-    epoch = 0
-    for epoch in range(1, config.epochs + 1):
-        net.train()
-        order = rng.permutation(len(train_origins))
-        total = 0.0
-        for b in range(0, len(order), config.batch_size):
-            batch = torch.from_numpy(order[b: b + config.batch_size])
-            loss = pinball_loss(net(x_train[batch]), y_train[batch], q)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(net.parameters(), config.clip)
-            optimizer.step()
-            total += loss.item() * len(batch)
-        net.eval()
-        with torch.no_grad():
-            val = float(pinball_loss(net(x_val), y_val, q))
-        if val < best_val * (1 - 1e-6):  # the loss is >= 0; a gain below 1e-6 is no gain
-            best_val, best_state, best_epoch, stale = val, copy.deepcopy(net.state_dict()), epoch, 0
-        else:
-            stale += 1
-        if progress is not None:
-            progress({"epoch": epoch, "loss": total / len(order), "val_loss": val})
-        if stale >= config.patience:
-            break
-        if config.max_minutes is not None and _time.monotonic() - start > 60 * config.max_minutes:
-            break
+    with tempfile.TemporaryDirectory(prefix="lstmkit-forecast-") as scratch:
+        Trainer(task, run, scratch, callbacks=[keep]).fit()
+    best_state, best_val, best_epoch, epoch = keep.state, keep.best, keep.best_epoch, keep.epochs
     net.load_state_dict(best_state)
     net.eval()
     if config.calibrate:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import math
+import tempfile
 import time as _time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -38,6 +39,7 @@ from torch import Tensor, nn
 from ...checkpoint import BEST, CheckpointError, load_checkpoint, save_checkpoint
 from ...fileio import atomic_write
 from ...modules import LSTM
+from ...train import Callback, Task, TrainConfig, Trainer
 from .config import ForecastError
 from .data import TimeStep, _parse_number, _parse_time, _time_step
 from .metrics import is_seasonal, mase, seasonal_indices, seasonal_naive_forecast, smape
@@ -442,14 +444,91 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+class _WindowTask(Task):
+    """The global model's windows as a task of the one training loop (:mod:`lstmkit.train`).
+
+    Every (series, origin) pair with ``min_history`` observed points before it and H after it; this rank's
+    share of the series under torchrun. The evaluation is the loss on a fixed sample of training windows: there
+    is no validation part here (M3's series are too short for one), so the run lasts ``epochs``.
+    """
+
+    unit = "windows"
+
+    def __init__(self, model: GlobalForecaster, net: GlobalNet, panel: Panel, data: np.ndarray,
+                 lengths: np.ndarray) -> None:
+        self.model, self.forecaster, self.panel = net, model, panel
+        self.data, self.lengths = data, lengths
+        self.config = model.config
+        self.items_per_step = self.config.batch_size
+        self.q = torch.tensor(self.config.quantiles, dtype=torch.float32)
+
+    def setup(self, device: torch.device, rank: int, world: int) -> None:
+        H, lengths = self.config.horizon, self.lengths
+        pairs = [(i, o) for i in range(rank, len(self.panel), world)
+                 for o in range(max(1, min(self.config.min_history, int(lengths[i]) - H)), int(lengths[i]) - H + 1)]
+        if not pairs:
+            raise ForecastError(f"no series is long enough for one training window: each needs at least "
+                                f"{max(self.config.min_history, 1) + H} points (min_history + horizon {H})")
+        self.index = np.array(pairs, dtype=np.int64)  # (N, 2): series, origin (forecasts steps [o, o + H))
+        n = len(self.index)
+        if world > 1:  # every rank must take the same number of steps, or the gradient all-reduce waits forever
+            import torch.distributed as dist
+
+            count = torch.tensor([n])
+            dist.all_reduce(count, op=dist.ReduceOp.MIN)
+            self.steps = max(1, int(count) // self.config.batch_size)
+        else:
+            self.steps = math.ceil(n / self.config.batch_size)
+        self.probe = self.index[np.random.default_rng(0).permutation(n)[:2048]]
+
+    def steps_per_epoch(self) -> int:
+        return self.steps
+
+    def epoch_batches(self, epoch: int) -> Any:
+        order = torch.randperm(len(self.index)).numpy()
+        b = self.config.batch_size
+        return [self.index[order[k * b: (k + 1) * b]] for k in range(self.steps)]
+
+    def loss(self, net: nn.Module, batch: Any) -> Tensor:
+        W, H = self.config.resolved_window, self.config.horizon
+        series, origins = batch[:, 0], batch[:, 1]
+        x, level, b, static = self.forecaster._inputs(self.panel, origins, series, self.data, self.lengths)
+        cols = W + origins[:, None] + np.arange(H)[None, :]
+        y = torch.from_numpy(((self.data[series[:, None], cols] - level[:, None]) / b[:, None]).astype(np.float32))
+        pred = net(x, static)  # (B, H, 3)
+        if self.config.loss == "smape":
+            b_t, level_t = torch.from_numpy(b.astype(np.float32)), torch.from_numpy(level.astype(np.float32))
+            return _smape_like(pred[..., 1], y, b_t, level_t) + pinball_loss(pred[..., ::2], y, self.q[::2])
+        return pinball_loss(pred, y, self.q)
+
+    def evaluate(self) -> float:
+        with torch.no_grad():
+            return float(self.loss(self.model, self.probe))
+
+
+class _Progress(Callback):
+    """Reports each step to the caller's ``progress`` function, with which network of the ensemble it is."""
+
+    def __init__(self, member: int, report: Callable[[dict[str, float]], None]) -> None:
+        self.member, self.report = member, report
+
+    def on_step_end(self, trainer: Any) -> None:
+        per_epoch = trainer.task.steps_per_epoch()
+        # after an epoch's last step the trainer has already moved to the next epoch, at position 0
+        done = trainer.position == 0
+        self.report({"network": self.member, "epoch": trainer.epoch if done else trainer.epoch + 1,
+                     "step": per_epoch if done else trainer.position, "steps": per_epoch, "loss": trainer.last_loss})
+
+
 def fit_global(panel: Panel, config: GlobalConfig,
                progress: Callable[[dict[str, float]], None] | None = None) -> GlobalForecaster:
     """Train ``config.ensemble`` networks on the windows of every series of ``panel`` (all of it is training data).
 
     Windows: every origin with at least ``min_history`` observed points before it and the H points after it
-    inside the series. Under ``torchrun`` (an initialised process group) each rank trains on its share of the
-    series and DistributedDataParallel averages the gradients; every rank ends with the same weights.
-    ``progress`` is called after every batch with ``{"network", "epoch", "step", "steps", "loss"}``.
+    inside the series. Each network is one run of :func:`lstmkit.train` (AdamW, a cosine schedule after a 10%
+    warm-up, ``epochs`` passes). Under ``torchrun`` (an initialised process group) each rank trains on its share
+    of the series and DistributedDataParallel averages the gradients; every rank ends with the same weights.
+    ``progress`` is called after every step with ``{"network", "epoch", "step", "steps", "loss"}``.
     """
     W, H = config.resolved_window, config.horizon
     if not len(panel):
@@ -460,73 +539,29 @@ def fit_global(panel: Panel, config: GlobalConfig,
     categories = sorted(set(panel.static)) if config.static and panel.static is not None else []
     model = GlobalForecaster(replace(config, window=W), [], mode, categories)
     data, lengths = _padded(panel, W, model.seasons(panel))
-    rank, world = _world()
-    # (series, origin) pairs; an origin o forecasts steps [o, o + H) of its series
-    pairs = [(i, o) for i in range(rank, len(panel), world)
-             for o in range(min(config.min_history, int(lengths[i]) - H), int(lengths[i]) - H + 1)]
-    pairs = [(i, o) for i, o in pairs if o >= 1]
-    if not pairs:
-        raise ForecastError(f"no series is long enough for one training window: each needs at least "
-                            f"{max(config.min_history, 1) + H} points (min_history + horizon {H})")
-    index = np.array(pairs, dtype=np.int64)  # (N, 2)
-    if world > 1:  # every rank must take the same number of steps, or the gradient all-reduce waits forever
-        import torch.distributed as dist
-
-        n = torch.tensor([len(index)])
-        dist.all_reduce(n, op=dist.ReduceOp.MIN)
-        steps_per_epoch = max(1, int(n) // config.batch_size)
-    else:
-        steps_per_epoch = math.ceil(len(index) / config.batch_size)
-    q = torch.tensor(config.quantiles, dtype=torch.float32)
     start = _time.monotonic()
     losses: list[float] = []
-    for member in range(config.ensemble):
-        seed = config.seed + member
-        torch.manual_seed(seed)
-        rng = np.random.default_rng([seed, rank])
-        net = GlobalNet(H, W, config.hidden_size, config.num_layers, config.dropout, config.engine,
-                        config.linear_skip, len(categories), config.static_dim)
-        trained: nn.Module = net
-        if world > 1:
-            trained = nn.parallel.DistributedDataParallel(net)
-        optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        total_steps = config.epochs * steps_per_epoch
-        sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=total_steps, pct_start=0.1)
-        member_start = _time.monotonic()
-        loss_value = math.nan
-        for epoch in range(1, config.epochs + 1):
-            net.train()
-            order = rng.permutation(len(index))
-            for step in range(steps_per_epoch):
-                batch = index[order[step * config.batch_size: (step + 1) * config.batch_size]]
-                series, origins = batch[:, 0], batch[:, 1]
-                x, level, b, static = model._inputs(panel, origins, series, data, lengths)
-                cols = W + origins[:, None] + np.arange(H)[None, :]
-                y = (data[series[:, None], cols] - level[:, None]) / b[:, None]  # (B, H)
-                y_t = torch.from_numpy(y.astype(np.float32))
-                pred = trained(x, static)  # (B, H, 3)
-                if config.loss == "smape":
-                    b_t = torch.from_numpy(b.astype(np.float32))
-                    level_t = torch.from_numpy(level.astype(np.float32))
-                    loss = _smape_like(pred[..., 1], y_t, b_t, level_t) + pinball_loss(pred[..., ::2], y_t, q[::2])
-                else:
-                    loss = pinball_loss(pred, y_t, q)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(net.parameters(), config.clip)
-                optimizer.step()
-                sched.step()
-                loss_value = loss.item()
-                if progress is not None:
-                    progress({"network": member + 1, "epoch": epoch, "step": step + 1, "steps": steps_per_epoch,
-                              "loss": loss_value})
-            if config.max_minutes is not None and _time.monotonic() - member_start > 60 * config.max_minutes:
-                break
-        net.eval()
-        model.nets.append(net)
-        losses.append(loss_value)
-    model.history = {"windows": int(len(index)), "epochs": config.epochs, "final_loss": losses,
-                     "seconds": _time.monotonic() - start, "processes": world}
+    windows = 0
+    with tempfile.TemporaryDirectory(prefix="lstmkit-forecast-") as scratch:
+        for member in range(config.ensemble):
+            torch.manual_seed(config.seed + member)  # the initial weights: each network its own seed
+            net = GlobalNet(H, W, config.hidden_size, config.num_layers, config.dropout, config.engine,
+                            config.linear_skip, len(categories), config.static_dim)
+            task = _WindowTask(model, net, panel, data, lengths)
+            probe = _WindowTask(model, net, panel, data, lengths)
+            probe.setup(torch.device("cpu"), *_world())  # the schedule needs the number of steps up front
+            total = config.epochs * probe.steps_per_epoch()
+            run = TrainConfig(lr=config.lr, weight_decay=config.weight_decay, clip=config.clip, schedule="cosine",
+                              warmup_steps=max(1, total // 10), max_epochs=config.epochs, eval_every=0, patience=0,
+                              max_minutes=config.max_minutes or 0.0, seed=config.seed + member, device="cpu")
+            hooks: list[Callback] = [] if progress is None else [_Progress(member + 1, progress)]
+            result = Trainer(task, run, Path(scratch) / f"net{member}", callbacks=hooks).fit()
+            net.eval()
+            model.nets.append(net)
+            losses.append(result.val_loss)
+            windows = len(task.index)
+    model.history = {"windows": windows, "epochs": config.epochs, "final_loss": losses,
+                     "seconds": _time.monotonic() - start, "processes": _world()[1]}
     return model
 
 
