@@ -74,6 +74,7 @@ def scale(args: argparse.Namespace) -> None:
         wall = time.monotonic()
         cmd = LSTMKIT + ["forecast", "train", "--csv", str(path), "--id", "unique_id",
                "--time", "ds", "--target", "y", "--horizon", "12", "--season", "12", "--epochs", str(args.epochs),
+               *(["--max-minutes", str(args.max_minutes)] if args.max_minutes else []),
                "--out", str(Path(tmp) / "run"), "--json"]
         done = subprocess.run(cmd, capture_output=True, text=True)
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**10
@@ -105,6 +106,7 @@ def main() -> None:
     p.add_argument("--series", type=int, default=10000)
     p.add_argument("--length", type=int, default=100)
     p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--max-minutes", type=float, help="stop training after this long (memory peaks before)")
     p.set_defaults(func=scale)
     args = parser.parse_args()
     args.func(args)
