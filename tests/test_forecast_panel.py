@@ -241,3 +241,19 @@ def test_torchrun_trains_one_global_model_data_parallel_with_two_processes(tmp_p
     single = P.fit_global(P.read_long_csv(path, "sales", "shop", "month").head(6), P.GlobalConfig(
         horizon=6, season=12, epochs=1, hidden_size=8, num_layers=1))
     assert metrics["training"]["windows"] < single.history["windows"]
+
+
+def test_a_series_too_short_for_the_backtest_is_forecast_but_not_scored(tmp_path):
+    data = seasonal_panel(4)
+    data["s9"] = (3, np.array([50.0, 55.0, 52.0, 58.0]))  # 4 points: fewer than horizon + 2
+    path = write_long(tmp_path / "long.csv", data)
+    config = tiny_config(id="shop", time="month", target="sales", epochs=1)
+    metrics = P.train_global(path, config, tmp_path / "run")
+    assert metrics["series"] == 5 and metrics["backtested"] == 4
+    with open(tmp_path / "run" / "per_series.csv") as handle:
+        rows = {r["unique_id"]: r for r in csv.DictReader(handle)}
+    assert rows["s9"]["smape"] == "" and rows["s0"]["smape"] != ""
+    with open(tmp_path / "run" / "forecast.csv") as handle:
+        short = [r for r in csv.DictReader(handle) if r["unique_id"] == "s9"]
+    assert [r["ds"] for r in short] == [month(3 + 4 + h) for h in range(6)]
+    assert all(np.isfinite(float(r["forecast"])) for r in short)

@@ -590,17 +590,24 @@ def backtest_panel(panel: Panel, config: GlobalConfig,
                    ) -> tuple[GlobalForecaster, dict[str, Any], list[dict[str, Any]]]:
     """Hold out the last H points of every series, train on the rest, score the forecast of the held-out part.
 
-    Returns the model trained on the training parts, the pooled metrics (LSTM, naive, seasonal naive) and one
+    A series with fewer than H + 2 points has no training part left after the hold-out: it is not backtested
+    (its ``per_series`` row has no scores) nor trained on, but it is forecast. Returns the model trained on the
+    training parts, the pooled metrics (LSTM, naive, seasonal naive; means over the backtested series) and one
     row per series (``unique_id`` plus each method's sMAPE and MASE): what ``per_series.csv`` holds.
     """
     H = config.horizon
-    short = [k for k, v in zip(panel.ids, panel.values, strict=True) if len(v) < H + 2]
-    if short:
-        raise ForecastError(f"series {short[0]!r} has {len(panel.values[panel.ids.index(short[0])])} points: "
-                            f"the backtest needs at least horizon + 2 = {H + 2}")
-    train = panel.head(H)
+    kept = [i for i, v in enumerate(panel.values) if len(v) >= H + 2]
+    if not kept:
+        raise ForecastError(f"no series has the horizon + 2 = {H + 2} points a backtest needs; the longest has "
+                            f"{max(len(v) for v in panel.values)}: give a smaller --horizon")
+    scored = Panel([panel.ids[i] for i in kept], [panel.values[i] for i in kept],
+                   None if panel.labels is None else [panel.labels[i] for i in kept],
+                   None if panel.times is None else [panel.times[i] for i in kept],
+                   None if panel.steps is None else [panel.steps[i] for i in kept],
+                   None if panel.static is None else [panel.static[i] for i in kept])
+    train = scored.head(H)
     model = fit_global(train, config, progress)
-    actual = [v[-H:] for v in panel.values]
+    actual = [v[-H:] for v in scored.values]
     insample = train.values
     forecasts = model.predict(train)
     naive = np.stack([np.full(H, v[-1]) for v in insample])
@@ -612,11 +619,14 @@ def backtest_panel(panel: Panel, config: GlobalConfig,
     inside = np.mean([(a >= f[:, 0]) & (a <= f[:, 2]) for a, f in zip(actual, forecasts, strict=True)])
     metrics: dict[str, Any] = {**pooled, "baselines": {"naive": pooled_naive, "seasonal_naive": pooled_snaive},
                                "coverage": float(inside), "interval": config.interval, "series": len(panel),
-                               "horizon": H, "season": m, "window": model.config.resolved_window,
-                               "normalise": model.mode, "training": model.history}
-    per_series = [{"unique_id": k, "smape": r["smape"], "mase": r["mase"], "naive_smape": rn["smape"],
-                   "naive_mase": rn["mase"], "seasonal_naive_smape": rs["smape"], "seasonal_naive_mase": rs["mase"]}
-                  for k, r, rn, rs in zip(panel.ids, rows, rows_naive, rows_snaive, strict=True)]
+                               "backtested": len(kept), "horizon": H, "season": m,
+                               "window": model.config.resolved_window, "normalise": model.mode,
+                               "training": model.history}
+    by_id = {k: {"smape": r["smape"], "mase": r["mase"], "naive_smape": rn["smape"], "naive_mase": rn["mase"],
+                 "seasonal_naive_smape": rs["smape"], "seasonal_naive_mase": rs["mase"]}
+             for k, r, rn, rs in zip(scored.ids, rows, rows_naive, rows_snaive, strict=True)}
+    empty = dict.fromkeys(next(iter(by_id.values())))
+    per_series = [{"unique_id": k, **by_id.get(k, empty)} for k in panel.ids]
     return model, metrics, per_series
 
 
