@@ -24,6 +24,7 @@ from .engines.base import LayerWeights, RNNSpec, States
 from .engines.native import cell_step as native_cell_step
 from .engines.reference import STEPS, gated_step_for, input_projection
 from .errors import InputError
+from .init import check_init, init_gate_biases
 from .inspect import GateRecord, record_forward
 from .variants import (
     Variants,
@@ -93,6 +94,8 @@ class _RNNBase(nn.Module):
     mode: str  # "LSTM", "GRU", "RNN_TANH", "RNN_RELU"
     variants = _variants_property
     return_gates: bool = False  # LSTM only: forward also returns a GateRecord
+    init: str = "torch"  # LSTM only: the gate-bias initialisation (lstmkit.init)
+    chrono_max: float | None = None  # LSTM only: T_max of init="chrono"
 
     def __init__(
         self,
@@ -186,6 +189,8 @@ class _RNNBase(nn.Module):
             for e, name in zip(extra, names[len(names) - len(extra):], strict=True):
                 init_extra_parameter(getattr(self, name), e.init, self.hidden_size)
             if self.bias:
+                init_gate_biases(getattr(self, names[2]), getattr(self, names[3]), self.hidden_size, self.init,
+                                 self.chrono_max, self.variants.coupled_gates)
                 init_forget_bias(self.variants, getattr(self, names[2]), getattr(self, names[3]), self.hidden_size)
 
     # -- what the engines see --------------------------------------------------------------------------
@@ -253,6 +258,8 @@ class _RNNBase(nn.Module):
             s += f", bidirectional={self.bidirectional}"
         if self.variants.describe():
             s += f", {self.variants.describe()}"
+        if self.init != "torch":
+            s += f", init={self.init!r}" + (f", chrono_max={self.chrono_max}" if self.chrono_max is not None else "")
         engine = self.engine
         s += f", engine={engine!r}" if engine == self._engine_request else f", engine='auto'->{engine!r}"
         return s
@@ -433,6 +440,9 @@ class LSTM(_RNNBase):
     ``recurrent_dropout`` (p, Gal & Ghahramani 2016), ``zoneout`` ((z_c, z_h) or one number, Krueger et al.
     2016) and ``cell="slstm"`` (xLSTM's sLSTM, Beck et al. 2024), whose states are ``(h, c, n, m)``:
     ``output, (h_n, c_n, n_n, m_n) = lstm(x, (h_0, c_0, n_0, m_0))``. Dropout-like variants are off in eval().
+    ``cell="no_c"`` is an ablation without a memory cell: ``c_t = f*h_{t-1} + i*g`` (reference engine).
+    ``init``: the gate biases' initialisation, ``"torch"`` (default), ``"zeros"`` or ``"chrono"`` with
+    ``chrono_max=T_max`` (Tallec & Ollivier 2018); see :mod:`lstmkit.init`.
     """
 
     def __init__(
@@ -457,12 +467,16 @@ class LSTM(_RNNBase):
         recurrent_dropout: float = 0.0,
         zoneout: float | tuple[float, float] = 0.0,
         cell: str = "lstm",
+        init: str = "torch",
+        chrono_max: float | None = None,
     ) -> None:
         variants = check_variants(
             cell=cell, peephole=peephole, layer_norm=layer_norm, coupled_gates=coupled_gates,
             forget_bias=forget_bias, recurrent_dropout=recurrent_dropout, zoneout=zoneout,
             proj_size=_check_size("proj_size", proj_size, minimum=0), bias=_check_bool("bias", bias),
         )
+        # Set before nn.Module's init: reset_parameters, called from there, reads them.
+        self.init, self.chrono_max = check_init(init, chrono_max, cell=cell, bias=bias, forget_bias=forget_bias)
         super().__init__(
             "LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             proj_size, engine=engine, device=device, dtype=dtype, variants=variants,
@@ -562,6 +576,8 @@ class _CellBase(nn.Module):
     mode: str
     num_states = 1
     variants = _variants_property
+    init: str = "torch"  # LSTMCell only: the gate-bias initialisation (lstmkit.init)
+    chrono_max: float | None = None  # LSTMCell only: T_max of init="chrono"
 
     def __init__(
         self, mode: str, input_size: int, hidden_size: int, bias: bool = True, device: Any = None,
@@ -602,6 +618,8 @@ class _CellBase(nn.Module):
         for e in extra_parameters(self.variants, self.hidden_size):
             init_extra_parameter(getattr(self, e.name), e.init, self.hidden_size)
         if self.bias:
+            init_gate_biases(self.bias_ih, self.bias_hh, self.hidden_size, self.init, self.chrono_max,
+                             self.variants.coupled_gates)
             init_forget_bias(self.variants, self.bias_ih, self.bias_hh, self.hidden_size)
 
     def _spec(self, training: bool | None = None) -> RNNSpec:
@@ -713,13 +731,16 @@ class LSTMCell(_CellBase):
         self, input_size: int, hidden_size: int, bias: bool = True, device: Any = None, dtype: Any = None,
         *, engine: str = "auto", peephole: bool = False, layer_norm: bool = False, coupled_gates: bool = False,
         forget_bias: float | None = None, recurrent_dropout: float = 0.0,
-        zoneout: float | tuple[float, float] = 0.0, cell: str = "lstm",
+        zoneout: float | tuple[float, float] = 0.0, cell: str = "lstm", init: str = "torch",
+        chrono_max: float | None = None,
     ) -> None:
         variants = check_variants(
             cell=cell, peephole=peephole, layer_norm=layer_norm, coupled_gates=coupled_gates,
             forget_bias=forget_bias, recurrent_dropout=recurrent_dropout, zoneout=zoneout,
             bias=_check_bool("bias", bias),
         )
+        # Set before nn.Module's init: reset_parameters, called from there, reads them.
+        self.init, self.chrono_max = check_init(init, chrono_max, cell=cell, bias=bias, forget_bias=forget_bias)
         super().__init__("LSTM", input_size, hidden_size, bias, device, dtype, engine, variants)
 
     def forward(self, input: Tensor, hx: Any = None, *, recurrent_dropout_mask: Tensor | None = None) -> Any:

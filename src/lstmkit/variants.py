@@ -67,7 +67,7 @@ from torch import Tensor
 
 from .engines.base import LayerWeights, RNNSpec
 
-CELLS = ("lstm", "slstm")
+CELLS = ("lstm", "slstm", "no_c")  # no_c: the ablation without a memory cell (reference engine only)
 
 
 @dataclass(frozen=True)
@@ -182,6 +182,13 @@ def check_variants(
         for what, (on, why) in refused.items():
             if on:
                 raise ValueError(f"cell='slstm' cannot be combined with {what}: {why}")
+    if cell == "no_c":
+        # The ablation removes c_{t-1} from the recurrence; variants that read or keep c would bring it back.
+        for what, on in (("peephole=True", peephole), ("layer_norm=True", layer_norm),
+                         ("coupled_gates=True", coupled_gates), (f"zoneout={zoneout!r}", any(z)),
+                         (f"proj_size={proj_size}", proj_size > 0)):
+            if on:
+                raise ValueError(f"cell='no_c' (the ablation without a memory cell) cannot be combined with {what}")
     return Variants(cell, peephole, layer_norm, coupled_gates, forget_bias, p, z)
 
 

@@ -632,7 +632,7 @@ class FusedEngine:
         if dtype not in (torch.float32, torch.float64):
             return f"the fused engine runs float32 and float64, not {dtype}"
         runs = ("recurrent_dropout=", "peephole=", "coupled_gates=", "zoneout=", "layer_norm=", "cell=")
-        others = [v for v in spec.variants if not v.startswith(runs)]
+        others = [v for v in spec.variants if not v.startswith(runs) or v == "cell='no_c'"]
         if others:
             return (
                 "the fused engine runs the LSTM with peephole, layer_norm, coupled_gates, recurrent_dropout, zoneout, "
