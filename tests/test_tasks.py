@@ -196,3 +196,18 @@ def test_digits_split_permutation_and_pixels() -> None:
     assert x.shape == (32, 64, 1) and int(y.max()) < 10
     with pytest.raises(ValueError, match="length must be 64"):
         DigitsTask(100)
+
+
+def test_order_ablation_knobs_move_the_key_and_remove_keys_from_the_fillers() -> None:
+    task = OrderTask(10, classes=3, distractors=5, key_position=4, keys_in_fillers=False)
+    x, y = task.sample(2_000, gen(6))
+    codes = x.argmax(-1)
+    assert x.shape[1] == task.seq_len == 12
+    assert torch.equal(codes[:, 4:5], y)  # the key after 4 fillers
+    fillers = torch.cat([codes[:, :4], codes[:, 5:-1]], dim=1)
+    assert bool((fillers >= 3).all()) and bool((fillers < 8).all())  # distractors only
+    # the defaults are the original task, draw for draw
+    a, b = OrderTask(10).sample(8, gen(1)), OrderTask(10, key_position=0, keys_in_fillers=True).sample(8, gen(1))
+    assert torch.equal(a[0], b[0])
+    with pytest.raises(ValueError, match="key_position"):
+        OrderTask(5, key_position=6)

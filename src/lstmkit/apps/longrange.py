@@ -77,6 +77,7 @@ class LongRangeConfig:
     stop_when_solved: bool = True  # stop at the first validation that solves the task
     max_cpu_seconds: float = 0.0  # also stop (at a validation) once the run used this much CPU time; 0: no limit
     variants: Mapping[str, Any] = field(default_factory=dict)  # extra lstmkit.LSTM arguments (LSTM only)
+    task_options: Mapping[str, Any] = field(default_factory=dict)  # extra arguments of the task's class
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -120,7 +121,7 @@ class LongRangeConfig:
 
     def make_task(self) -> LongRangeTask:
         assert self.length is not None
-        return make_task(self.task, self.length)
+        return make_task(self.task, self.length, **dict(self.task_options))
 
     def lstm_options(self, chrono_max: int) -> dict[str, Any]:
         """The lstmkit.LSTM keyword arguments of this run (variants and initialisation); {} for GRU and RNN.
@@ -141,6 +142,7 @@ class LongRangeConfig:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["variants"] = dict(self.variants)
+        out["task_options"] = dict(self.task_options)
         return out
 
 
