@@ -272,3 +272,84 @@ def test_variants_train_and_generate(tmp_path, capsys, variant):
     assert len(capsys.readouterr().out) == 3 + 10 + 1
     saved = load_checkpoint(out).config["model"]
     assert saved["cell"] == variant[1] if variant[0] == "--cell" else saved["layer_norm"] and saved["peephole"]
+
+
+# -- what users do: Ctrl-C, a learning rate that diverges, two runs on one directory -----------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_saves_last_says_how_to_resume_and_resumes_bit_for_bit(tmp_path, sig):
+    text = tmp_path / "text.txt"
+    text.write_text(generated_text(6000))
+    # Interrupted between two evaluations: the saved training-loss sum of the open interval must come back too.
+    args = ["train", "--text", str(text), "--max-steps", "400", "--eval-every", "200", *TINY,
+            "--num-layers", "2", "--dropout", "0.2", "--threads", "1"]
+    whole = lstmkit(tmp_path, *args, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+
+    script = tmp_path / "lstmkit_main.py"
+    out = tmp_path / "cut"
+    victim = subprocess.Popen([sys.executable, str(script), *args, "--out", str(out)], env=ENV,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.monotonic() + 240
+    while victim.poll() is None and not (out / "last").exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    victim.send_signal(sig)
+    _, err = victim.communicate(timeout=240)
+    assert victim.returncode == 130, err
+    assert f"resume it with: lstmkit train --out {out} --resume" in err and "lstmkit: interrupted" in err
+    cut_at = load_checkpoint(out / "last").extra["step"]
+    assert 200 <= cut_at < 400, "the run ended before it could be interrupted"
+
+    resumed = lstmkit(tmp_path, "train", "--out", str(out), "--resume", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    a = load_file(tmp_path / "whole" / "last" / "model.safetensors")
+    b = load_file(out / "last" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows = [[line.split(",")[5:8] for line in (run / "metrics.csv").read_text().splitlines()]
+            for run in (tmp_path / "whole", out)]
+    assert len(rows[0]) == 3 and rows[0] == rows[1]  # train loss, perplexity, val loss
+
+
+def test_a_diverging_run_stops_with_a_clear_message_and_keeps_a_finite_checkpoint(tmp_path, capsys):
+    text = tmp_path / "text.txt"
+    text.write_text(generated_text(3000))
+    out = tmp_path / "run"
+    status = main(["train", "--text", str(text), "--out", str(out), "--max-steps", "60", "--eval-every", "1",
+                   *TINY, "--lr", "1e30"])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1 and "training diverged" in err and "--lr" in err, err
+    if (out / "last").exists():  # whatever was saved before it diverged is finite
+        saved = load_checkpoint(out / "last", trainer=True)
+        assert saved.extra["step"] < 60 and all(torch.isfinite(t).all() for t in saved.state_dict.values())
+    skipping = main(["train", "--text", str(text), "--out", str(tmp_path / "skip"), "--max-steps", "8",
+                     "--eval-every", "4", *TINY, "--lr", "1e30", "--skip-nonfinite"])
+    # Skipping helps against a NaN loss or gradient (tests/test_train_loop.py), not against weights that an
+    # update from finite gradients overflowed: that still stops, before anything non-finite is saved.
+    assert skipping == 1 and "weights or the validation loss (nan) are no longer finite" in capsys.readouterr().err
+
+
+def test_a_second_run_on_the_same_out_is_refused_at_once(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text(generated_text(6000))
+    out = tmp_path / "run"
+    args = ["train", "--text", str(text), "--out", str(out), "--max-steps", "100000", "--eval-every", "100000", *TINY]
+    script = tmp_path / "lstmkit_main.py"
+    script.write_text(SCRIPT)
+    first = subprocess.Popen([sys.executable, str(script), *args], env=ENV, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 240
+        while first.poll() is None and not (out / ".lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        second = lstmkit(tmp_path, *args)
+        assert second.returncode == 2 and second.stderr.splitlines() == [
+            f"lstmkit train: error: {out} is in use by another training run (pid {first.pid} on "
+            f"{second.stderr.split(' on ', 1)[1].split(')')[0]}); wait for it to end, or choose another --out"]
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    # killed, so its lock was never released by the run: the next run finds it stale and goes ahead
+    again = lstmkit(tmp_path, "train", "--text", str(text), "--out", str(tmp_path / "run"), "--max-steps", "2",
+                    "--eval-every", "2", *TINY)
+    assert again.returncode == 0, again.stderr

@@ -434,6 +434,7 @@ def train_charlm(
         extra=extra,
         resume=resume,
         progress=progress,
+        resume_hint=f"resume it with: lstmkit train --out {out} --resume",
     )
 
 

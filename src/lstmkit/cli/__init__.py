@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
+from ..train import TrainingError
 from .common import ArgumentParser, report_error
 
 # Command modules, in the order ``lstmkit --help`` lists them.
@@ -40,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)  # argparse itself prints usage errors and exits 2
     try:
         return int(args.func(args) or 0)
+    except TrainingError as error:  # a run that could not go on: the trainer says why and what to do
+        print(f"lstmkit {args.command}: error: {error}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         print("lstmkit: interrupted", file=sys.stderr)
         return 130

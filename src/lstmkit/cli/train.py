@@ -97,13 +97,15 @@ def register(subparsers: Any) -> None:
     _field(g, "--patience", "train", "patience", ranged(int, 0), "early stopping: evaluations without "
            "improvement, 0 for never (10)")
     _field(g, "--seed", "train", "seed", int, "seed: same seed, same run on CPU (0)")
+    g.add_argument("--skip-nonfinite", dest="train.skip_nonfinite", action="store_true", default=argparse.SUPPRESS,
+                   help="skip a step whose loss or gradient is NaN/inf (default: stop the run there)")
     _field(g, "--device", "train", "device", str, "auto, cpu, cuda, cuda:N (auto)")
     p.set_defaults(func=run)
 
 
 # Flags that may change when a run is resumed: how long it goes on, and where.
 RESUMABLE = {("train", "max_steps"), ("train", "max_epochs"), ("train", "max_minutes"), ("train", "max_cpu_minutes"),
-             ("train", "patience"), ("train", "device")}
+             ("train", "patience"), ("train", "device"), ("train", "skip_nonfinite")}
 
 
 def build_run(args: argparse.Namespace) -> charlm.RunConfig:

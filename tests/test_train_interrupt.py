@@ -1,0 +1,52 @@
+"""SIGINT/SIGTERM: the handler only sets a flag, a second signal interrupts at once, and a run saves and stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+from train_toy import Regression
+
+from lstmkit.checkpoint import load_checkpoint
+from lstmkit.train import Callback, TrainConfig, TrainingInterrupted, train
+from lstmkit.train.interrupt import StopSignals
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_the_first_signal_sets_a_flag_and_the_second_interrupts(sig):
+    before = signal.getsignal(sig)
+    with StopSignals() as signals:
+        os.kill(os.getpid(), sig)
+        assert signals.received == signal.Signals(sig).name
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), sig)
+    assert signal.getsignal(sig) == before
+
+
+class SignalAt(Callback):
+    def __init__(self, step: int) -> None:
+        self.at = step
+
+    def on_step_end(self, trainer) -> None:
+        if trainer.step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_an_interrupted_run_saves_last_and_resumes_exactly(tmp_path, capsys):
+    config = dict(lr=0.02, eval_every=8, patience=0, device="cpu", schedule="constant", max_steps=40)
+    whole = train(Regression(), TrainConfig(**config), tmp_path / "whole", kind="toy", run_config={}, progress=False)
+    with pytest.raises(TrainingInterrupted):
+        train(Regression(), TrainConfig(**config), tmp_path / "cut", kind="toy", run_config={}, progress=False,
+              callbacks=[SignalAt(13)], resume_hint="resume it with: toy --resume")
+    err = capsys.readouterr().err
+    assert "SIGINT received; finished step 13" in err and "resume it with: toy --resume" in err
+    assert load_checkpoint(tmp_path / "cut" / "last").extra["step"] == 13  # between two evaluations
+    assert not (tmp_path / "cut" / ".lock").exists()
+    resumed = train(Regression(), TrainConfig(**config), tmp_path / "cut", kind="toy", run_config={}, resume=True,
+                    progress=False)
+    a = load_checkpoint(tmp_path / "whole" / "last").state_dict
+    b = load_checkpoint(tmp_path / "cut" / "last").state_dict
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["train_loss"] for r in whole.history] == [r["train_loss"] for r in resumed.history]
