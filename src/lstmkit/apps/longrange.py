@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -32,6 +33,8 @@ from .. import engines
 from ..fileio import atomic_write
 from ..modules import GRU, LSTM, RNN
 from ..tasks import DEFAULT_LENGTHS, TASKS, LongRangeTask, make_task
+from ..train import Callback, TrainConfig, Trainer
+from ..train import Task as TrainTask
 
 MODELS: tuple[str, ...] = ("lstm", "gru", "rnn")
 
@@ -228,55 +231,117 @@ def evaluate(model: nn.Module, task: LongRangeTask, x: Tensor, y: Tensor, batch_
     return total / x.size(0)
 
 
+class _Batches:
+    """One "epoch" of fresh batches, drawn when the loop asks for them (a lab run never resumes)."""
+
+    def __init__(self, task: LongRangeTask, batch_size: int, generator: torch.Generator, device: torch.device):
+        self.task, self.batch_size, self.generator, self.device = task, batch_size, generator, device
+
+    def __getitem__(self, position: int) -> tuple[Tensor, Tensor]:
+        x, y = self.task.sample(self.batch_size, self.generator)
+        return x.to(self.device), y.to(self.device)
+
+
+class _LabTask(TrainTask):
+    """The lab's run as a task of the one training loop: fresh batches every step, the task's metric as the
+    validation loss (lower is better)."""
+
+    unit = "sequences"
+
+    def __init__(self, model: nn.Module, task: LongRangeTask, config: LongRangeConfig, data_seed: int,
+                 validation: tuple[Tensor, Tensor]) -> None:
+        self.model, self.task, self.config = model, task, config
+        self.items_per_step = config.batch_size
+        self.generator = torch.Generator().manual_seed(data_seed)
+        self.validation = validation
+
+    def setup(self, device: torch.device, rank: int, world: int) -> None:
+        self.device = device
+        self.validation = (self.validation[0].to(device), self.validation[1].to(device))
+
+    def steps_per_epoch(self) -> int:
+        return self.config.steps
+
+    def epoch_batches(self, epoch: int) -> _Batches:
+        return _Batches(self.task, self.config.batch_size, self.generator, self.device)
+
+    def loss(self, net: nn.Module, batch: Any) -> Tensor:
+        x, y = batch
+        return self.task.loss(net(x), y)
+
+    def evaluate(self) -> float:
+        return evaluate(self.model, self.task, *self.validation)
+
+
+class _Solved(Callback):
+    """Records the first validation that solves the task and, with ``stop_when_solved``, ends the run there."""
+
+    def __init__(self, task: LongRangeTask, stop: bool) -> None:
+        self.task, self.stop = task, stop
+        self.steps_to_solve: int | None = None
+
+    def on_evaluate(self, trainer: Any, row: dict[str, float]) -> None:
+        if self.steps_to_solve is None and self.task.solved(row["val_loss"]):
+            self.steps_to_solve = int(row["step"])
+            if self.stop:
+                trainer.stopped = "solved"
+
+
+class _Bar(Callback):
+    """A tqdm bar on stderr with the task's metric."""
+
+    def __init__(self, config: LongRangeConfig, metric_name: str, enabled: bool) -> None:
+        self.metric_name = metric_name
+        self.bar = tqdm(total=config.steps, disable=not enabled, file=sys.stderr, leave=False,
+                        desc=f"{config.task} T={config.length} {config.model}")
+
+    def on_step_end(self, trainer: Any) -> None:
+        self.bar.update()
+
+    def on_evaluate(self, trainer: Any, row: dict[str, float]) -> None:
+        self.bar.set_postfix({self.metric_name: f"{row['val_loss']:.4g}"})
+
+    def on_train_end(self, trainer: Any) -> None:
+        self.bar.close()
+
+
 def train(config: LongRangeConfig, progress: bool = False) -> LongRangeResult:
     """Train ``config.model`` on ``config.task`` at ``config.length`` and report what it reached.
 
-    Each step draws a fresh batch from the seeded generator; every ``eval_every`` steps the metric is measured
-    on a held-out set. With ``stop_when_solved`` the run ends at the first validation that solves the task.
-    ``progress`` shows a tqdm bar on stderr.
+    Runs on lstmkit's one training loop (:mod:`lstmkit.train`): AdamW (weight decay on matrices only) at a
+    constant learning rate, gradient norm clipped. Each step draws a fresh batch from the seeded generator;
+    every ``eval_every`` steps the metric is measured on a held-out set (the validation loss of the loop).
+    With ``stop_when_solved`` the run ends at the first validation that solves the task; ``max_cpu_seconds``
+    ends it when its CPU time is spent. ``progress`` shows a tqdm bar on stderr.
     """
     task = config.make_task()
     _, data_seed, val_seed = _seeds(config.seed)
-    device = torch.device(config.device)
     model = build_model(config, task)
-    x_val, y_val = (t.to(device) for t in task.validation_set(config.eval_size,
-                                                              torch.Generator().manual_seed(val_seed)))
-    data = torch.Generator().manual_seed(data_seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
-
+    validation = task.validation_set(config.eval_size, torch.Generator().manual_seed(val_seed))
     start, cpu_start = time.perf_counter(), time.process_time()
-    metric = evaluate(model, task, x_val, y_val)
+    metric = evaluate(model, task, validation[0].to(config.device), validation[1].to(config.device))
     history = [(0, metric)]
-    steps_to_solve: int | None = None
-    step = 0
-    bar = tqdm(total=config.steps, disable=not progress, file=sys.stderr, leave=False,
-               desc=f"{config.task} T={config.length} {config.model}")
-    with bar:
-        for step in range(1, config.steps + 1):
-            x, y = (t.to(device) for t in task.sample(config.batch_size, data))
-            loss = task.loss(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            optimizer.step()
-            bar.update()
-            if step % config.eval_every == 0 or step == config.steps:
-                metric = evaluate(model, task, x_val, y_val)
-                history.append((step, metric))
-                bar.set_postfix({task.metric_name: f"{metric:.4g}"})
-                if steps_to_solve is None and task.solved(metric):
-                    steps_to_solve = step
-                    if config.stop_when_solved:
-                        break
-                if config.max_cpu_seconds and time.process_time() - cpu_start >= config.max_cpu_seconds:
-                    break
+    solved = _Solved(task, config.stop_when_solved)
+    steps = 0
+    if config.steps > 0 and not (task.solved(metric) and config.stop_when_solved):
+        loop = TrainConfig(lr=config.lr, clip=config.clip, schedule="constant", max_steps=config.steps,
+                           max_cpu_minutes=config.max_cpu_seconds / 60, eval_every=config.eval_every,
+                           patience=0, seed=config.seed, device=config.device)
+        bar = _Bar(config, task.metric_name, progress)
+        with tempfile.TemporaryDirectory(prefix="lstmkit-longrange-") as out:  # the loop's lock; nothing is kept
+            result = Trainer(_LabTask(model, task, config, data_seed, validation), loop, out,
+                             callbacks=[solved, bar]).fit()
+        steps = result.steps
+        history += [(int(row["step"]), float(row["val_loss"])) for row in result.history]
+        metric = history[-1][1]
+    elif task.solved(metric):
+        solved.steps_to_solve = 0
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     return LongRangeResult(
         task=config.task, model=config.model, length=task.length, final_metric=metric,
-        baseline=task.baseline, solved=task.solved(metric), steps_to_solve=steps_to_solve, seconds=seconds,
+        baseline=task.baseline, solved=task.solved(metric), steps_to_solve=solved.steps_to_solve, seconds=seconds,
         cpu_seconds=cpu_seconds,
-        metric=task.metric_name, threshold=task.threshold, steps=step, engine=getattr(model.rnn, "engine", ""),
+        metric=task.metric_name, threshold=task.threshold, steps=steps, engine=getattr(model.rnn, "engine", ""),
         history=tuple(history), config=config,
     )
 

@@ -44,7 +44,7 @@ class Run:
 def plan(seeds: int = 3, quick: bool = False, budget_cpu_minutes: float = 60.0) -> list[Run]:
     """Every run of the report, shortest first within each section; the CPU budget split evenly over them."""
     if quick:
-        base = LongRangeConfig(hidden_size=32, steps=400, eval_every=25, eval_size=256)
+        base = LongRangeConfig(hidden_size=32, steps=400, eval_every=20, eval_size=256)
         main = [("adding", 20), ("copy", 10), ("temporal-order", 20), ("digits", 64)]
         ablations = [("adding", 20), ("copy", 10)]
     else:
@@ -191,19 +191,23 @@ def report(out: str | Path, budget_cpu_minutes: float = 60.0, seeds: int = 3, qu
                 handle.write(json.dumps(row) + "\n")
             done[run.key] = row
             bar.update()
-            if run is todo[-1] or todo[todo.index(run) + 1].config.task != run.config.task:
-                _write(out, done, runs)
+            following = todo[todo.index(run) + 1] if run is not todo[-1] else None
+            if following is None or (following.section, following.config.task) != (run.section, run.config.task):
+                _write(out, done, runs, plots={(run.section, run.config.task)})  # this task's table and plots
     return _write(out, done, runs)
 
 
-def _write(out: Path, done: dict[str, dict[str, Any]], runs: Sequence[Run]) -> str:
+def _write(out: Path, done: dict[str, dict[str, Any]], runs: Sequence[Run],
+           plots: set[tuple[str, str]] | None = None) -> str:
+    """Rewrite ``table.md`` and the plots of the (section, task) pairs in ``plots`` (None: all)."""
     rows = [done[r.key] for r in runs if r.key in done]
     text = table(rows, runs)
     with atomic_write(out / "table.md") as handle:
         handle.write(text)
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row["section"], row["task"], row["length"]), []).append(row)
+        if plots is None or (row["section"], row["task"]) in plots:
+            groups.setdefault((row["section"], row["task"], row["length"]), []).append(row)
     for (section, task, length), mine in groups.items():
         _plot(mine, out / f"{section}_{task}_T{length}.png", f"{SECTIONS[section].split(':')[0]}: {task}, T={length}")
     return text
