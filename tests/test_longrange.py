@@ -16,11 +16,12 @@ from lstmkit.tasks import make_task
 SMALL = {"hidden_size": 32, "eval_size": 128}
 
 
-@pytest.mark.parametrize("task", ["adding", "copy", "order"])
+@pytest.mark.parametrize("task", ["adding", "copy", "order", "temporal-order"])
 @pytest.mark.parametrize("model", ["lstm", "gru", "rnn"])
 def test_model_predicts_one_output_per_readout_step(task: str, model: str) -> None:
-    config = LongRangeConfig(task=task, length=6, model=model, **SMALL)
-    t = make_task(task, 6)
+    length = 10 if task == "temporal-order" else 6  # its shortest: windows at T/10 ... 3T/5
+    config = LongRangeConfig(task=task, length=length, model=model, **SMALL)
+    t = make_task(task, length)
     x, _ = t.sample(3)
     assert build_model(config, t)(x).shape == (3, t.readout, t.output_size)
 

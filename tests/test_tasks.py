@@ -170,6 +170,13 @@ def test_temporal_order_is_experiment_6a_as_published() -> None:
     assert task.baseline == pytest.approx(3 / 4)
 
 
+def test_temporal_order_at_its_shortest_keeps_e_first() -> None:
+    x, _ = TemporalOrderTask(10).sample(500, gen(7))
+    codes = x.argmax(-1)
+    assert bool((codes[:, 0] == SYMBOLS.index("E")).all()) and bool((codes[:, -1] == SYMBOLS.index("B")).all())
+    assert bool((((codes == SYMBOLS.index("X")) | (codes == SYMBOLS.index("Y"))).sum(1) == 2).all())
+
+
 def test_temporal_order_needs_both_symbols() -> None:
     # Knowing one relevant symbol leaves the class to chance between two: error 1/2, not 0.
     task = TemporalOrderTask(50)

@@ -56,9 +56,9 @@ class TemporalOrderTask(ClassificationTask):
 
     @property
     def windows(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        """The 1-based, inclusive ranges of t1 and t2."""
+        """The 1-based, inclusive ranges of t1 and t2 (t1 >= 2: position 1 is E)."""
         T = self.length
-        return (T // 10, T // 5), (T // 2, 3 * T // 5)
+        return (max(2, T // 10), max(2, T // 5)), (T // 2, 3 * T // 5)
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         batch_size = check_int("batch_size", batch_size, 1)
