@@ -8,7 +8,7 @@ X and Y: X, X -> Q; X, Y -> R; Y, X -> S; Y, Y -> U." (section 5, experiment 6a)
 symbols; the class is read at the last step (the trigger B).
 
 ``length`` is the paper's shortest sequence, 100; other lengths scale every window with it: the sequence has
-``length`` to ``length + length // 10`` steps, ``t1`` in ``[length // 10, length // 5]`` and ``t2`` in
+``length`` to ``length + length // 10`` steps, ``t1`` in ``[length // 10, length // 5]`` (at least 2) and ``t2`` in
 ``[length // 2, 3 * length // 5]`` (1-based positions, E at position 1), which at ``length = 100`` is the
 paper's setting exactly. The distractors are never X or Y, so the class depends on the two relevant symbols
 only, and the first is 80 to 100 steps before the answer at ``length = 100``.
