@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "lstmkit"
 # The layer of each top-level module or package of lstmkit: a module may import only from its layer or below.
 LAYERS: dict[str, int] = {
     "errors": 0, "fileio": 0, "tasks": 0,
-    "variants": 1, "checkpoint": 1,
+    "variants": 1, "init": 1, "checkpoint": 1,
     "engines": 2,
     "modules": 3, "params": 3,
     "train": 4, "inspect": 4, "memory": 4, "viz": 4, "convert": 4,

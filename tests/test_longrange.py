@@ -16,17 +16,18 @@ from lstmkit.tasks import make_task
 SMALL = {"hidden_size": 32, "eval_size": 128}
 
 
-@pytest.mark.parametrize("task", ["adding", "copy", "order"])
+@pytest.mark.parametrize("task", ["adding", "copy", "order", "temporal-order"])
 @pytest.mark.parametrize("model", ["lstm", "gru", "rnn"])
 def test_model_predicts_one_output_per_readout_step(task: str, model: str) -> None:
-    config = LongRangeConfig(task=task, length=6, model=model, **SMALL)
-    t = make_task(task, 6)
+    length = 10 if task == "temporal-order" else 6  # its shortest: windows at T/10 ... 3T/5
+    config = LongRangeConfig(task=task, length=length, model=model, **SMALL)
+    t = make_task(task, length)
     x, _ = t.sample(3)
     assert build_model(config, t)(x).shape == (3, t.readout, t.output_size)
 
 
 def test_lstm_forget_bias_starts_at_the_configured_value() -> None:
-    model = build_model(LongRangeConfig(forget_bias=1.0, **SMALL))
+    model = build_model(LongRangeConfig(init="forget1", forget_bias=1.0, **SMALL))
     H = 32
     total = model.rnn.bias_ih_l0[H:2 * H] + model.rnn.bias_hh_l0[H:2 * H]
     assert torch.allclose(total, torch.ones(H))
@@ -60,12 +61,9 @@ def test_config_rejects_bad_values_by_name(changes: dict, message: str) -> None:
 
 
 def test_variants_are_lstm_only() -> None:
-    options = longrange.lstm_variant_options()
-    if not options:
-        pytest.skip("this lstmkit.LSTM has no variant arguments")
-    name = next(iter(options))
+    assert set(longrange.lstm_variant_options()) == set(longrange.VARIANT_NAMES)  # this LSTM takes them all
     with pytest.raises(ValueError, match="variants"):
-        LongRangeConfig(model="gru", variants={name: options[name].default})
+        LongRangeConfig(model="gru", variants={"peephole": True})
 
 
 def test_short_lstm_run_on_an_easy_setting_is_solved() -> None:
@@ -160,6 +158,15 @@ def test_cli_sweep_and_gradient_plot_write_files(tmp_path, capsys) -> None:
         ["--device", "tpu9"],
         ["--zoneout", "2"],
         ["--peephole", "--engine", "native"],
+        ["--init", "orthogonal"],
+        ["--chrono-max", "1"],
+        ["--init", "torch", "--chrono-max", "10"],
+        ["--cell", "no_c", "--engine", "native"],
+        ["--cell", "no_c", "--peephole"],
+        ["report"],
+        ["--out", "somewhere"],
+        ["--quick"],
+        ["--task", "digits", "--length", "100"],
     ],
 )
 def test_cli_bad_values_exit_2_with_one_line(argv: list[str], capsys) -> None:
@@ -177,8 +184,7 @@ def test_cli_bad_values_exit_2_with_one_line(argv: list[str], capsys) -> None:
 def test_cli_variant_flag_needs_the_lstm(capsys) -> None:
     options = longrange.lstm_variant_options()
     bools = [n for n, p in options.items() if isinstance(p.default, bool)]
-    if not bools:
-        pytest.skip("this lstmkit.LSTM has no boolean variant arguments")
+    assert "peephole" in bools
     flag = "--" + bools[0].replace("_", "-")
     assert main(["longrange", "--model", "rnn", flag, "--steps", "1", "--json"]) == 2
     err = capsys.readouterr().err
@@ -188,8 +194,7 @@ def test_cli_variant_flag_needs_the_lstm(capsys) -> None:
 def test_cli_variant_flags_reach_the_lstm(capsys) -> None:
     options = longrange.lstm_variant_options()
     bools = [n for n, p in options.items() if isinstance(p.default, bool)]
-    if not bools:
-        pytest.skip("this lstmkit.LSTM has no boolean variant arguments")
+    assert "peephole" in bools
     name = bools[0]
     code = main(["longrange", "--task", "order", "--length", "3", "--steps", "2", "--eval-every", "1",
                  "--hidden-size", "8", "--" + name.replace("_", "-"), "--json"])
@@ -198,3 +203,81 @@ def test_cli_variant_flags_reach_the_lstm(capsys) -> None:
     assert result["config"]["variants"] == {name: True}
     model = build_model(LongRangeConfig(task="order", length=3, variants={name: True}, **SMALL))
     assert f"{name}=True" in repr(model.rnn)
+
+
+def test_init_reaches_the_lstm_and_chrono_max_defaults_to_the_sequence_length() -> None:
+    config = LongRangeConfig(task="copy", length=20, **SMALL)  # the default init, chrono
+    assert config.init == "chrono"
+    model = build_model(config)
+    assert model.rnn.init == "chrono" and model.rnn.chrono_max == config.make_task().seq_len == 40
+    H = 32
+    b = (model.rnn.bias_ih_l0 + model.rnn.bias_hh_l0).detach().view(4, H)
+    assert torch.equal(b[0], -b[1]) and float(b[1].max()) <= torch.log(torch.tensor(39.0)) + 1e-6
+    assert build_model(LongRangeConfig(init="chrono", chrono_max=7, **SMALL)).rnn.chrono_max == 7
+    zeros = build_model(LongRangeConfig(init="zeros", **SMALL)).rnn
+    assert float(zeros.bias_ih_l0.detach().abs().sum() + zeros.bias_hh_l0.detach().abs().sum()) == 0
+    torch_init = build_model(LongRangeConfig(init="torch", **SMALL)).rnn
+    assert torch_init.init == "torch" and float(torch_init.bias_ih_l0.detach().abs().min()) > 0
+    assert build_model(LongRangeConfig(model="gru", **SMALL)).rnn.__class__.__name__ == "GRU"  # no init there
+    with pytest.raises(ValueError, match="chrono_max is for init='chrono'"):
+        LongRangeConfig(init="zeros", chrono_max=5)
+    with pytest.raises(ValueError, match="init must be one of"):
+        LongRangeConfig(init="xavier")
+
+
+def test_default_length_is_the_task_s() -> None:
+    assert LongRangeConfig(task="temporal-order").length == 100
+    assert LongRangeConfig(task="digits").length == 64
+
+
+def test_no_c_cell_computes_its_equations_and_is_selectable_in_the_lab() -> None:
+    import lstmkit
+
+    torch.manual_seed(0)
+    lstm = lstmkit.LSTM(3, 4, cell="no_c").double()
+    assert lstm.engine == "reference"
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    y, (h_n, c_n) = lstm(x)
+    # by hand: c_t = f*h_{t-1} + i*g, h_t = o*tanh(c_t); c_{t-1} is never read
+    h = torch.zeros(2, 4, dtype=torch.float64)
+    for t in range(5):
+        gates = x[t] @ lstm.weight_ih_l0.T + lstm.bias_ih_l0 + h @ lstm.weight_hh_l0.T + lstm.bias_hh_l0
+        i, f, g, o = gates.chunk(4, 1)
+        c = torch.sigmoid(f) * h + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        torch.testing.assert_close(y[t], h)
+    torch.testing.assert_close(h_n[0], h)
+    torch.testing.assert_close(c_n[0], c)
+    # a c_0 passed in changes nothing: there is no memory cell to read it
+    y2, _ = lstm(x, (torch.zeros(1, 2, 4, dtype=torch.float64), torch.randn(1, 2, 4, dtype=torch.float64)))
+    torch.testing.assert_close(y, y2)
+    assert torch.autograd.gradcheck(lambda inp: lstm(inp)[0], (x[:3].clone().requires_grad_(),))
+    with pytest.raises(ValueError, match="no_c"):
+        lstmkit.LSTM(3, 4, cell="no_c", engine="fused")
+    model = build_model(LongRangeConfig(variants={"cell": "no_c"}, **SMALL))
+    assert model.rnn.variants.cell == "no_c"
+
+
+def test_report_quick_writes_table_results_plots_and_resumes(tmp_path, capsys) -> None:
+    from lstmkit.apps import longrange_report
+
+    runs = longrange_report.plan(seeds=1, quick=True, budget_cpu_minutes=0.01)
+    assert {r.section for r in runs} == {"main", "init", "no_c"}
+    assert len({r.key for r in runs}) == len(runs)
+    out = tmp_path / "report"
+    assert main(["longrange", "report", "--out", str(out), "--quick", "--seeds", "1",
+                 "--budget-cpu-minutes", "0.01"]) == 0
+    table = (out / "table.md").read_text()
+    assert "| adding | 20 |" in table and "| zeros | torch | forget1 | chrono |" in table and "no_c" in table
+    assert "(not run yet)" not in table
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) == len(runs)
+    assert {json.loads(line)["key"] for line in lines} == {r.key for r in runs}
+    assert (out / "main_adding_T20.png").read_bytes()[:4] == b"\x89PNG"
+    # a report killed while writing its last run: the second call runs only that one again
+    (out / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:10])  # cut short by the kill
+    assert main(["longrange", "report", "--out", str(out), "--quick", "--seeds", "1",
+                 "--budget-cpu-minutes", "0.01"]) == 0
+    again = (out / "results.jsonl").read_text().splitlines()
+    assert again[:-1] == lines[:-1] and json.loads(again[-1])["key"] == json.loads(lines[-1])["key"]
+    assert len(again) == len(runs) and {json.loads(line)["key"] for line in again} == {r.key for r in runs}

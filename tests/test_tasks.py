@@ -6,18 +6,41 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lstmkit.tasks import SOLVED_FRACTION, TASKS, AddingProblem, CopyTask, OrderTask, make_task
+from lstmkit.tasks import (
+    DEFAULT_LENGTHS,
+    SOLVED_FRACTION,
+    TASKS,
+    AddingProblem,
+    CopyTask,
+    DigitsTask,
+    OrderTask,
+    PermutedDigitsTask,
+    TemporalOrderTask,
+    make_task,
+)
+from lstmkit.tasks import digits as digits_module
+from lstmkit.tasks.temporal_order import SYMBOLS
+
+needs_sklearn = pytest.mark.skipif(not digits_module.sklearn_available(),
+                                   reason="the digits tasks need scikit-learn (pip install scikit-learn)")
+# Each task at a length it accepts (the digits are 64 pixels); the digits need scikit-learn.
+ALL = [pytest.param(name, marks=needs_sklearn) if name.startswith("digits") else name for name in TASKS]
 
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.mark.parametrize("name", list(TASKS))
+def length_for(name: str, length: int) -> int:
+    return DEFAULT_LENGTHS[name] if name.startswith("digits") else length
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_shapes_and_dtypes(name: str) -> None:
-    task = make_task(name, 12)
+    task = make_task(name, length_for(name, 12))
     x, y = task.sample(5, gen(0))
-    assert x.shape == (5, task.seq_len, task.input_size)
+    assert x.shape[0] == 5 and x.shape[2] == task.input_size
+    assert task.length <= x.shape[1] <= task.seq_len  # temporal order draws its length per batch
     assert x.dtype == torch.float32
     if name == "adding":
         assert y.shape == (5, 1) and y.dtype == torch.float32
@@ -28,9 +51,9 @@ def test_shapes_and_dtypes(name: str) -> None:
     assert task.loss(prediction, y).dim() == 0
 
 
-@pytest.mark.parametrize("name", list(TASKS))
+@pytest.mark.parametrize("name", ALL)
 def test_seeds_reproduce_and_differ(name: str) -> None:
-    task = make_task(name, 20)
+    task = make_task(name, length_for(name, 20))
     x1, y1 = task.sample(8, gen(3))
     x2, y2 = task.sample(8, gen(3))
     x3, y3 = task.sample(8, gen(4))
@@ -98,9 +121,9 @@ def test_order_label_is_the_first_symbol_and_nothing_else_tells() -> None:
     assert task.metric(oracle, y) == 0.0
 
 
-@pytest.mark.parametrize("name", list(TASKS))
+@pytest.mark.parametrize("name", ALL)
 def test_solved_threshold_is_a_fraction_of_the_baseline(name: str) -> None:
-    task = make_task(name, 10)
+    task = make_task(name, length_for(name, 10))
     assert task.threshold == pytest.approx(SOLVED_FRACTION * task.baseline)
     assert task.solved(task.threshold) and not task.solved(task.threshold * 1.01)
     assert not task.solved(task.baseline)
@@ -121,3 +144,77 @@ def test_bad_arguments_name_themselves() -> None:
         make_task("parity", 10)
     with pytest.raises(ValueError, match="batch_size"):
         AddingProblem(10).sample(0)
+
+
+def test_temporal_order_is_experiment_6a_as_published() -> None:
+    task = TemporalOrderTask(100)
+    E, B, X, Y = (SYMBOLS.index(c) for c in "EBXY")
+    lengths = set()
+    for seed in range(40):
+        x, y = task.sample(64, gen(seed))
+        codes = x.argmax(-1)  # (B, L)
+        L = codes.size(1)
+        lengths.add(L)
+        assert 100 <= L <= 110
+        assert bool((codes[:, 0] == E).all()) and bool((codes[:, -1] == B).all())
+        relevant = (codes == X) | (codes == Y)
+        assert bool((relevant.sum(1) == 2).all())  # exactly two relevant symbols; the distractors are a-d
+        assert bool((codes[:, 1:-1][~relevant[:, 1:-1]] < 4).all())
+        position = relevant.nonzero()[:, 1].view(-1, 2) + 1  # 1-based positions t1 < t2
+        assert bool(((position[:, 0] >= 10) & (position[:, 0] <= 20)).all())
+        assert bool(((position[:, 1] >= 50) & (position[:, 1] <= 60)).all())
+        first = codes.gather(1, position[:, :1] - 1)[:, 0] == Y
+        second = codes.gather(1, position[:, 1:] - 1)[:, 0] == Y
+        assert torch.equal(y[:, 0], 2 * first.long() + second.long())  # XX=Q, XY=R, YX=S, YY=U
+    assert len(lengths) > 5  # lengths vary from batch to batch
+    assert task.baseline == pytest.approx(3 / 4)
+
+
+def test_temporal_order_at_its_shortest_keeps_e_first() -> None:
+    x, _ = TemporalOrderTask(10).sample(500, gen(7))
+    codes = x.argmax(-1)
+    assert bool((codes[:, 0] == SYMBOLS.index("E")).all()) and bool((codes[:, -1] == SYMBOLS.index("B")).all())
+    assert bool((((codes == SYMBOLS.index("X")) | (codes == SYMBOLS.index("Y"))).sum(1) == 2).all())
+
+
+def test_temporal_order_needs_both_symbols() -> None:
+    # Knowing one relevant symbol leaves the class to chance between two: error 1/2, not 0.
+    task = TemporalOrderTask(50)
+    x, y = task.sample(20_000, gen(5))
+    assert float((y[:, 0] // 2 == 0).float().mean()) == pytest.approx(0.5, abs=0.02)
+    assert torch.bincount(y[:, 0], minlength=4).min() > 4_500
+
+
+@needs_sklearn
+def test_digits_split_permutation_and_pixels() -> None:
+    plain, permuted = DigitsTask(), PermutedDigitsTask()
+    x_test, y_test = plain.validation_set(10)
+    assert x_test.shape == (359, 64, 1) and y_test.shape == (359, 1)  # the held-out 20%, whatever size is asked
+    x_train, _ = digits_module._load()[:2]
+    assert x_train.size(0) == 1797 - 359
+    assert float(x_test.min()) >= 0 and float(x_test.max()) <= 1
+    xp, yp = permuted.validation_set(10)
+    order = digits_module.permutation()
+    assert torch.equal(torch.sort(order).values, torch.arange(64))
+    assert torch.equal(xp[..., 0], x_test[..., 0][:, order]) and torch.equal(yp, y_test)
+    assert torch.equal(order, digits_module.permutation())  # fixed: the same order every call
+    assert not torch.equal(order, torch.arange(64))
+    x, y = plain.sample(32, gen(0))
+    assert x.shape == (32, 64, 1) and int(y.max()) < 10
+    with pytest.raises(ValueError, match="length must be 64"):
+        DigitsTask(100)
+
+
+def test_order_ablation_knobs_move_the_key_and_remove_keys_from_the_fillers() -> None:
+    task = OrderTask(10, classes=3, distractors=5, key_position=4, keys_in_fillers=False)
+    x, y = task.sample(2_000, gen(6))
+    codes = x.argmax(-1)
+    assert x.shape[1] == task.seq_len == 12
+    assert torch.equal(codes[:, 4:5], y)  # the key after 4 fillers
+    fillers = torch.cat([codes[:, :4], codes[:, 5:-1]], dim=1)
+    assert bool((fillers >= 3).all()) and bool((fillers < 8).all())  # distractors only
+    # the defaults are the original task, draw for draw
+    a, b = OrderTask(10).sample(8, gen(1)), OrderTask(10, key_position=0, keys_in_fillers=True).sample(8, gen(1))
+    assert torch.equal(a[0], b[0])
+    with pytest.raises(ValueError, match="key_position"):
+        OrderTask(5, key_position=6)

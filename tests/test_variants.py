@@ -476,7 +476,7 @@ def test_slstm_states_carry_over():
         (dict(cell="slstm", coupled_gates=True), ValueError, "cannot be combined with coupled_gates=True"),
         (dict(cell="slstm", zoneout=0.1), ValueError, "cannot be combined with zoneout=0.1"),
         (dict(cell="slstm", proj_size=2), ValueError, "cannot be combined with proj_size=2"),
-        (dict(cell="gru"), ValueError, "cell must be one of 'lstm', 'slstm', got 'gru'"),
+        (dict(cell="gru"), ValueError, "cell must be one of 'lstm', 'slstm', 'no_c', got 'gru'"),
         (dict(peephole=1), TypeError, "peephole must be True or False, got int 1"),
         (dict(forget_bias=1.0, bias=False), ValueError, "forget_bias .* needs bias=True"),
         (dict(forget_bias="1"), TypeError, "forget_bias must be a number or None"),

@@ -29,6 +29,7 @@ from .engines.gates import GateRecord
 from .engines.native import cell_step as native_cell_step
 from .engines.reference import STEPS, gated_step_for, input_projection
 from .errors import InputError
+from .init import check_init, init_gate_biases
 from .variants import (
     Variants,
     check_variants,
@@ -100,6 +101,8 @@ class _RNNBase(nn.Module):
     mode: str  # "LSTM", "GRU", "RNN_TANH", "RNN_RELU"
     variants = _variants_property
     return_gates: bool = False  # LSTM only: forward also returns a GateRecord
+    init: str = "torch"  # LSTM only: the gate-bias initialisation (lstmkit.init)
+    chrono_max: float | None = None  # LSTM only: T_max of init="chrono"
 
     def __init__(
         self,
@@ -193,6 +196,8 @@ class _RNNBase(nn.Module):
             for e, name in zip(extra, names[len(names) - len(extra):], strict=True):
                 init_extra_parameter(getattr(self, name), e.init, self.hidden_size)
             if self.bias:
+                init_gate_biases(getattr(self, names[2]), getattr(self, names[3]), self.hidden_size, self.init,
+                                 self.chrono_max, self.variants.coupled_gates)
                 init_biases(self.variants, getattr(self, names[2]), getattr(self, names[3]), self.hidden_size)
 
     # -- what the engines see --------------------------------------------------------------------------
@@ -262,6 +267,8 @@ class _RNNBase(nn.Module):
             s += f", bidirectional={self.bidirectional}"
         if self.variants.describe():
             s += f", {self.variants.describe()}"
+        if self.init != "torch":
+            s += f", init={self.init!r}" + (f", chrono_max={self.chrono_max}" if self.chrono_max is not None else "")
         engine = self.engine
         s += f", engine={engine!r}" if engine == self._engine_request else f", engine='auto'->{engine!r}"
         return s
@@ -522,6 +529,9 @@ class LSTM(_RNNBase):
     ``output, (h_n, c_n, n_n, m_n) = lstm(x, (h_0, c_0, n_0, m_0))``; ``weight_drop`` (p, AWD-LSTM's DropConnect
     on ``W_hh``, Merity et al. 2018: one mask per forward call, the parameters keep torch.nn's names, every engine).
     Dropout-like variants are off in eval().
+    ``cell="no_c"`` is an ablation without a memory cell: ``c_t = f*h_{t-1} + i*g`` (reference engine).
+    ``init``: the gate biases' initialisation, ``"torch"`` (default), ``"zeros"`` or ``"chrono"`` with
+    ``chrono_max=T_max`` (Tallec & Ollivier 2018); see :mod:`lstmkit.init`.
     """
 
     def __init__(
@@ -539,12 +549,17 @@ class LSTM(_RNNBase):
         *,
         engine: str = "auto",
         return_gates: bool = False,
+        init: str = "torch",
+        chrono_max: float | None = None,
         **variant_args: Any,
     ) -> None:
         unknown_argument(type(self).__name__, variant_args)
         variants = check_variants(
             proj_size=_check_size("proj_size", proj_size, minimum=0), bias=_check_bool("bias", bias), **variant_args
         )
+        # Set before nn.Module's init: reset_parameters, called from there, reads them.
+        self.init, self.chrono_max = check_init(init, chrono_max, cell=variants.cell, bias=bias,
+                                                forget_bias=variants.forget_bias)
         super().__init__(
             "LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             proj_size, engine=engine, device=device, dtype=dtype, variants=variants,
@@ -646,6 +661,8 @@ class _CellBase(nn.Module):
 
     mode: str
     variants = _variants_property
+    init: str = "torch"  # LSTMCell only: the gate-bias initialisation (lstmkit.init)
+    chrono_max: float | None = None  # LSTMCell only: T_max of init="chrono"
 
     def __init__(
         self, mode: str, input_size: int, hidden_size: int, bias: bool = True, device: Any = None,
@@ -686,6 +703,8 @@ class _CellBase(nn.Module):
         for e in extra_parameters(self.variants, self.hidden_size):
             init_extra_parameter(getattr(self, e.name), e.init, self.hidden_size)
         if self.bias:
+            init_gate_biases(self.bias_ih, self.bias_hh, self.hidden_size, self.init, self.chrono_max,
+                             self.variants.coupled_gates)
             init_biases(self.variants, self.bias_ih, self.bias_hh, self.hidden_size)
 
     def _spec(self, training: bool | None = None) -> RNNSpec:
@@ -790,10 +809,13 @@ class LSTMCell(_CellBase):
 
     def __init__(
         self, input_size: int, hidden_size: int, bias: bool = True, device: Any = None, dtype: Any = None,
-        *, engine: str = "auto", **variant_args: Any,
+        *, engine: str = "auto", init: str = "torch", chrono_max: float | None = None, **variant_args: Any,
     ) -> None:
         unknown_argument(type(self).__name__, variant_args)
         variants = check_variants(bias=_check_bool("bias", bias), **variant_args)
+        # Set before nn.Module's init: reset_parameters, called from there, reads them.
+        self.init, self.chrono_max = check_init(init, chrono_max, cell=variants.cell, bias=bias,
+                                                forget_bias=variants.forget_bias)
         super().__init__("LSTM", input_size, hidden_size, bias, device, dtype, engine, variants)
 
     __init__.__signature__ = variant_signature(__init__)  # type: ignore[attr-defined]

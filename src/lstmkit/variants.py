@@ -82,7 +82,7 @@ if TYPE_CHECKING:  # the engines import this file (the fused engine's support ch
 
 LayerWeights = dict[str, Tensor]  # as engines/base.py's: a layer's parameters and masks by name
 
-CELLS = ("lstm", "slstm")
+CELLS = ("lstm", "slstm", "no_c")  # no_c: the ablation without a memory cell (reference engine only)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -200,7 +200,8 @@ class Variants:
 
     cell: str = variant(
         "lstm", check=check_choice(CELLS), step="slstm_gated_step", engines=("fused",), annotation="str",
-        cli_type=str, choices=CELLS, help="lstm, or slstm: xLSTM's sLSTM (Beck et al. 2024)",
+        cli_type=str, choices=CELLS,
+        help="lstm; slstm: xLSTM's sLSTM (Beck et al. 2024); no_c: the ablation without a memory cell (reference)",
     )
     peephole: bool = variant(
         False, check=check_bool, step="lstm_variant_gated_step", engines=("fused",), annotation="bool",
@@ -297,6 +298,15 @@ def check_variants(*, proj_size: int = 0, bias: bool = True, **arguments: Any) -
     unknown_argument("check_variants", arguments)
     values = {v.name: v.check(v.name, arguments.get(v.name, v.default)) for v in VARIANTS}
     cell = values["cell"]
+    if cell == "no_c":
+        # The ablation removes c_{t-1} from the recurrence; variants that read or keep c would bring it back.
+        for name in ("peephole", "layer_norm", "coupled_gates", "zoneout"):
+            if REGISTRY[name].is_on(values[name]):
+                raise ValueError(f"cell='no_c' (the ablation without a memory cell) cannot be combined with "
+                                 f"{name}={arguments[name]!r}")
+        if proj_size > 0:
+            raise ValueError(f"cell='no_c' (the ablation without a memory cell) cannot be combined with "
+                             f"proj_size={proj_size}")
     for v in VARIANTS:
         if not v.is_on(values[v.name]):
             continue

@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -31,13 +32,15 @@ from tqdm import tqdm
 from .. import engines
 from ..fileio import atomic_write
 from ..modules import GRU, LSTM, RNN
-from ..tasks import TASKS, LongRangeTask, make_task
+from ..tasks import DEFAULT_LENGTHS, TASKS, LongRangeTask, make_task
+from ..train import Callback, TrainConfig, Trainer
+from ..train import Task as TrainTask
 from ..variants import NAMES
 
 MODELS: tuple[str, ...] = ("lstm", "gru", "rnn")
 
 # The lstmkit.LSTM variant arguments a run may switch on: every declared variant (lstmkit.variants); others,
-# like return_gates, change what the module returns and are not for this lab.
+# like return_gates, change what the module returns and are not for this lab; the initialisation is ``init``.
 VARIANT_NAMES: tuple[str, ...] = NAMES
 
 
@@ -47,23 +50,26 @@ def lstm_variant_options() -> dict[str, inspect.Parameter]:
     return {name: parameters[name] for name in VARIANT_NAMES if name in parameters}
 
 
-def _lstm_has_forget_bias() -> bool:
-    return "forget_bias" in lstm_variant_options()
+# The gate-bias initialisations the lab compares (--init): lstmkit.init's three, and "forget1", torch.nn's init
+# with the forget-gate bias set to ``forget_bias`` (1 by default; Gers et al. 2000, Jozefowicz et al. 2015).
+INITS: tuple[str, ...] = ("torch", "zeros", "forget1", "chrono")
 
 
 @dataclass(frozen=True)
 class LongRangeConfig:
     """One training run: which task, which model, and how it is trained. Serialised to JSON with the result."""
 
-    task: str = "adding"  # a key of lstmkit.tasks.TASKS: "adding", "copy" or "order"
-    length: int = 100  # the gap T the task makes the model bridge
+    task: str = "adding"  # a key of lstmkit.tasks.TASKS: "adding", "copy", "temporal-order", "digits", ...
+    length: int | None = None  # the gap T the task makes the model bridge; None: the task's DEFAULT_LENGTHS
     model: str = "lstm"  # "lstm", "gru" or "rnn" (tanh)
     hidden_size: int = 128
     num_layers: int = 1
     lr: float = 3e-3  # AdamW; 1e-3 had not left the adding problem's baseline after 2,000 steps at T = 100
     batch_size: int = 64
     clip: float = 1.0  # max gradient norm; 0 turns clipping off
-    forget_bias: float = 1.0  # the LSTM's forget-gate bias at initialisation: remember by default
+    init: str = "chrono"  # the LSTM's gate biases (INITS); chrono solved copy and adding fastest (docs/longrange.md)
+    chrono_max: int | None = None  # T_max of init="chrono"; None: the task's sequence length
+    forget_bias: float = 1.0  # the forget-gate bias of init="forget1"
     steps: int = 10_000  # at most; the LSTM at T = 200 left the chance level only after 4,300 (measured)
     eval_every: int = 100  # validate every this many steps; steps_to_solve is a multiple of it
     eval_size: int = 512  # held-out sequences, drawn once per run from their own seed
@@ -71,14 +77,22 @@ class LongRangeConfig:
     engine: str = "auto"  # lstmkit engine; "auto" takes torch's fused kernel when it can run the model
     device: str = "cpu"
     stop_when_solved: bool = True  # stop at the first validation that solves the task
+    max_cpu_seconds: float = 0.0  # also stop (at a validation) once the run used this much CPU time; 0: no limit
     variants: Mapping[str, Any] = field(default_factory=dict)  # extra lstmkit.LSTM arguments (LSTM only)
+    task_options: Mapping[str, Any] = field(default_factory=dict)  # extra arguments of the task's class
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(map(repr, TASKS))}, got {self.task!r}")
+        if self.length is None:
+            object.__setattr__(self, "length", DEFAULT_LENGTHS[self.task])
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}, got {self.init!r}")
+        if self.chrono_max is not None and self.init != "chrono":
+            raise ValueError(f"chrono_max is for init='chrono', got init={self.init!r}")
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(map(repr, MODELS))}, got {self.model!r}")
-        make_task(self.task, self.length)  # checks length against the task's minimum
+        self.make_task()  # checks length against the task's minimum
         for name, minimum in (("hidden_size", 1), ("num_layers", 1), ("batch_size", 1), ("steps", 0),
                               ("eval_every", 1), ("eval_size", 1)):
             value = getattr(self, name)
@@ -86,6 +100,8 @@ class LongRangeConfig:
                 raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not (isinstance(self.max_cpu_seconds, (int, float)) and self.max_cpu_seconds >= 0):
+            raise ValueError(f"max_cpu_seconds must be a number >= 0 (0: no limit), got {self.max_cpu_seconds!r}")
         if not (isinstance(self.clip, (int, float)) and math.isfinite(self.clip) and self.clip >= 0):
             raise ValueError(f"clip must be a number >= 0 (0: no clipping), got {self.clip!r}")
         if not (isinstance(self.forget_bias, (int, float)) and math.isfinite(self.forget_bias)):
@@ -103,14 +119,32 @@ class LongRangeConfig:
                              f"model is {self.model!r}")
         # A tiny module checks the variants' values and that the engine can run them, before any training.
         recurrent = {"lstm": LSTM, "gru": GRU, "rnn": RNN}[self.model]
-        recurrent(1, 2, num_layers=self.num_layers, engine=self.engine, **dict(self.variants))
+        recurrent(1, 2, num_layers=self.num_layers, engine=self.engine, **self.lstm_options(2))
 
     def make_task(self) -> LongRangeTask:
-        return make_task(self.task, self.length)
+        assert self.length is not None
+        return make_task(self.task, self.length, **dict(self.task_options))
+
+    def lstm_options(self, chrono_max: int) -> dict[str, Any]:
+        """The lstmkit.LSTM keyword arguments of this run (variants and initialisation); {} for GRU and RNN.
+
+        ``chrono_max``: T_max when ``chrono_max`` is not set (the task's sequence length).
+        """
+        if self.model != "lstm":
+            return {}
+        options = dict(self.variants)
+        if self.init == "forget1":
+            options["forget_bias"] = self.forget_bias
+        elif self.init == "chrono":
+            options.update(init="chrono", chrono_max=self.chrono_max or chrono_max)
+        else:
+            options["init"] = self.init
+        return options
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["variants"] = dict(self.variants)
+        out["task_options"] = dict(self.task_options)
         return out
 
 
@@ -126,12 +160,7 @@ class LongRangeModel(nn.Module):
         common: dict[str, Any] = {"num_layers": config.num_layers, "batch_first": True, "engine": config.engine}
         self.rnn: nn.Module
         if config.model == "lstm":
-            options = dict(config.variants)
-            if _lstm_has_forget_bias():
-                options.setdefault("forget_bias", config.forget_bias)
-            self.rnn = LSTM(task.input_size, config.hidden_size, **common, **options)
-            if not _lstm_has_forget_bias():
-                _init_forget_bias(self.rnn, config.forget_bias)
+            self.rnn = LSTM(task.input_size, config.hidden_size, **common, **config.lstm_options(task.seq_len))
         elif config.model == "gru":
             self.rnn = GRU(task.input_size, config.hidden_size, **common)
         else:
@@ -141,17 +170,6 @@ class LongRangeModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out, _ = self.rnn(x)  # (B, L, hidden)
         return self.head(out[:, -self.readout:])  # (B, readout, output_size)
-
-
-def _init_forget_bias(lstm: LSTM, value: float) -> None:
-    """Set the forget gate's total bias (b_if + b_hf, rows H:2H in the i, f, g, o layout) to ``value``."""
-    H = lstm.hidden_size
-    with torch.no_grad():
-        for name, parameter in lstm.named_parameters():
-            if name.startswith("bias_ih") and parameter.shape[0] == 4 * H:
-                parameter[H:2 * H].fill_(value)
-            elif name.startswith("bias_hh") and parameter.shape[0] == 4 * H:
-                parameter[H:2 * H].zero_()
 
 
 @dataclass(frozen=True)
@@ -166,6 +184,7 @@ class LongRangeResult:
     solved: bool  # final_metric <= threshold
     steps_to_solve: int | None  # the first validated step at which the metric reached the threshold
     seconds: float  # wall time of the run, training and validation
+    cpu_seconds: float  # CPU time of this process during the run (fair under load with one thread)
     metric: str  # "MSE" or "error rate"
     threshold: float  # lstmkit.tasks.SOLVED_FRACTION * baseline
     steps: int  # steps trained
@@ -177,7 +196,8 @@ class LongRangeResult:
         return {
             "task": self.task, "model": self.model, "length": self.length, "final_metric": self.final_metric,
             "baseline": self.baseline, "solved": self.solved, "steps_to_solve": self.steps_to_solve,
-            "seconds": round(self.seconds, 3), "metric": self.metric, "threshold": self.threshold,
+            "seconds": round(self.seconds, 3), "cpu_seconds": round(self.cpu_seconds, 3), "metric": self.metric,
+            "threshold": self.threshold,
             "steps": self.steps, "engine": self.engine, "history": [list(h) for h in self.history],
             "config": self.config.to_dict(),
         }
@@ -210,51 +230,117 @@ def evaluate(model: nn.Module, task: LongRangeTask, x: Tensor, y: Tensor, batch_
     return total / x.size(0)
 
 
+class _Batches:
+    """One "epoch" of fresh batches, drawn when the loop asks for them (a lab run never resumes)."""
+
+    def __init__(self, task: LongRangeTask, batch_size: int, generator: torch.Generator, device: torch.device):
+        self.task, self.batch_size, self.generator, self.device = task, batch_size, generator, device
+
+    def __getitem__(self, position: int) -> tuple[Tensor, Tensor]:
+        x, y = self.task.sample(self.batch_size, self.generator)
+        return x.to(self.device), y.to(self.device)
+
+
+class _LabTask(TrainTask):
+    """The lab's run as a task of the one training loop: fresh batches every step, the task's metric as the
+    validation loss (lower is better)."""
+
+    unit = "sequences"
+
+    def __init__(self, model: nn.Module, task: LongRangeTask, config: LongRangeConfig, data_seed: int,
+                 validation: tuple[Tensor, Tensor]) -> None:
+        self.model, self.task, self.config = model, task, config
+        self.items_per_step = config.batch_size
+        self.generator = torch.Generator().manual_seed(data_seed)
+        self.validation = validation
+
+    def setup(self, device: torch.device, rank: int, world: int) -> None:
+        self.device = device
+        self.validation = (self.validation[0].to(device), self.validation[1].to(device))
+
+    def steps_per_epoch(self) -> int:
+        return self.config.steps
+
+    def epoch_batches(self, epoch: int) -> _Batches:
+        return _Batches(self.task, self.config.batch_size, self.generator, self.device)
+
+    def loss(self, net: nn.Module, batch: Any) -> Tensor:
+        x, y = batch
+        return self.task.loss(net(x), y)
+
+    def evaluate(self) -> float:
+        return evaluate(self.model, self.task, *self.validation)
+
+
+class _Solved(Callback):
+    """Records the first validation that solves the task and, with ``stop_when_solved``, ends the run there."""
+
+    def __init__(self, task: LongRangeTask, stop: bool) -> None:
+        self.task, self.stop = task, stop
+        self.steps_to_solve: int | None = None
+
+    def on_evaluate(self, trainer: Any, row: dict[str, float]) -> None:
+        if self.steps_to_solve is None and self.task.solved(row["val_loss"]):
+            self.steps_to_solve = int(row["step"])
+            if self.stop:
+                trainer.stopped = "solved"
+
+
+class _Bar(Callback):
+    """A tqdm bar on stderr with the task's metric."""
+
+    def __init__(self, config: LongRangeConfig, metric_name: str, enabled: bool) -> None:
+        self.metric_name = metric_name
+        self.bar = tqdm(total=config.steps, disable=not enabled, file=sys.stderr, leave=False,
+                        desc=f"{config.task} T={config.length} {config.model}")
+
+    def on_step_end(self, trainer: Any) -> None:
+        self.bar.update()
+
+    def on_evaluate(self, trainer: Any, row: dict[str, float]) -> None:
+        self.bar.set_postfix({self.metric_name: f"{row['val_loss']:.4g}"})
+
+    def on_train_end(self, trainer: Any) -> None:
+        self.bar.close()
+
+
 def train(config: LongRangeConfig, progress: bool = False) -> LongRangeResult:
     """Train ``config.model`` on ``config.task`` at ``config.length`` and report what it reached.
 
-    Each step draws a fresh batch from the seeded generator; every ``eval_every`` steps the metric is measured
-    on a held-out set. With ``stop_when_solved`` the run ends at the first validation that solves the task.
-    ``progress`` shows a tqdm bar on stderr.
+    Runs on lstmkit's one training loop (:mod:`lstmkit.train`): AdamW (weight decay on matrices only) at a
+    constant learning rate, gradient norm clipped. Each step draws a fresh batch from the seeded generator;
+    every ``eval_every`` steps the metric is measured on a held-out set (the validation loss of the loop).
+    With ``stop_when_solved`` the run ends at the first validation that solves the task; ``max_cpu_seconds``
+    ends it when its CPU time is spent. ``progress`` shows a tqdm bar on stderr.
     """
     task = config.make_task()
     _, data_seed, val_seed = _seeds(config.seed)
-    device = torch.device(config.device)
     model = build_model(config, task)
-    x_val, y_val = (t.to(device) for t in task.sample(config.eval_size, torch.Generator().manual_seed(val_seed)))
-    data = torch.Generator().manual_seed(data_seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
-
-    start = time.perf_counter()
-    metric = evaluate(model, task, x_val, y_val)
+    validation = task.validation_set(config.eval_size, torch.Generator().manual_seed(val_seed))
+    start, cpu_start = time.perf_counter(), time.process_time()
+    metric = evaluate(model, task, validation[0].to(config.device), validation[1].to(config.device))
     history = [(0, metric)]
-    steps_to_solve: int | None = None
-    step = 0
-    bar = tqdm(total=config.steps, disable=not progress, file=sys.stderr, leave=False,
-               desc=f"{config.task} T={config.length} {config.model}")
-    with bar:
-        for step in range(1, config.steps + 1):
-            x, y = (t.to(device) for t in task.sample(config.batch_size, data))
-            loss = task.loss(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            optimizer.step()
-            bar.update()
-            if step % config.eval_every == 0 or step == config.steps:
-                metric = evaluate(model, task, x_val, y_val)
-                history.append((step, metric))
-                bar.set_postfix({task.metric_name: f"{metric:.4g}"})
-                if steps_to_solve is None and task.solved(metric):
-                    steps_to_solve = step
-                    if config.stop_when_solved:
-                        break
-    seconds = time.perf_counter() - start
+    solved = _Solved(task, config.stop_when_solved)
+    steps = 0
+    if config.steps > 0 and not (task.solved(metric) and config.stop_when_solved):
+        loop = TrainConfig(lr=config.lr, clip=config.clip, schedule="constant", max_steps=config.steps,
+                           max_cpu_minutes=config.max_cpu_seconds / 60, eval_every=config.eval_every,
+                           patience=0, seed=config.seed, device=config.device)
+        bar = _Bar(config, task.metric_name, progress)
+        with tempfile.TemporaryDirectory(prefix="lstmkit-longrange-") as out:  # the loop's lock; nothing is kept
+            result = Trainer(_LabTask(model, task, config, data_seed, validation), loop, out,
+                             callbacks=[solved, bar]).fit()
+        steps = result.steps
+        history += [(int(row["step"]), float(row["val_loss"])) for row in result.history]
+        metric = history[-1][1]
+    elif task.solved(metric):
+        solved.steps_to_solve = 0
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     return LongRangeResult(
-        task=config.task, model=config.model, length=config.length, final_metric=metric,
-        baseline=task.baseline, solved=task.solved(metric), steps_to_solve=steps_to_solve, seconds=seconds,
-        metric=task.metric_name, threshold=task.threshold, steps=step, engine=getattr(model.rnn, "engine", ""),
+        task=config.task, model=config.model, length=task.length, final_metric=metric,
+        baseline=task.baseline, solved=task.solved(metric), steps_to_solve=solved.steps_to_solve, seconds=seconds,
+        cpu_seconds=cpu_seconds,
+        metric=task.metric_name, threshold=task.threshold, steps=steps, engine=getattr(model.rnn, "engine", ""),
         history=tuple(history), config=config,
     )
 

@@ -40,15 +40,17 @@ def _model(text: str) -> str:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "longrange",
-        help="measure what an LSTM remembers and a simple RNN forgets (adding, copy, order tasks)",
+        help="measure what an LSTM remembers and a simple RNN forgets (adding, copy, temporal order, digits)",
         description="Train an LSTM, GRU or tanh RNN on a synthetic long-range task and report whether it "
         "solved it (metric at most 1%% of the chance level on held-out data). 'sweep' runs every length x "
-        "model and writes a markdown table and a plot.",
+        "model and writes a markdown table and a plot; 'report' runs the lab's whole table (resumable).",
     )
-    parser.add_argument("action", nargs="?", choices=["sweep"], help="sweep lengths x models (see --lengths)")
+    parser.add_argument("action", nargs="?", choices=["sweep", "report"],
+                        help="sweep lengths x models (see --lengths), or the whole report (see --out)")
     parser.add_argument("--task", choices=list(TASKS), default="adding", help="the task (default adding)")
-    parser.add_argument("--length", type=_positive_int, default=100, metavar="T",
-                        help="the gap to bridge: sequence length (adding), delay (copy), distractors (order)")
+    parser.add_argument("--length", type=_positive_int, default=None, metavar="T",
+                        help="the gap to bridge: sequence length (adding, temporal-order), delay (copy), "
+                        "distractors (order); default 100 (64 pixels for the digits)")
     parser.add_argument("--model", type=_model, default="lstm", metavar="{lstm,gru,rnn}",
                         help="the recurrent model (default lstm)")
     parser.add_argument("--steps", type=_count, default=10_000, metavar="N",
@@ -60,8 +62,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--batch-size", type=_positive_int, default=64, metavar="B", help="default 64")
     parser.add_argument("--clip", type=_non_negative, default=1.0,
                         help="max gradient norm, 0 for none (default 1.0)")
+    parser.add_argument("--init", choices=list(longrange.INITS), default=longrange.LongRangeConfig.init,
+                        help="the LSTM's gate biases: torch.nn's uniform, zeros, forget bias 1 (--forget-bias), or "
+                        f"chrono (Tallec & Ollivier 2018); default {longrange.LongRangeConfig.init}")
+    parser.add_argument("--chrono-max", type=ranged(int, 2), default=None, metavar="T",
+                        help="T_max of --init chrono (default: the task's sequence length)")
     parser.add_argument("--forget-bias", type=_number, default=1.0, metavar="X",
-                        help="LSTM forget-gate bias at initialisation (default 1)")
+                        help="the forget-gate bias of --init forget1 (default 1)")
     parser.add_argument("--eval-every", type=_positive_int, default=100, metavar="N",
                         help="validate every N steps (default 100)")
     parser.add_argument("--keep-training", action="store_true",
@@ -85,6 +92,13 @@ def register(subparsers: Any) -> None:
     # --forget-bias above sets the forget-gate bias, for the LSTM, with this lab's default of 1.
     add_variant_arguments(parser, "LSTM variants (lstmkit.LSTM arguments; --model lstm only)",
                           dest_prefix="variant_", skip=("forget_bias",))
+    report = parser.add_argument_group("report")
+    report.add_argument("--out", metavar="DIR", default=None, help="the report's directory (table.md, results.jsonl, "
+                        "plots); a report started again with the same DIR continues where it stopped")
+    report.add_argument("--budget-cpu-minutes", type=_positive, default=None, metavar="N",
+                        help="CPU minutes for the whole report, split evenly over its runs (default 60)")
+    report.add_argument("--seeds", type=_positive_int, default=None, metavar="N", help="seeds per cell (default 3)")
+    report.add_argument("--quick", action="store_true", help="a small subset on short lengths, for minutes")
     parser.set_defaults(func=run)
 
 
@@ -97,7 +111,8 @@ def _config(args: argparse.Namespace, model: str) -> longrange.LongRangeConfig:
         return longrange.LongRangeConfig(
             task=args.task, length=args.length, model=model, hidden_size=args.hidden_size,
             num_layers=args.num_layers, lr=args.lr, batch_size=args.batch_size, clip=args.clip,
-            forget_bias=args.forget_bias, steps=args.steps, eval_every=args.eval_every, seed=args.seed,
+            init=args.init, chrono_max=args.chrono_max, forget_bias=args.forget_bias, steps=args.steps,
+            eval_every=args.eval_every, seed=args.seed,
             engine=args.engine, device=str(resolve_device(args.device)), stop_when_solved=not args.keep_training,
             variants=variants if model == "lstm" else {},
         )
@@ -116,15 +131,32 @@ def _report(result: longrange.LongRangeResult) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.action is None:
+    if args.action != "sweep":
         for flag in ("lengths", "models", "table", "plot"):
             if getattr(args, flag) is not None:
                 raise UsageError(f"--{flag} is for 'lstmkit longrange sweep'")
-    if args.threads:
-        import torch
+    if args.action != "report":
+        for flag in ("out", "budget_cpu_minutes", "seeds"):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"--{flag.replace('_', '-')} is for 'lstmkit longrange report'")
+        if args.quick:
+            raise UsageError("--quick is for 'lstmkit longrange report'")
+    elif args.out is None:
+        raise UsageError("lstmkit longrange report needs --out DIR")
+    import torch
 
+    if args.threads:
         torch.set_num_threads(args.threads)
     progress = not args.json and sys.stderr.isatty()
+    if args.action == "report":
+        from ..apps.longrange_report import report
+
+        if args.threads is None:
+            torch.set_num_threads(1)  # CPU time per run is then a fair measure on a shared machine
+        table = report(args.out, budget_cpu_minutes=args.budget_cpu_minutes or 60.0, seeds=args.seeds or 3,
+                       quick=args.quick, progress=progress)
+        print(table, end="")
+        return 0
     config = _config(args, args.model)
 
     if args.action == "sweep":
@@ -154,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot_gradients:
         flows = longrange.gradient_flow(config)
         longrange.plot_gradient_flow(flows, args.plot_gradients,
-                                     title=f"{args.task}, T={args.length}: ||dL/dh_t|| at initialisation")
+                                     title=f"{args.task}, T={config.length}: ||dL/dh_t|| at initialisation")
         if not args.json:
             for name, norms in flows.items():
                 print(f"{name}: ||dL/dh_t|| {norms[0]:.3g} at t=0, {norms[-1]:.3g} at t={len(norms) - 1}")

@@ -635,6 +635,8 @@ class FusedEngine:
         if dtype not in (torch.float32, torch.float64):
             return f"the fused engine runs float32 and float64, not {dtype}"
         others = [v.name for v in variants.active(spec) if self.name not in v.engines]
+        if spec.cell == "no_c":  # the ablation without a memory cell is the reference engine's alone
+            others.append("cell='no_c'")
         if others:
             runs = ", ".join(v.name for v in variants.VARIANTS if self.name in v.engines or v.init_only or v.in_module)
             return f"the fused engine runs the LSTM with {runs}, not {', '.join(others)}; use engine='reference'"

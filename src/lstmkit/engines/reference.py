@@ -178,10 +178,32 @@ def slstm_gated_step(x_proj: Tensor, state: States, w: LayerWeights) -> tuple[St
     return (h, c, n, m_new), {"i": i, "f": f, "g": z, "o": o}
 
 
+def no_c_gated_step(x_proj: Tensor, state: States, w: LayerWeights) -> tuple[States, dict[str, Tensor]]:
+    """The ablation ``cell="no_c"``: the LSTM with ``h_{t-1}`` in place of ``c_{t-1}`` (no memory cell).
+
+    ``c_t = f*h_{t-1} + i*g``, ``h_t = o*tanh(c_t)``: what remains of the past passes through ``o * tanh`` at
+    every step, so ``dh_t/dh_{t-1}`` carries a factor ``o * tanh'`` < 1 where the LSTM's ``dc_t/dc_{t-1}`` is ``f``.
+    The state is still ``(h, c)`` (``c`` is the pre-tanh value) so that the module's conventions hold.
+    """
+    h, _ = state  # c_{t-1} is not read: that is the ablation
+    if "recurrent_dropout_mask" in w:
+        h_in = h * w["recurrent_dropout_mask"]
+    else:
+        h_in = h
+    gates = x_proj + F.linear(h_in, w["weight_hh"], w.get("bias_hh"))  # (B, 4H)
+    i, f, g, o = gates.chunk(4, dim=1)
+    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+    c = f * h + i * g  # h_{t-1} where the LSTM has c_{t-1}
+    h = o * torch.tanh(c)
+    return (h, c), {"i": i, "f": f, "g": g, "o": o}
+
+
 def gated_step_for(spec: RNNSpec) -> GatedStep:
-    """The gated LSTM step that computes ``spec``: the plain one, a variant's or the sLSTM's."""
+    """The gated LSTM step that computes ``spec``: the plain one, a variant's, the sLSTM's or the no-C ablation."""
     if spec.cell == "slstm":
         return slstm_gated_step
+    if spec.cell == "no_c":
+        return no_c_gated_step
     if spec.variants:
         return partial(lstm_variant_gated_step, spec=spec)
     return lstm_gated_step

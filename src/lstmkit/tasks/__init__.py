@@ -4,6 +4,9 @@
 * :class:`CopyTask` (``"copy"``): recall a string of symbols after a delay; chance-level error ``1 - 1/alphabet``.
 * :class:`OrderTask` (``"order"``): "I grew up in France ... I speak fluent ___"; chance-level error
   ``1 - 1/classes``.
+* :class:`TemporalOrderTask` (``"temporal-order"``): Hochreiter & Schmidhuber 1997 experiment 6a; chance 3/4.
+* :class:`DigitsTask` (``"digits"``) and :class:`PermutedDigitsTask` (``"digits-permuted"``): scikit-learn's
+  8x8 digits pixel by pixel (64 steps), plain and in a fixed permuted order; chance 9/10 (needs scikit-learn).
 
 Each task states its chance-level :attr:`~LongRangeTask.baseline` and counts as solved when its metric falls to
 :data:`SOLVED_FRACTION` of it. :func:`make_task` builds one by name.
@@ -16,9 +19,19 @@ from typing import Any
 from .adding import AddingProblem
 from .base import SOLVED_FRACTION, ClassificationTask, LongRangeTask
 from .copying import CopyTask
+from .digits import DigitsTask, PermutedDigitsTask
 from .order import OrderTask
+from .temporal_order import TemporalOrderTask
 
-TASKS: dict[str, type[LongRangeTask]] = {"adding": AddingProblem, "copy": CopyTask, "order": OrderTask}
+TASKS: dict[str, type[LongRangeTask]] = {
+    "adding": AddingProblem, "copy": CopyTask, "order": OrderTask, "temporal-order": TemporalOrderTask,
+    "digits": DigitsTask, "digits-permuted": PermutedDigitsTask,
+}
+
+# The length a task is run at when none is given: its published setting (the pixels, for the digits).
+DEFAULT_LENGTHS: dict[str, int] = {
+    "adding": 100, "copy": 100, "order": 100, "temporal-order": 100, "digits": 64, "digits-permuted": 64,
+}
 
 
 def make_task(name: str, length: int, **options: Any) -> LongRangeTask:
@@ -34,6 +47,10 @@ __all__ = [
     "AddingProblem",
     "ClassificationTask",
     "CopyTask",
+    "DEFAULT_LENGTHS",
+    "DigitsTask",
+    "PermutedDigitsTask",
+    "TemporalOrderTask",
     "LongRangeTask",
     "OrderTask",
     "make_task",

@@ -89,6 +89,11 @@ class LongRangeTask(ABC):
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """A batch: ``x`` float32 ``(batch_size, seq_len, input_size)`` and the target ``y``."""
 
+    def validation_set(self, size: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """The held-out data a run is measured on: ``size`` fresh sequences from ``generator`` (a task with a
+        fixed data set returns its test split instead)."""
+        return self.sample(size, generator)
+
     @abstractmethod
     def loss(self, prediction: Tensor, target: Tensor) -> Tensor:
         """The training loss (a scalar); ``prediction`` is ``(batch, readout, output_size)``."""

@@ -36,6 +36,8 @@ class OrderTask(ClassificationTask):
 
     classes: int = 4
     distractors: int = 8
+    key_position: int = 0  # fillers before the key (ablation: is it the first input that a tanh RNN latches?)
+    keys_in_fillers: bool = True  # ablation: False draws the fillers from the distractors only
 
     name = "order"
 
@@ -43,6 +45,11 @@ class OrderTask(ClassificationTask):
         super().__post_init__()
         check_int("classes", self.classes, 2)
         check_int("distractors", self.distractors, 1)
+        check_int("key_position", self.key_position, 0)
+        if self.key_position > self.length:
+            raise ValueError(f"key_position must be at most length ({self.length}), got {self.key_position}")
+        if not isinstance(self.keys_in_fillers, bool):
+            raise TypeError(f"keys_in_fillers must be True or False, got {self.keys_in_fillers!r}")
 
     @property
     def input_size(self) -> int:
@@ -64,7 +71,9 @@ class OrderTask(ClassificationTask):
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         batch_size = check_int("batch_size", batch_size, 1)
         keys = torch.randint(0, self.classes, (batch_size,), generator=generator)
-        middle = torch.randint(0, self.classes + self.distractors, (batch_size, self.length), generator=generator)
+        low = 0 if self.keys_in_fillers else self.classes
+        fillers = torch.randint(low, self.classes + self.distractors, (batch_size, self.length), generator=generator)
         query = torch.full((batch_size, 1), self.query, dtype=torch.int64)
-        codes = torch.cat([keys.unsqueeze(1), middle, query], dim=1)  # (B, length + 2)
+        k = self.key_position  # the key has k fillers before it and length - k after it
+        codes = torch.cat([fillers[:, :k], keys.unsqueeze(1), fillers[:, k:], query], dim=1)  # (B, length + 2)
         return one_hot(codes, self.input_size), keys.unsqueeze(1)  # (B, length + 2, C + D + 1), (B, 1)
