@@ -44,6 +44,9 @@ def _call(spec: RNNSpec, inputs: tuple, hx: States, flat: list[Tensor], training
 class NativeEngine:
     name = "native"
 
+    def runs_reset(self, spec: RNNSpec) -> bool:
+        return False
+
     def unsupported(self, spec: RNNSpec, device: torch.device, dtype: torch.dtype) -> str | None:
         if spec.mode not in ("LSTM", "GRU", "RNN_TANH", "RNN_RELU"):
             return f"torch has no fused kernel for {spec.mode}"
