@@ -3,7 +3,8 @@
 ``reference`` is the equations (the oracle), ``native`` is PyTorch's own fused kernel, ``fused`` is lstmkit's
 compiled time loop with a hand-written backward (C++, built on first use). ``auto`` takes the first
 engine in :data:`AUTO_ORDER` that can run the configuration: the fastest first, as measured in
-``docs/benchmarks.md``.
+``docs/benchmarks.md``. In benchmark mode (:func:`benchmark`), ``auto`` instead times the able engines once per kind
+of call and keeps the fastest.
 """
 
 from __future__ import annotations

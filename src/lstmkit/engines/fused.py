@@ -31,6 +31,12 @@ forget_bias; check_variants refuses the rest) is its own loop, :class:`FusedSLST
 ``lstmkit::fused_slstm_forward``/``fused_slstm_backward``: it saves the gates, c_t and the normaliser n_t, ``6H``
 numbers per row and step, and differentiates through the stabiliser m_t as autograd does through the reference.
 
+Variable lengths: each layer takes its rows sorted longest first (one copy of its input and output), so the rows
+still running at a step lead the batch and the step's GEMMs, forward and backward, cover only them: finished rows
+cost no multiply-adds, as with packing, without per-step copies. Streaming resets (``reset``, the LSTM only,
+forward in time) are applied inside the loop: a reset row starts its step from h = c = 0 and backward stops there.
+The loop over layers and directions and the dropout between layers are ``base.run_stack``, every engine's.
+
 The gate equations themselves are the reference engine's (``engines/reference.py``); this engine is tested
 against it and against ``torch.nn.LSTM`` (``tests/test_fused.py``). Speed and memory: ``docs/benchmarks.md``.
 """
