@@ -493,6 +493,14 @@ def test_custom_ops_pass_opcheck() -> None:
     bargs = (torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n), out, args[1], args[2], gates, cells,
              *args[3:12], ln_hat, ln_stats, *args[12:15], False, True)
     torch.library.opcheck(fused.fused_lstm_backward, bargs, test_utils=("test_schema", "test_faketensor"))
+    # Streaming resets (forward in time only): the optional last argument of both ops.
+    reset = torch.tensor([[False, True, False], [False, False, False], [True, False, True], [False, True, False]])
+    rargs = (*args[:16], False, True, reset)
+    torch.library.opcheck(fused.fused_lstm_forward, rargs, test_utils=("test_schema", "test_faketensor"))
+    out, h_n, c_n, gates, cells, ln_hat, ln_stats = fused.fused_lstm_forward(*rargs)
+    rbargs = (torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n), out, args[1], args[2], gates,
+              cells, *args[3:12], ln_hat, ln_stats, *args[12:15], False, False, reset)
+    torch.library.opcheck(fused.fused_lstm_backward, rbargs, test_utils=("test_schema", "test_faketensor"))
     sargs = (torch.randn(T, B, 4 * Hs), *(torch.randn(B, Hs) for _ in range(2)), torch.rand(B, Hs) + 0.5,
              torch.randn(B, Hs), torch.randn(4 * Hs, Hs), torch.tensor([4, 1, 3]), torch.rand(B, Hs), True, True)
     torch.library.opcheck(fused.fused_slstm_forward, sargs, test_utils=("test_schema", "test_faketensor"))

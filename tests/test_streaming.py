@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 import lstmkit
+from lstmkit.engines import fused
 from lstmkit.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,3 +167,29 @@ def test_streaming_example_runs() -> None:
     with torch.no_grad():
         whole, _ = model(x, None, reset)
     assert torch.equal(example.stream_in_chunks(model, x, reset, chunk=7), whole)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["kernel", "eager-fallback"])
+def test_fused_resets_in_its_loop_as_the_reference_cuts_the_sequence(
+    compiled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fused LSTM resets rows inside its time loop (one kernel call, forward and backward); the reference gets
+    the module's cut sequence. Same values and gradients, with lengths, projection, peepholes and zoneout."""
+    if not compiled:
+        monkeypatch.setattr(fused, "_state", {"module": None, "tried": True, "error": "test", "warned": True})
+    kwargs = {"num_layers": 2, "proj_size": 3, "peephole": True, "zoneout": 0.2}
+    reference = lstmkit.LSTM(I, H, engine="reference", **kwargs).eval()
+    fast = lstmkit.LSTM(I, H, engine="fused", **kwargs).eval()
+    fast.load_state_dict(reference.state_dict())
+    assert fast._select_engine("fused").runs_reset(fast._spec())
+    x = torch.randn(T, B, I)
+    hx = (torch.randn(2, B, 3), torch.randn(2, B, H))
+    results = []
+    for model in (reference, fast):
+        x_ = x.clone().requires_grad_()
+        h0 = tuple(s.clone().requires_grad_() for s in hx)
+        out, (h, c) = model(x_, h0, reset=_reset_mask(), lengths=torch.tensor([9, 3, 6, 8]))
+        (out.sin().sum() + h.sum() + 2 * c.sum()).backward()
+        results.append([out, h, c, x_.grad, *(s.grad for s in h0), *(p.grad for p in model.parameters())])
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -472,6 +472,11 @@ class _RNNBase(nn.Module):
         gates: GateRecord | None = None
         if with_gates:
             out, final, gates = engine.forward_with_gates(spec, x, states, weights, lengths, self.training)
+        elif reset is not None and engine.runs_reset(spec):
+            if lengths is not None:  # a reset past a row's end changes nothing
+                reset = reset & (torch.arange(x.size(0)).unsqueeze(1) < lengths.unsqueeze(0)).to(reset.device)
+            weights = [{**w, "reset": reset} for w in weights]
+            out, final = engine.forward(spec, x, states, weights, lengths, self.training)
         elif reset is not None:
             initial = tuple(x.new_full((rows, batch, size), initial_state_value(name)) for name, size in sizes)
             initial = tuple(s.to(states[0].dtype) for s in initial)

@@ -5,7 +5,8 @@ compiled time loop with a hand-written backward (C++, built on first use). Each 
 protocol of ``base.py`` (``unsupported``, ``forward``, ``forward_with_gates``); which variants an engine runs
 is declared with each variant (``lstmkit.variants``). ``auto`` takes the first
 engine in :data:`AUTO_ORDER` that can run the configuration: the fastest first, as measured in
-``docs/benchmarks.md``.
+``docs/benchmarks.md``. In benchmark mode (:func:`benchmark`), ``auto`` instead times the able engines once per kind
+of call and keeps the fastest.
 """
 
 from __future__ import annotations

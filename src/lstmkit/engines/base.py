@@ -97,6 +97,11 @@ class Engine(Protocol):
         """Why this engine cannot run ``spec`` on that device and dtype, or None when it can."""
         ...
 
+    def runs_reset(self, spec: RNNSpec) -> bool:
+        """Whether ``forward`` applies streaming resets itself: a ``reset`` (T, B) bool in every layer's weights,
+        forward in time, masked to each row's length. Otherwise the module cuts the sequence (run_with_resets)."""
+        ...
+
     def forward(
         self,
         spec: RNNSpec,
@@ -212,7 +217,8 @@ def run_with_resets(
     reset: Tensor,
     initial: States,
 ) -> tuple[Tensor, States]:
-    """Run a unidirectional stack whose states are reset per row and step (TorchRL's ``is_init``).
+    """Run a unidirectional stack whose states are reset per row and step (TorchRL's ``is_init``), for an engine
+    that does not apply resets in its own loop (``Engine.runs_reset``).
 
     ``forward(x, hx, weights, lengths)`` is an engine's forward over a stretch of time; ``reset`` ``(T, B)`` bool:
     where true, row b's states of every layer are set to ``initial`` (each ``(rows, B, size)``, the states a call

@@ -31,6 +31,12 @@ forget_bias; check_variants refuses the rest) is its own loop, :class:`FusedSLST
 ``lstmkit::fused_slstm_forward``/``fused_slstm_backward``: it saves the gates, c_t and the normaliser n_t, ``6H``
 numbers per row and step, and differentiates through the stabiliser m_t as autograd does through the reference.
 
+Variable lengths: each layer takes its rows sorted longest first (one copy of its input and output), so the rows
+still running at a step lead the batch and the step's GEMMs, forward and backward, cover only them: finished rows
+cost no multiply-adds, as with packing, without per-step copies. Streaming resets (``reset``, the LSTM only,
+forward in time) are applied inside the loop: a reset row starts its step from h = c = 0 and backward stops there.
+The loop over layers and directions and the dropout between layers are ``base.run_stack``, every engine's.
+
 The gate equations themselves are the reference engine's (``engines/reference.py``); this engine is tested
 against it and against ``torch.nn.LSTM`` (``tests/test_fused.py``). Speed and memory: ``docs/benchmarks.md``.
 """
@@ -141,7 +147,7 @@ def _python_forward(
     x_proj: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None,
     h_mask: Tensor | None, w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, z_c: Tensor | None,
     z_h: Tensor | None, ln_hh: Tensor | None, ln_c_w: Tensor | None, ln_c_b: Tensor | None, coupled: bool,
-    reverse: bool, save: bool,
+    reverse: bool, save: bool, reset: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     T, B, G = x_proj.shape
     H = G // (3 if coupled else 4)
@@ -149,6 +155,8 @@ def _python_forward(
     h, c = h0, c0
     outs, gates, cells, hats, stats = [], [], [], [], []
     for t in range(T - 1, -1, -1) if reverse else range(T):
+        if reset is not None:  # streaming: these rows start the step from h = c = 0
+            h, c = h.masked_fill(reset[t].unsqueeze(1), 0.0), c.masked_fill(reset[t].unsqueeze(1), 0.0)
         h_in = h if h_mask is None else h * h_mask  # recurrent dropout: on the recurrent path only
         gh = h_in @ w_hh.t()  # (B, G)
         if ln_hh is not None:  # Ba et al.: the recurrent product normalised on its own (b_hh is in x_proj)
@@ -211,7 +219,7 @@ def _python_backward(
     cells: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None, h_mask: Tensor | None,
     w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, z_c: Tensor | None, z_h: Tensor | None,
     ln_hat: Tensor, ln_stats: Tensor, ln_hh: Tensor | None, ln_c_w: Tensor | None, ln_c_b: Tensor | None,
-    coupled: bool, reverse: bool,
+    coupled: bool, reverse: bool, reset: Tensor | None = None,
 ) -> tuple[Tensor, ...]:
     T, B, G = gates.shape
     H = G // (3 if coupled else 4)
@@ -238,6 +246,8 @@ def _python_backward(
         else:
             i, f, g, o = gates[t].chunk(4, dim=1)
         c_prev = c0 if first else cells[tprev]
+        if reset is not None:
+            c_prev = c_prev.masked_fill(reset[t].unsqueeze(1), 0.0)
         c_prev_all[t] = c_prev
         c_tilde = cells[t] if z_c is None else f * c_prev + i * g  # recomputed from the saved gates
         if keep is not None:
@@ -285,9 +295,14 @@ def _python_backward(
             dg = dg * keep
             dc_new = torch.where(keep, dc_new, dc)
             dh_new = torch.where(keep, dh_new, dh)
+        if reset is not None:  # nothing flows past a reset
+            r = reset[t].unsqueeze(1)
+            dc_new, dh_new = dc_new.masked_fill(r, 0.0), dh_new.masked_fill(r, 0.0)
         d_gates[t] = dg
         dh, dc = dh_new, dc_new
     h_prev = _previous_states(out, h0, lengths, reverse)
+    if reset is not None:
+        h_prev = h_prev.masked_fill(reset.unsqueeze(2), 0.0)
     if h_mask is not None:
         h_prev = h_prev * h_mask
     grad_w_hh = (d_gh if ln_hh is not None else d_gates).reshape(T * B, G).t() @ h_prev.reshape(T * B, -1)
@@ -421,7 +436,7 @@ def fused_lstm_forward(
     x_proj: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None,
     h_mask: Tensor | None, w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, z_c: Tensor | None,
     z_h: Tensor | None, ln_hh: Tensor | None, ln_c_w: Tensor | None, ln_c_b: Tensor | None, coupled: bool,
-    reverse: bool, save: bool,
+    reverse: bool, save: bool, reset: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """One layer, one direction. x_proj (T, B, G) with G = 4H (3H with ``coupled`` gates), h0 (B, P), c0 (B, H),
     w_hh (G, P), w_hr (P, H) or None, lengths (B,) int64 or None, h_mask (B, P) (recurrent dropout's mask on
@@ -430,18 +445,19 @@ def fused_lstm_forward(
     those of c~'s, or None (layer_norm off; x_proj then holds b_hh too, with it on the LN of the input part).
     Returns output (T, B, P), h_n (B, P), c_n (B, H), and when ``save`` what backward needs (empty tensors
     otherwise): the gate activations (T, B, G), the cell states (T, B, H) and, with layer norm, the normalised
-    recurrent product (T, B, G) and per row and step (1/std of it, mean and 1/std of c~) (T, B, 3)."""
+    recurrent product (T, B, G) and per row and step (1/std of it, mean and 1/std of c~) (T, B, 3).
+    ``reset`` (T, B) bool or None, forward in time only: where set, that row's h and c are 0 before the step."""
     module = kernel()
     args = (x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, ln_hh, ln_c_w, ln_c_b, coupled,
             reverse, save)
     if module is None:
-        return tuple(t.contiguous() for t in _python_forward(*args))  # type: ignore[return-value]
-    return tuple(module.forward(*args, _use_onednn(x_proj.dtype)))  # type: ignore[return-value]
+        return tuple(t.contiguous() for t in _python_forward(*args, reset))  # type: ignore[return-value]
+    return tuple(module.forward(*args, reset, _use_onednn(x_proj.dtype)))  # type: ignore[return-value]
 
 
 @fused_lstm_forward.register_fake
 def _(x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, ln_hh, ln_c_w, ln_c_b, coupled, reverse,
-      save):
+      save, reset=None):
     T, B, G = x_proj.shape
     P, H = h0.size(1), c0.size(1)
     ln = ln_hh is not None
@@ -458,20 +474,20 @@ def fused_lstm_backward(
     cells: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None, h_mask: Tensor | None,
     w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, z_c: Tensor | None, z_h: Tensor | None,
     ln_hat: Tensor, ln_stats: Tensor, ln_hh: Tensor | None, ln_c_w: Tensor | None, ln_c_b: Tensor | None,
-    coupled: bool, reverse: bool,
+    coupled: bool, reverse: bool, reset: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Backward through time of :func:`fused_lstm_forward`. Returns the gradients of x_proj (T, B, G), h0, c0,
     w_hh, w_hr, w_ci, w_cf, w_co, ln_hh, ln_c_w and ln_c_b (an empty tensor for each weight that is None)."""
     module = kernel()
     args = (grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co,
             z_c, z_h, ln_hat, ln_stats, ln_hh, ln_c_w, ln_c_b, coupled, reverse)
-    res = _python_backward(*args) if module is None else module.backward(*args, _use_onednn(gates.dtype))
+    res = _python_backward(*args, reset) if module is None else module.backward(*args, reset, _use_onednn(gates.dtype))
     return tuple(t.contiguous() for t in res)  # type: ignore[return-value]
 
 
 @fused_lstm_backward.register_fake
 def _(grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c,
-      z_h, ln_hat, ln_stats, ln_hh, ln_c_w, ln_c_b, coupled, reverse):
+      z_h, ln_hat, ln_stats, ln_hh, ln_c_w, ln_c_b, coupled, reverse, reset=None):
     def like(w: Tensor | None) -> Tensor:
         return w.new_empty(w.shape) if w is not None else gates.new_empty(0)
 
@@ -496,17 +512,17 @@ class FusedLSTMLayer(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, x_proj, h0, c0, w_hh, w_hr, lengths, reverse, h_mask=None, w_ci=None, w_cf=None, w_co=None,
-        coupled=False, z_c=None, z_h=None, ln_hh=None, ln_c_w=None, ln_c_b=None,
+        coupled=False, z_c=None, z_h=None, ln_hh=None, ln_c_w=None, ln_c_b=None, reset=None,
     ):
         save = any(ctx.needs_input_grad)
         out, h_n, c_n, gates, cells, ln_hat, ln_stats = fused_lstm_forward(
             x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, ln_hh, ln_c_w, ln_c_b, coupled,
-            reverse, save,
+            reverse, save, reset,
         )
         if save:
             ctx.save_for_backward(
                 out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, ln_hat, ln_stats,
-                ln_hh, ln_c_w, ln_c_b,
+                ln_hh, ln_c_w, ln_c_b, reset,
             )
         ctx.reverse, ctx.coupled = reverse, coupled
         return out, h_n, c_n
@@ -514,10 +530,10 @@ class FusedLSTMLayer(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out, grad_hn, grad_cn):  # type: ignore[override]
         (out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, ln_hat, ln_stats, ln_hh,
-         ln_c_w, ln_c_b) = ctx.saved_tensors
+         ln_c_w, ln_c_b, reset) = ctx.saved_tensors
         d_x, d_h0, d_c0, d_w_hh, d_w_hr, d_ci, d_cf, d_co, d_ln_hh, d_ln_c_w, d_ln_c_b = fused_lstm_backward(
             grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co,
-            z_c, z_h, ln_hat, ln_stats, ln_hh, ln_c_w, ln_c_b, ctx.coupled, ctx.reverse,
+            z_c, z_h, ln_hat, ln_stats, ln_hh, ln_c_w, ln_c_b, ctx.coupled, ctx.reverse, reset,
         )
 
         def grad(d: Tensor, w: Tensor | None) -> Tensor | None:
@@ -526,7 +542,7 @@ class FusedLSTMLayer(torch.autograd.Function):
         return (
             d_x, d_h0, d_c0, d_w_hh, grad(d_w_hr, w_hr), None, None, None,
             grad(d_ci, w_ci), grad(d_cf, w_cf), grad(d_co, w_co), None, None, None, grad(d_ln_hh, ln_hh),
-            grad(d_ln_c_w, ln_c_w), grad(d_ln_c_b, ln_c_b),
+            grad(d_ln_c_w, ln_c_w), grad(d_ln_c_b, ln_c_b), None,
         )
 
 
@@ -627,6 +643,10 @@ class FusedEngine:
 
     name = "fused"
 
+    def runs_reset(self, spec: RNNSpec) -> bool:
+        """The LSTM's loop resets rows itself (``reset`` in each layer's weights); the sLSTM's does not."""
+        return spec.cell == "lstm"
+
     def unsupported(self, spec: RNNSpec, device: torch.device, dtype: torch.dtype) -> str | None:
         if spec.mode != "LSTM":
             return f"the fused engine runs the LSTM only, not {spec.mode}"
@@ -682,6 +702,8 @@ class FusedEngine:
                     w[key] = _zoneout_in_time_order(w[key], reverse, n).index_select(1, order)  # type: ignore[union-attr]
             if "recurrent_dropout_mask" in w:
                 w["recurrent_dropout_mask"] = w["recurrent_dropout_mask"].index_select(0, order)
+            if "reset" in w:
+                w["reset"] = w["reset"].index_select(1, order)
             out, final = sorted_layer_fn(
                 layer_input.index_select(1, order), tuple(s.index_select(0, order) for s in state), w,
                 n.index_select(0, order), reverse, zoneout_in_time_order=True,
@@ -716,6 +738,7 @@ class FusedEngine:
                     x_proj, *state, w["weight_hh"], w.get("weight_hr"), n, reverse, w.get("recurrent_dropout_mask"),
                     w.get("weight_ci"), w.get("weight_cf"), w.get("weight_co"), spec.coupled_gates, z_c, z_h,
                     w.get("layer_norm_hh_weight"), w.get("layer_norm_c_weight"), w.get("layer_norm_c_bias"),
+                    w.get("reset"),
                 )
             return out, tuple(final)
 

@@ -95,6 +95,9 @@ def _probe(mode: str, device: torch.device, dtype: torch.dtype, autocast: bool) 
 class NativeEngine:
     name = "native"
 
+    def runs_reset(self, spec: RNNSpec) -> bool:
+        return False
+
     def unsupported(self, spec: RNNSpec, device: torch.device, dtype: torch.dtype) -> str | None:
         if spec.mode not in _GATES:
             return f"torch has no fused kernel for {spec.mode}"

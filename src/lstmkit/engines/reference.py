@@ -263,6 +263,9 @@ class ReferenceEngine:
 
     name = "reference"
 
+    def runs_reset(self, spec: RNNSpec) -> bool:
+        return False  # the module cuts the sequence where rows reset: a loop over steps either way
+
     def unsupported(self, spec: RNNSpec, device: torch.device, dtype: torch.dtype) -> str | None:
         return None
 

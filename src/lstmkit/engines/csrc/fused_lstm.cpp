@@ -473,7 +473,7 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
                                  const std::optional<Tensor>& z_c, const std::optional<Tensor>& z_h,
                                  const std::optional<Tensor>& ln_hh, const std::optional<Tensor>& ln_c_w,
                                  const std::optional<Tensor>& ln_c_b, bool coupled, bool reverse, bool save,
-                                 bool use_onednn) {
+                                 const std::optional<Tensor>& reset, bool use_onednn) {
   const int64_t T_ = x_proj.size(0), B = x_proj.size(1), G = x_proj.size(2), H = G / (coupled ? 3 : 4);
   const bool ln = ln_hh.has_value();
   const bool variant = coupled || ln || w_ci.has_value() || w_cf.has_value() || w_co.has_value();
@@ -513,6 +513,9 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
 
   const int64_t* len = lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
   const bool sorted = sorted_longest_first(len, B);
+  // Streaming resets (T, B), forward in time only: where set, the row's h and c start the step from 0.
+  Tensor reset_c = reset.has_value() ? reset->contiguous() : Tensor();
+  const bool* rs = reset.has_value() ? reset_c.data_ptr<bool>() : nullptr;
   const T* xp = x_proj.data_ptr<T>();
   T* hs = h.data_ptr<T>();
   T* cs = c.data_ptr<T>();
@@ -522,6 +525,13 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
     const int64_t t = reverse ? T_ - 1 - step : step;
     // (B, 4H) = h_{t-1} W_hh^T; recurrent dropout (Gal & Ghahramani) masks h_{t-1} on this path only.
     const int64_t n_live = live_prefix(len, sorted, B, t);
+    if (rs != nullptr) {
+      for (int64_t b = 0; b < B; ++b) {
+        if (!rs[t * B + b]) continue;
+        std::memset(hs + b * P, 0, sizeof(T) * P);
+        std::memset(cs + b * H, 0, sizeof(T) * H);
+      }
+    }
     Tensor gh = rec.run_prefix(h_mask.has_value() ? h * *h_mask : h, n_live);
     const T* ghp = n_live > 0 ? gh.data_ptr<T>() : nullptr;
     T* mp = proj ? m.data_ptr<T>() : nullptr;
@@ -615,7 +625,8 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
                                   const std::optional<Tensor>& w_co, const std::optional<Tensor>& z_c,
                                   const std::optional<Tensor>& z_h, const Tensor& ln_hat, const Tensor& ln_stats,
                                   const std::optional<Tensor>& ln_hh, const std::optional<Tensor>& ln_c_w,
-                                  const std::optional<Tensor>& ln_c_b, bool coupled, bool reverse, bool use_onednn) {
+                                  const std::optional<Tensor>& ln_c_b, bool coupled, bool reverse,
+                                  const std::optional<Tensor>& reset, bool use_onednn) {
   const int64_t T_ = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / (coupled ? 3 : 4);
   const bool ln = ln_hh.has_value();
   const bool variant = coupled || ln || w_ci.has_value() || w_cf.has_value() || w_co.has_value();
@@ -661,6 +672,10 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
 
   const int64_t* len = lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
   const bool sorted = sorted_longest_first(len, B);
+  // A reset row started its step from h = c = 0: c_{t-1} reads as zeros, and no gradient flows past the reset.
+  Tensor reset_c = reset.has_value() ? reset->contiguous() : Tensor();
+  const bool* rs = reset.has_value() ? reset_c.data_ptr<bool>() : nullptr;
+  const T* zero_row = zeros.data_ptr<T>();
   const T* gp = gates.data_ptr<T>();
   const T* cp = cells.data_ptr<T>();
   const T* c0p = c0c.data_ptr<T>();
@@ -702,7 +717,7 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
           if (ln) std::memset(d_gh.data_ptr<T>() + (t * B + b) * G, 0, sizeof(T) * G);
           continue;
         }
-        const T* cprev = first ? c0p + b * H : cp + (tprev * B + b) * H;
+        const T* cprev = (rs != nullptr && rs[t * B + b]) ? zero_row : first ? c0p + b * H : cp + (tprev * B + b) * H;
         const T* a = gp + (t * B + b) * G;
         const T* cell = cp + (t * B + b) * H;  // c_t, which is c~_t without zoneout
         if (zcp) {
@@ -726,6 +741,7 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
           const T* k = dccp + b * H;
           for (int64_t j = 0; j < H; ++j) d[j] += k[j];
         }
+        if (rs != nullptr && rs[t * B + b]) std::memset(dcp + b * H, 0, sizeof(T) * H);
       }
     });
     Tensor dh_rec = rec.run_prefix(ln ? d_gh[t] : d_gates[t], n_live);  // (B, P) = d_gates_t W_hh (before LN)
@@ -733,6 +749,10 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
     const T* dr = n_live > 0 ? dh_rec.data_ptr<T>() : nullptr;
     for (int64_t b = 0; b < B; ++b) {
       if (len != nullptr && t >= len[b]) continue;  // finished rows carry dh through unchanged
+      if (rs != nullptr && rs[t * B + b]) {
+        std::memset(dhp + b * P, 0, sizeof(T) * P);
+        continue;
+      }
       if (zhp) {
         T* d = dhp + b * P;
         const T* k = dhcp + b * P;
@@ -746,6 +766,7 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
   // Weight gradients: one GEMM each over all T*B rows.
   Tensor dg2 = (ln ? d_gh : d_gates).view({T_ * B, G});
   Tensor h_prev = previous_states(out, h0, lengths, reverse);
+  if (reset.has_value()) h_prev = h_prev.masked_fill(reset_c.unsqueeze(2), 0);
   if (h_mask.has_value()) h_prev = h_prev * *h_mask;
   h_prev = h_prev.reshape({T_ * B, P});
   Tensor grad_w_hh = at::mm(dg2.t(), h_prev);  // (4H, P)
@@ -770,6 +791,7 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
         else c_prev.narrow(0, 1, T_ - 1).copy_(cells.narrow(0, 0, T_ - 1));
       }
     }
+    if (reset.has_value()) c_prev.masked_fill_(reset_c.unsqueeze(2), 0);
     const int64_t F = coupled ? 0 : H;
     if (w_cf.has_value()) grad_cf = (d_gates.narrow(2, F, H) * c_prev).sum({0, 1});
     if (w_co.has_value()) grad_co = (d_gates.narrow(2, G - H, H) * (zcp ? c_tilde : cells)).sum({0, 1});
@@ -795,12 +817,13 @@ std::vector<Tensor> lstm_forward(const Tensor& x_proj, const Tensor& h0, const T
                                  const std::optional<Tensor>& z_c, const std::optional<Tensor>& z_h,
                                  const std::optional<Tensor>& ln_hh, const std::optional<Tensor>& ln_c_w,
                                  const std::optional<Tensor>& ln_c_b, bool coupled, bool reverse, bool save,
-                                 bool use_onednn) {
+                                 const std::optional<Tensor>& reset, bool use_onednn) {
+  TORCH_CHECK(!(reset.has_value() && reverse), "reset runs forward in time only");
   TORCH_CHECK(x_proj.dim() == 3 && x_proj.size(2) % (coupled ? 3 : 4) == 0, "x_proj must be (T, B, 4H or 3H)");
   Tensor xp = x_proj.contiguous();
   return AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "lstmkit_fused_forward", [&] {
     return forward_impl<scalar_t>(xp, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, ln_hh,
-                                  ln_c_w, ln_c_b, coupled, reverse, save, use_onednn);
+                                  ln_c_w, ln_c_b, coupled, reverse, save, reset, use_onednn);
   });
 }
 
@@ -812,11 +835,12 @@ std::vector<Tensor> lstm_backward(const Tensor& grad_out, const Tensor& grad_hn,
                                   const std::optional<Tensor>& w_co, const std::optional<Tensor>& z_c,
                                   const std::optional<Tensor>& z_h, const Tensor& ln_hat, const Tensor& ln_stats,
                                   const std::optional<Tensor>& ln_hh, const std::optional<Tensor>& ln_c_w,
-                                  const std::optional<Tensor>& ln_c_b, bool coupled, bool reverse, bool use_onednn) {
+                                  const std::optional<Tensor>& ln_c_b, bool coupled, bool reverse,
+                                  const std::optional<Tensor>& reset, bool use_onednn) {
   return AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstmkit_fused_backward", [&] {
     return backward_impl<scalar_t>(grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths,
                                    h_mask, w_ci, w_cf, w_co, z_c, z_h, ln_hat, ln_stats, ln_hh, ln_c_w, ln_c_b,
-                                   coupled, reverse, use_onednn);
+                                   coupled, reverse, reset, use_onednn);
   });
 }
 
@@ -1009,11 +1033,11 @@ std::vector<Tensor> slstm_backward(const Tensor& grad_out, const Tensor& grad_hn
 TORCH_LIBRARY(lstmkit_kernel, m) {
   m.def("forward(Tensor x_proj, Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor? lengths, Tensor? h_mask, "
         "Tensor? w_ci, Tensor? w_cf, Tensor? w_co, Tensor? z_c, Tensor? z_h, Tensor? ln_hh, Tensor? ln_c_w, "
-        "Tensor? ln_c_b, bool coupled, bool reverse, bool save, bool onednn) -> Tensor[]");
+        "Tensor? ln_c_b, bool coupled, bool reverse, bool save, Tensor? reset, bool onednn) -> Tensor[]");
   m.def("backward(Tensor grad_out, Tensor grad_hn, Tensor grad_cn, Tensor out, Tensor h0, Tensor c0, "
         "Tensor gates, Tensor cells, Tensor w_hh, Tensor? w_hr, Tensor? lengths, Tensor? h_mask, Tensor? w_ci, "
         "Tensor? w_cf, Tensor? w_co, Tensor? z_c, Tensor? z_h, Tensor ln_hat, Tensor ln_stats, Tensor? ln_hh, "
-        "Tensor? ln_c_w, Tensor? ln_c_b, bool coupled, bool reverse, bool onednn) "
+        "Tensor? ln_c_w, Tensor? ln_c_b, bool coupled, bool reverse, Tensor? reset, bool onednn) "
         "-> Tensor[]");
 }
 
