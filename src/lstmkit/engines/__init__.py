@@ -5,13 +5,17 @@ compiled time loop with a hand-written backward (C++, built on first use). Each 
 protocol of ``base.py`` (``unsupported``, ``forward``, ``forward_with_gates``); which variants an engine runs
 is declared with each variant (``lstmkit.variants``). ``auto`` takes the first
 engine in :data:`AUTO_ORDER` that can run the configuration: the fastest first, as measured in
-``docs/benchmarks.md``.
+``docs/benchmarks.md``; or, for the calls ``autotune`` measures (small ones by default), the one it timed fastest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 
+from . import autotune
+from .autotune import set_auto_tuning
 from .base import Engine, RNNSpec
 from .fused import ENGINE as FUSED
 from .native import ENGINE as NATIVE
@@ -25,11 +29,18 @@ AUTO_ORDER: tuple[str, ...] = ("native", "fused", "reference")
 ENGINE_CHOICES: tuple[str, ...] = ("auto", *ENGINES)
 
 
-def select(requested: str, spec: RNNSpec, device: torch.device, dtype: torch.dtype) -> Engine:
+def select(
+    requested: str, spec: RNNSpec, device: torch.device, dtype: torch.dtype,
+    tune: Callable[[Sequence[Engine]], Engine] | None = None,
+) -> Engine:
     """The engine that runs ``spec``: the one requested, or for ``"auto"`` the fastest able to.
 
+    ``tune``, given, picks among the engines able to run ``spec`` (``autotune.choose`` on the call's shapes).
     Raises ``ValueError`` naming the engine and the reason when the requested engine cannot run it.
     """
+    if requested == "auto" and tune is not None:
+        able = [ENGINES[name] for name in AUTO_ORDER if ENGINES[name].unsupported(spec, device, dtype) is None]
+        return tune(able) if len(able) > 1 else (able[0] if able else REFERENCE)
     if requested == "auto":
         for name in AUTO_ORDER:
             if ENGINES[name].unsupported(spec, device, dtype) is None:
@@ -44,4 +55,4 @@ def select(requested: str, spec: RNNSpec, device: torch.device, dtype: torch.dty
     return engine
 
 
-__all__ = ["AUTO_ORDER", "ENGINES", "ENGINE_CHOICES", "Engine", "RNNSpec", "select"]
+__all__ = ["AUTO_ORDER", "autotune", "ENGINES", "ENGINE_CHOICES", "Engine", "RNNSpec", "select", "set_auto_tuning"]
