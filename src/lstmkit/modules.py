@@ -467,7 +467,6 @@ class _RNNBase(nn.Module):
             or torch.compiler.is_compiling()
             or torch.compiler.is_exporting()
             or torch._C._are_functorch_transforms_active()
-            or torch.is_autocast_enabled(input.device.type)
         ):
             return None
         plan = _PLANS.get(self)
@@ -486,7 +485,7 @@ class _RNNBase(nn.Module):
         dim = input.dim()
         if (
             dim not in (2, 3) or input.size(-1) != self.input_size or not input.is_floating_point()
-            or input.dtype != ref.dtype or input.device != ref.device
+            or input.dtype != ref.dtype or input.device != ref.device or torch.is_autocast_enabled(ref.device.type)
         ):
             return None
         unbatched = dim == 2

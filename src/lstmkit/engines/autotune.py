@@ -4,9 +4,9 @@ Which engine is fastest depends on the shape and the machine: one step at a time
 torch's oneDNN kernel (``native``) costs several times the reference equations' handful of eager ops, while over
 long sequences it wins. So for a call that ``auto`` may tune, every engine able to run the configuration is run
 on the call's own shapes (two warm-up and five timed rounds, the engines taking turns; a few milliseconds in all
-for a small call) and the fastest is kept for that *shape class*: the configuration (mode, sizes, layers, direction, dropout, variants,
-training or eval, all in the ``RNNSpec``), device, dtype, whether autograd records, torch's thread count and a
-bucket of the sequence length T and batch size B (powers of two: 1, 2-3, 4-7, ...).
+for a small call) and the fastest is kept for that *shape class*: the configuration (mode, sizes, layers,
+direction, dropout, variants: the ``RNNSpec``), training or eval, device, dtype, whether autograd records, torch's
+thread count and a bucket of the sequence length T and of the batch size B (powers of two: 1, 2-3, 4-7, ...).
 
 The measurement has no side effect the caller can see: it runs on detached clones of the inputs, in the caller's
 grad mode (with autograd recording when the call records, so that it times what the call will cost) but never
