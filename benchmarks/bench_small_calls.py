@@ -7,9 +7,10 @@ Times, at T=1, one call of
   (the biases summed beforehand), the least a Python caller can do per step,
 * ``lstmkit.LSTM`` with ``engine="auto"`` (and which engine it chose) and pinned to each engine,
 
-interleaved (every candidate once per round, many rounds) and reports the median per call and each one's ratio to
-torch.nn.LSTM's time in the same run. One thread by default (``torch.set_num_threads``) and CPU time
-(``time.process_time``), which stay fair on a machine shared with other work; ``--clock wall`` for wall time.
+interleaved (every candidate once per round, in a new order each round, many rounds) and reports the median per
+call and each one's ratio to torch.nn.LSTM's time in the same run; all share one set of weight tensors. One thread
+by default (``torch.set_num_threads``) and CPU time (``time.process_time``), which stay fair on a machine shared
+with other work; ``--clock wall`` for wall time.
 The first use of the fused engine builds its C++ kernel (about half a minute, cached afterwards).
 
     python benchmarks/bench_small_calls.py                       # the table of docs/benchmarks.md
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -87,8 +89,10 @@ def measure(batch: int, hidden: int, layers: int, args: argparse.Namespace) -> d
             for _ in range(args.warmup):
                 call()
         order = list(calls.items())
-        for r in range(args.rounds):
-            for name, call in order[r % len(order):] + order[: r % len(order)]:  # rotated: no fixed neighbours
+        shuffle = random.Random(0).shuffle
+        for _ in range(args.rounds):
+            shuffle(order)  # a new order each round: no candidate always follows the same one (caches)
+            for name, call in order:
                 start = clock()
                 for _ in range(args.calls):
                     call()
