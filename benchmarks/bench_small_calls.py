@@ -13,6 +13,11 @@ by default (``torch.set_num_threads``) and CPU time (``time.process_time``), whi
 with other work; ``--clock wall`` for wall time.
 The first use of the fused engine builds its C++ kernel (about half a minute, cached afterwards).
 
+Loading that kernel changes torch.nn.LSTM's own small calls: on the AMD EPYC (Zen 3) machine of 2026-12-01 its
+call at T=1 B=1 H=256 (two layers, one thread) took 1.96-2.0 ms in a process without the kernel and 0.54 ms in one
+with it (the kernel is built with OpenMP, and oneDNN's calls then cost less). ``--engines reference,native``
+leaves the kernel out, for torch.nn as a process without lstmkit's kernel sees it; the header says which.
+
     python benchmarks/bench_small_calls.py                       # the table of docs/benchmarks.md
     python benchmarks/bench_small_calls.py --grad                # the same with autograd recording
     python benchmarks/bench_small_calls.py --batches 1 --hidden 256 --layers 2 --rounds 60
@@ -32,6 +37,7 @@ import torch
 import lstmkit
 
 ENGINES = ("reference", "native", "fused")
+engines_timed: tuple[str, ...] = ENGINES
 
 
 def cpu_name() -> str:
@@ -69,7 +75,7 @@ def measure(batch: int, hidden: int, layers: int, args: argparse.Namespace) -> d
     torch.manual_seed(0)
     ref = torch.nn.LSTM(args.input_size, hidden, layers).eval()
     ours = {"auto": lstmkit.LSTM(args.input_size, hidden, layers).eval()}
-    for name in ENGINES:
+    for name in engines_timed:
         ours[name] = lstmkit.LSTM(args.input_size, hidden, layers, engine=name).eval()
     for m in ours.values():  # the very same weight tensors: every candidate reads the same memory (caches)
         for name, param in ref.named_parameters():
@@ -114,14 +120,23 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20, help="calls per candidate per round")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--grad", action="store_true", help="with autograd recording (no backward)")
+    parser.add_argument("--engines", default=",".join(ENGINES), help="lstmkit engines to time, comma-separated")
     args = parser.parse_args()
+    global engines_timed
+    engines_timed = tuple(e for e in args.engines.split(",") if e)
+    unknown = set(engines_timed) - set(ENGINES)
+    if unknown:
+        parser.error(f"--engines: unknown {', '.join(sorted(unknown))}; choose from {', '.join(ENGINES)}")
     torch.set_num_threads(args.threads)
+    if "fused" in engines_timed:
+        lstmkit.engines.fused.kernel()  # loaded before anything is timed, so that every row sees the same process
 
     print(f"CPU: {cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), {args.clock} time, "
           f"T=1, I={args.input_size}, {'autograd recording' if args.grad else 'no_grad, eval()'}, "
-          f"median of {args.rounds} interleaved rounds of {args.calls} calls")
+          f"median of {args.rounds} interleaved rounds of {args.calls} calls, fused kernel "
+          f"{'loaded' if 'fused' in engines_timed else 'not loaded'}")
     print()
-    columns = ["torch.nn", "bare", "auto", *ENGINES]
+    columns = ["torch.nn", "bare", "auto", *engines_timed]
     print("| B | H | layers | " + " | ".join(f"{c} ms" for c in columns) + " | auto chose | auto / torch.nn "
           "| auto / bare |")
     print("|" + "---|" * (len(columns) + 6))
