@@ -291,3 +291,14 @@ def test_bad_input_still_gets_the_general_paths_errors():
         ours(torch.randn(1, 1, I), torch.zeros(2, 1, H))
     with pytest.raises(ValueError, match="dtype"):
         ours(torch.randn(1, 1, I, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("variant", [{"peephole": True}, {"recurrent_dropout": 0.2}, {"zoneout": 0.1},
+                                     {"cell": "slstm"}, {"forget_bias": 1.0}])
+@pytest.mark.parametrize("training", [False, True])
+def test_only_plain_modules_take_the_shortcut(variant, training):
+    """Any variant switched on but an initialisation (forget_bias) takes the general path, in eval too (a
+    training-only variant is off there, but the general path is the one that knows)."""
+    m = lstmkit.LSTM(I, H, **variant).train(training)
+    plain = m._plain_call(torch.randn(1, 1, I), None)
+    assert (plain is not None) == ("forget_bias" in variant)

@@ -32,6 +32,7 @@ from .engines.native import cell_step as native_cell_step
 from .engines.reference import STEPS, gated_step_for, input_projection, lstm_one_step, one_step_applies
 from .errors import InputError
 from .variants import (
+    VARIANTS,
     Variants,
     check_variants,
     draw_masks,
@@ -444,7 +445,10 @@ class _RNNBase(nn.Module):
 
     def _make_plan(self, key: tuple[Any, ...], names: list[str], params: tuple[Tensor, ...]) -> _Plan:
         spec = self._spec()
-        plain = not spec.variants
+        # Plain: no variant on but initialisations, whether the engines see it or not (one the module applies
+        # itself, or a training-only one in eval, takes the general path too: it knows what to do with it).
+        variants = self.variants
+        plain = not spec.variants and not any(not v.init_only and v.is_on(getattr(variants, v.name)) for v in VARIANTS)
         return _Plan(
             key=key, names=names, params=params, dtype=params[0].dtype, device=params[0].device, spec=spec,
             plain=plain, one_step=one_step_applies(spec, 1), weights=self._weights_of(params),
