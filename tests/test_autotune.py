@@ -87,9 +87,9 @@ def test_measured_once_per_shape_class(monkeypatch):
     calls = []
     timer = autotune._time
 
-    def counting(run, pool):
+    def counting(run, pool, sync=None):
         calls.append([e.name for e in pool])
-        return timer(run, pool)
+        return timer(run, pool, sync)
 
     monkeypatch.setattr(autotune, "_time", counting)
     _, ours = pair(num_layers=2)
@@ -119,7 +119,7 @@ def test_measured_once_per_shape_class(monkeypatch):
 
 
 def test_tuning_off_gives_the_fixed_order(monkeypatch):
-    monkeypatch.setattr(autotune, "_time", lambda run, pool: pytest.fail("measured with tuning off"))
+    monkeypatch.setattr(autotune, "_time", lambda *args: pytest.fail("measured with tuning off"))
     autotune.set_auto_tuning(False)
     ref, ours = pair(num_layers=2)
     x = torch.randn(1, 1, I)

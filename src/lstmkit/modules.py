@@ -530,7 +530,10 @@ class _RNNBase(nn.Module):
             clones = tuple(s.detach().clone() for s in states)
             return _plain_forward(engine, plan, x.detach().clone(), clones, training)
 
-        return engines.select("auto", plan.spec, plan.device, plan.dtype, tune=lambda able: choose(key, able, run))
+        def tune(able: Any) -> engines.Engine:
+            return choose(key, able, run, plan.device)
+
+        return engines.select("auto", plan.spec, plan.device, plan.dtype, tune=tune)
 
 
 

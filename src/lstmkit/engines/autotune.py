@@ -100,11 +100,14 @@ def candidates(able: Sequence[Engine]) -> list[Engine]:
     return [e for e in able if e.name != "fused" or fused._state["module"] is not None]
 
 
-def choose(key: tuple[Any, ...], able: Sequence[Engine], run: Callable[[Engine], object]) -> Engine:
+def choose(
+    key: tuple[Any, ...], able: Sequence[Engine], run: Callable[[Engine], object], device: torch.device | None = None
+) -> Engine:
     """The fastest of ``able`` for the shape class ``key``: remembered, or measured now with ``run(engine)``.
 
     ``run`` makes one call of the engine on the call's shapes (on clones, the caller's tensors untouched); an
-    engine whose call raises is not chosen. The random number generators are restored afterwards.
+    engine whose call raises is not chosen. The random number generators are restored afterwards. On a CUDA
+    ``device`` each timed call is synchronised (kernels run asynchronously: the clock would see only the launch).
     """
     pool = candidates(able) or list(able)
     key = (*key, tuple(e.name for e in pool))
@@ -115,13 +118,15 @@ def choose(key: tuple[Any, ...], able: Sequence[Engine], run: Callable[[Engine],
         _CACHE[key] = pool[0].name
         return pool[0]
     with _rng_kept():
-        best = {e.name: t for e, t in zip(pool, _time(run, pool), strict=True)}
+        sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else None
+        best = {e.name: t for e, t in zip(pool, _time(run, pool, sync), strict=True)}
     winner = min(pool, key=lambda e: best[e.name])  # ties go to the earlier in AUTO_ORDER
     _CACHE[key] = winner.name
     return winner
 
 
-def _time(run: Callable[[Engine], object], pool: Sequence[Engine]) -> list[float]:
+def _time(run: Callable[[Engine], object], pool: Sequence[Engine], sync: Callable[[], None] | None = None
+          ) -> list[float]:
     """Each engine's least time over ``TIMED`` rounds, the engines taking turns (a burst of load elsewhere then
     slows all of them, not one); an engine whose call raises gets infinity."""
     seconds = [float("inf")] * len(pool)
@@ -130,9 +135,13 @@ def _time(run: Callable[[Engine], object], pool: Sequence[Engine]) -> list[float
         for k, engine in enumerate(pool):
             if failed[k]:
                 continue
+            if sync is not None:
+                sync()
             start = time.perf_counter()
             try:
                 run(engine)
+                if sync is not None:
+                    sync()
             except Exception:  # an engine that fails here is not the fastest; the call itself will say why
                 failed[k], seconds[k] = True, float("inf")
                 continue
