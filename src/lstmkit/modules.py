@@ -571,8 +571,10 @@ _PLANS: weakref.WeakKeyDictionary[nn.Module, _Plan] = weakref.WeakKeyDictionary(
 
 def _plain_forward(engine: engines.Engine, plan: _Plan, x: Tensor, states: States, training: bool
                    ) -> tuple[Tensor, States]:
-    """The engine's forward on a plan; one step of a plain LSTM on the reference engine takes its one-step form."""
-    if plan.one_step and x.size(0) == 1 and engine.name == "reference":
+    """The engine's forward on a plan; one step of a plain LSTM on the reference engine, on the CPU, takes its
+    one-step form."""
+    # On the CPU only: there torch's cell op is these very ops; CUDA's fuses the pointwise part into one kernel.
+    if plan.one_step and x.size(0) == 1 and engine.name == "reference" and x.is_cpu:
         return lstm_one_step(plan.spec, x, states, plan.weights, training)
     return engine.forward(plan.spec, x, states, plan.weights, None, training)
 
