@@ -3,10 +3,11 @@
 Which engine is fastest depends on the shape and the machine: one step at a time (T=1, B=1, H=256, one thread),
 torch's oneDNN kernel (``native``) costs several times the reference equations' handful of eager ops, while over
 long sequences it wins. So for a call that ``auto`` may tune, every engine able to run the configuration is run
-on the call's own shapes (two warm-up and five timed rounds, the engines taking turns; a few milliseconds in all
-for a small call) and the fastest is kept for that *shape class*: the configuration (mode, sizes, layers,
-direction, dropout, variants: the ``RNNSpec``), training or eval, device, dtype, whether autograd records, torch's
-thread count and a bucket of the sequence length T and of the batch size B (powers of two: 1, 2-3, 4-7, ...).
+on the call's own shapes (a warm-up and up to five timed rounds, the engines taking turns, a clearly slower one
+dropped after two; a few calls of each, some milliseconds in all for a small call) and the fastest is kept for
+that *shape class*: the configuration (mode, sizes, layers, direction, dropout, variants: the ``RNNSpec``),
+training or eval, device, dtype, whether autograd records, torch's thread count and a bucket of the sequence
+length T and of the batch size B (powers of two: 1, 2-3, 4-7, ...).
 
 The measurement has no side effect the caller can see: it runs on detached clones of the inputs, in the caller's
 grad mode (with autograd recording when the call records, so that it times what the call will cost) but never
@@ -43,7 +44,8 @@ from .base import Engine
 SMALL_CALL = 64  # the default policy tunes calls with seq_len * batch at or below this
 _setting: list[bool | None] = [None]  # None: the default policy; True: always; False: never
 _CACHE: dict[tuple[Any, ...], str] = {}
-WARMUP, TIMED = 2, 5  # rounds; a round calls each candidate once
+WARMUP, TIMED = 1, 5  # rounds; a round calls each candidate once
+SETTLED, CLEARLY_SLOWER = 2, 1.5  # after 2 timed rounds, an engine 1.5x the best is out
 
 
 def set_auto_tuning(on: bool | None) -> None:
@@ -127,13 +129,15 @@ def choose(
 
 def _time(run: Callable[[Engine], object], pool: Sequence[Engine], sync: Callable[[], None] | None = None
           ) -> list[float]:
-    """Each engine's least time over ``TIMED`` rounds, the engines taking turns (a burst of load elsewhere then
-    slows all of them, not one); an engine whose call raises gets infinity."""
+    """Each engine's least time over up to ``TIMED`` rounds, the engines taking turns (a burst of load elsewhere
+    then slows all of them, not one). An engine at more than ``CLEARLY_SLOWER`` times the best after
+    ``SETTLED`` timed rounds stops being called (a slow candidate costs the most); one whose call raises gets
+    infinity."""
     seconds = [float("inf")] * len(pool)
-    failed = [False] * len(pool)
+    out = [False] * len(pool)
     for round_ in range(WARMUP + TIMED):
         for k, engine in enumerate(pool):
-            if failed[k]:
+            if out[k]:
                 continue
             if sync is not None:
                 sync()
@@ -143,10 +147,13 @@ def _time(run: Callable[[Engine], object], pool: Sequence[Engine], sync: Callabl
                 if sync is not None:
                     sync()
             except Exception:  # an engine that fails here is not the fastest; the call itself will say why
-                failed[k], seconds[k] = True, float("inf")
+                out[k], seconds[k] = True, float("inf")
                 continue
             if round_ >= WARMUP:
                 seconds[k] = min(seconds[k], time.perf_counter() - start)
+        if round_ + 1 >= WARMUP + SETTLED:
+            best = min(seconds)
+            out = [o or t > CLEARLY_SLOWER * best for o, t in zip(out, seconds, strict=True)]
     return seconds
 
 
