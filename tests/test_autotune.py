@@ -302,3 +302,23 @@ def test_only_plain_modules_take_the_shortcut(variant, training):
     m = lstmkit.LSTM(I, H, **variant).train(training)
     plain = m._plain_call(torch.randn(1, 1, I), None)
     assert (plain is not None) == ("forget_bias" in variant)
+
+
+def test_an_engine_that_fails_while_measured_is_not_chosen():
+    class Failing:
+        name = "failing"
+
+    class Working:
+        name = "working"
+
+    calls: list[str] = []
+
+    def run(engine: Any) -> None:
+        calls.append(engine.name)
+        if engine.name == "failing":
+            raise RuntimeError("cannot")
+
+    chosen = autotune.choose(("test",), [Failing(), Working()], run)  # type: ignore[list-item]
+    assert chosen.name == "working" and calls.count("failing") == 1
+    assert autotune.choose(("test",), [Failing(), Working()], run).name == "working"  # type: ignore[list-item]
+    assert calls.count("working") == autotune.WARMUP + autotune.TIMED  # the second choice was remembered
