@@ -17,6 +17,7 @@ import dataclasses
 import math
 import numbers
 import warnings
+import weakref
 from typing import Any, cast
 
 import torch
@@ -24,13 +25,15 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import engines
+from .engines.autotune import bucket, choose, should_tune
 from .engines.base import LayerWeights, RNNSpec, States, run_with_resets
 from .engines.gates import GateRecord
 from .engines.native import cell_step as native_cell_step
-from .engines.reference import STEPS, gated_step_for, input_projection
+from .engines.reference import STEPS, gated_step_for, input_projection, lstm_one_step, one_step_applies
 from .errors import InputError
 from .init import check_init, init_gate_biases
 from .variants import (
+    VARIANTS,
     Variants,
     check_variants,
     draw_masks,
@@ -231,17 +234,26 @@ class _RNNBase(nn.Module):
 
     @property
     def engine(self) -> str:
-        """The name of the engine that runs this module as it is now (``auto`` resolved); in benchmark mode
-        (``lstmkit.engines.benchmark(True)``), the engine ``auto`` measured fastest for the last call."""
-        last = self.__dict__.get("_measured_engine")
-        if last is not None and self._engine_request == "auto" and engines.benchmark():
-            return last
+        """The name of the engine that runs this module as it is now (``auto`` resolved): for ``auto``, the one its
+        latest call ran on when ``auto`` measured it (see ``engines/autotune.py``), else the fixed order's."""
+        plan, ref = _PLANS.get(self), cast(Tensor, self.weight_ih_l0)
+        if plan is not None and plan.last is not None and plan.key == self._plan_key() and plan.dtype == ref.dtype:
+            return plan.last
         return self._select_engine(self._engine_request).name
 
     @engine.setter
     def engine(self, value: str) -> None:
         self._select_engine(_check_engine(value))
         self._engine_request = value
+
+    def resolved_engine(self, input: Tensor, hx: Any = None) -> str:
+        """The name of the engine a call ``self(input, hx)`` runs on, ``auto`` resolved (measuring now when
+        ``auto`` tunes this shape and has not met its class yet). For a record of the choice, as in a checkpoint:
+        pin it later with ``module.engine = name`` to compute the same bits."""
+        plain = self._plain_call(input, hx)
+        if plain is not None:
+            return plain.engine.name
+        return self._select_engine(self._engine_request).name
 
     # -- torch.nn.LSTM's surface -----------------------------------------------------------------------
     @property
@@ -413,6 +425,10 @@ class _RNNBase(nn.Module):
         self, input: Tensor | PackedSequence, hx: Any, with_gates: bool, given_lengths: Any = None,
         reset: Any = None,
     ) -> tuple[Any, Any, GateRecord | None]:
+        # a plain call's shortcut (_PlainCall): no gates, lengths or resets
+        plain = None if with_gates or given_lengths is not None or reset is not None else self._plain_call(input, hx)
+        if plain is not None:
+            return plain.run()
         packed = isinstance(input, PackedSequence)
         if not packed and not isinstance(input, Tensor):
             raise TypeError(f"input must be a Tensor or a PackedSequence, got {type(input).__name__}")
@@ -466,9 +482,6 @@ class _RNNBase(nn.Module):
             weights = [{**w, **m} for w, m in zip(weights, masks, strict=True)]
         if self.training and self.variants.weight_drop > 0:
             weights = drop_recurrent_weights(weights, self.variants.weight_drop)
-        if self._engine_request == "auto" and engines.benchmark() and not torch.compiler.is_compiling():
-            engine = engines.measured(spec, x, states, weights, lengths, self.training)
-            self._measured_engine = engine.name
         gates: GateRecord | None = None
         if with_gates:
             out, final, gates = engine.forward_with_gates(spec, x, states, weights, lengths, self.training)
@@ -504,6 +517,173 @@ class _RNNBase(nn.Module):
         else:
             output = out.transpose(0, 1) if self.batch_first else out
         return output, self._pack_hx(final), gates
+
+    # -- plain calls: the shortcut ------------------------------------------------------------------------
+    # A plain call (a tensor, no variants, no gates) spends most of its time, at one step, in Python: checks,
+    # the RNNSpec, the weight dicts, the engine's choice. What does not change between calls is kept in a
+    # _Plan, per module, and checked against the module on every call; the computation is the engine's own.
+    def _plan_key(self) -> tuple[Any, ...]:
+        """What a plan depends on besides the parameters: the configuration as it is now."""
+        return (
+            self.training, self._engine_request, self.mode, self.input_size, self.hidden_size, self.num_layers,
+            self.bias, self.bidirectional, self.proj_size, self.dropout, self._variant_args,
+        )
+
+    def _make_plan(self, key: tuple[Any, ...], names: list[str], params: tuple[Tensor, ...]) -> _Plan:
+        spec = self._spec()
+        # Plain: no variant on but initialisations, whether the engines see it or not (one the module applies
+        # itself, or a training-only one in eval, takes the general path too: it knows what to do with it).
+        variants = self.variants
+        plain = not spec.variants and not any(not v.init_only and v.is_on(getattr(variants, v.name)) for v in VARIANTS)
+        return _Plan(
+            key=key, names=names, params=params, dtype=params[0].dtype, device=params[0].device, spec=spec,
+            plain=plain, one_step=one_step_applies(spec, 1), weights=self._weights_of(params),
+            rows=spec.num_layers * spec.num_directions, state_sizes=tuple(size for _, size in self._state_sizes()),
+            fixed=self._select_engine(self._engine_request) if plain else None, tuned={},
+        )
+
+    def _weights_of(self, params: tuple[Tensor, ...]) -> list[LayerWeights]:
+        """``_layer_weights`` from tensors already fetched in ``_all_weights`` order."""
+        it = iter(params)
+        return [{name.rsplit("_l", 1)[0]: next(it) for name in names} for names in self._all_weights]
+
+    def _plain_call(self, input: Any, hx: Any) -> _PlainCall | None:
+        """A plain call, ready to run: a tensor input, no variants, in eager mode without autocast or torch.func
+        transforms. None for every other call and for any input the general path would refuse: that path then
+        runs, and raises with its own message."""
+        if (
+            not _SHORTCUT_ON
+            or type(input) is not Tensor
+            or torch.compiler.is_compiling()
+            or torch.compiler.is_exporting()
+            or torch._C._are_functorch_transforms_active()
+        ):
+            return None
+        plan = _PLANS.get(self)
+        names = plan.names if plan is not None else [name for group in self._all_weights for name in group]
+        # getattr on every call: torch.func.functional_call and parametrizations substitute the attributes.
+        params = tuple(getattr(self, name) for name in names)
+        ref = params[0]
+        key = self._plan_key()
+        if plan is None or plan.key != key or plan.dtype != ref.dtype or plan.device != ref.device:
+            plan = _PLANS[self] = self._make_plan(key, names, params)
+        elif any(a is not b for a, b in zip(params, plan.params, strict=True)):
+            plan.params, plan.weights = params, self._weights_of(params)
+        if not plan.plain:
+            return None
+
+        dim = input.dim()
+        if (
+            dim not in (2, 3) or input.size(-1) != self.input_size or not input.is_floating_point()
+            or input.dtype != ref.dtype or input.device != ref.device or torch.is_autocast_enabled(ref.device.type)
+        ):
+            return None
+        unbatched = dim == 2
+        x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
+        steps, batch = x.size(0), x.size(1)
+        if steps == 0:
+            return None
+        rows, sizes = plan.rows, plan.state_sizes
+        if hx is None:
+            states: tuple[Tensor, ...] = tuple(x.new_zeros((rows, batch, size)) for size in sizes)  # h0, c0 are 0
+        else:
+            # A tuple of the right length passes as it is; anything else goes through _unpack_hx's checks.
+            given = hx if type(hx) is tuple and len(sizes) > 1 and len(hx) == len(sizes) else self._unpack_hx(hx)
+            assert given is not None
+            for size, s in zip(sizes, given, strict=True):
+                expected = (rows, size) if unbatched else (rows, batch, size)
+                if type(s) is not Tensor or s.shape != expected or s.dtype != input.dtype or s.device != input.device:
+                    return None
+            states = tuple(s.unsqueeze(1) for s in given) if unbatched else given
+
+        engine = plan.fixed
+        assert engine is not None
+        if self._engine_request == "auto" and should_tune(steps, batch):
+            shape_class = (torch.is_grad_enabled(), torch.get_num_threads(), bucket(steps), bucket(batch))
+            tuned = plan.tuned.get(shape_class)
+            if tuned is None:
+                tuned = plan.tuned[shape_class] = self._tune(plan, shape_class, x, states)
+            engine = tuned
+        plan.last = engine.name
+        return _PlainCall(self, plan, x, states, unbatched, engine)
+
+    def _tune(self, plan: _Plan, shape_class: tuple[Any, ...], x: Tensor, states: States) -> engines.Engine:
+        """auto's choice for this shape class, measured on clones of the call's input and states (autotune.py)."""
+        training = self.training
+        key = (plan.spec, training, plan.device, plan.dtype, *shape_class)
+
+        def run(engine: engines.Engine) -> object:
+            clones = tuple(s.detach().clone() for s in states)
+            return _plain_forward(engine, plan, x.detach().clone(), clones, training)
+
+        def tune(able: Any) -> engines.Engine:
+            return choose(key, able, run, plan.device)
+
+        return engines.select("auto", plan.spec, plan.device, plan.dtype, tune=tune)
+
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Plain calls: what stays the same between calls, kept (see _RNNBase._plain_call)
+# ---------------------------------------------------------------------------------------------------------
+
+_SHORTCUT_ON = True  # False sends every call down the general path (the tests compare the two)
+
+
+@dataclasses.dataclass(eq=False)
+class _Plan:
+    """What a module's plain calls share while its configuration and its parameters stay the same."""
+
+    key: tuple[Any, ...]  # _plan_key(): the configuration it was made for
+    names: list[str]  # every parameter's name, in _all_weights order
+    params: tuple[Tensor, ...]  # the tensors those names gave last (identity tells a substitution)
+    dtype: torch.dtype
+    device: torch.device
+    spec: RNNSpec
+    plain: bool  # no variants: the shortcut applies
+    one_step: bool  # reference.lstm_one_step computes it at T = 1
+    weights: list[LayerWeights]
+    fixed: engines.Engine | None  # the engine when auto does not measure (or the one requested)
+    tuned: dict[tuple[Any, ...], engines.Engine]  # auto's measured choice per (grad, threads, T class, B class)
+    rows: int  # num_layers * num_directions: the states' first dimension
+    state_sizes: tuple[int, ...]  # the last dimension of each state
+    last: str | None = None  # the engine of the latest call
+
+
+# Kept beside the modules, not on them: a module's own attributes stay plain values (torch.load(weights_only=True)),
+# and a copy (deepcopy, pickling) makes its own plan.
+_PLANS: weakref.WeakKeyDictionary[nn.Module, _Plan] = weakref.WeakKeyDictionary()
+
+
+def _plain_forward(engine: engines.Engine, plan: _Plan, x: Tensor, states: States, training: bool
+                   ) -> tuple[Tensor, States]:
+    """The engine's forward on a plan; one step of a plain LSTM on the reference engine, on the CPU, takes its
+    one-step form."""
+    # On the CPU only: there torch's cell op is these very ops; CUDA's fuses the pointwise part into one kernel.
+    if plan.one_step and x.size(0) == 1 and engine.name == "reference" and x.is_cpu:
+        return lstm_one_step(plan.spec, x, states, plan.weights, training)
+    return engine.forward(plan.spec, x, states, plan.weights, None, training)
+
+
+class _PlainCall:
+    """A plain call, checked and resolved: ``run()`` returns what ``_RNNBase._run`` returns."""
+
+    __slots__ = ("engine", "module", "plan", "states", "unbatched", "x")
+
+    def __init__(self, module: _RNNBase, plan: _Plan, x: Tensor, states: States, unbatched: bool,
+                 engine: engines.Engine) -> None:
+        self.module, self.plan, self.x, self.states, self.unbatched, self.engine = (
+            module, plan, x, states, unbatched, engine)
+
+    def run(self) -> tuple[Any, Any, None]:
+        module = self.module
+        out, final = _plain_forward(self.engine, self.plan, self.x, self.states, module.training)
+        if self.unbatched:
+            output = out.squeeze(1)
+            final = tuple(s.squeeze(1) for s in final)
+        else:
+            output = out.transpose(0, 1) if module.batch_first else out
+        return output, module._pack_hx(final), None
 
 
 class LSTM(_RNNBase):
