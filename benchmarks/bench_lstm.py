@@ -48,6 +48,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "forget_bias=1": {"forget_bias": 1.0},
     "recurrent_dropout=0.25": {"recurrent_dropout": 0.25},
     "zoneout=(0.1,0.1)": {"zoneout": (0.1, 0.1)},
+    "weight_drop=0.25": {"weight_drop": 0.25},
     "slstm": {"cell": "slstm"},
 }
 
@@ -415,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             Cell(T, B, H, L) for T in (50, 100, 200) for B in (1, 16, 64) for H in (128, 256, 512, 1024)
             for L in (1, 2)
         ]
-        variant_cells = [Cell(50, 16, 128, 1), Cell(50, 16, 256, 1), Cell(50, 64, 256, 1)]
+        variant_cells = [Cell(100, 64, 256, 1), Cell(100, 16, 512, 1)]  # the sizes the variants are held to
         memory_cell = Cell(100, 16, 256, 2)
     grid.sort(key=lambda c: (c.T, c.cost))  # every B, H and depth at T=50 first, then longer sequences
     eager_max_cost = 5e8  # the eager loop only where it takes well under a second
