@@ -565,14 +565,52 @@ void backward_loop(Cell& cell, const Walk& w, StepGemm& rec, const typename Cell
 // Forward
 // ------------------------------------------------------------------------------------------------------------
 
-// The LSTM cell in the forward loop, every variant: states h (B, P) and c (B, H). Which variant runs is decided
-// once per row (not per element): the gate loops inside the row functions stay branch-free.
-template <typename T>
+// Which row functions an LSTM cell runs: the plain LSTM's, the variants' (peepholes, coupled gates: absent
+// peepholes read zeros), or the variants' with layer norm.
+enum class Gates { Plain, Variant, LayerNorm };
+
+// Calls f(cell) with a default-constructed Cell<T, K, Zoneout, Proj> for the flags of this call: the per-call
+// choices are template parameters, so each combination is its own instantiation of the time loops, with no
+// runtime test of them inside a step (12 combinations per cell and scalar type).
+template <template <typename, Gates, bool, bool> class Cell, typename T, Gates K, bool Zoneout, typename F>
+void with_proj(bool proj, F& f) {
+  if (proj) {
+    Cell<T, K, Zoneout, true> cell;
+    f(cell);
+  } else {
+    Cell<T, K, Zoneout, false> cell;
+    f(cell);
+  }
+}
+template <template <typename, Gates, bool, bool> class Cell, typename T, Gates K, typename F>
+void with_zoneout(bool zoneout, bool proj, F& f) {
+  if (zoneout)
+    with_proj<Cell, T, K, true>(proj, f);
+  else
+    with_proj<Cell, T, K, false>(proj, f);
+}
+template <template <typename, Gates, bool, bool> class Cell, typename T, typename F>
+void with_lstm_cell(Gates kind, bool zoneout, bool proj, F&& f) {
+  switch (kind) {
+    case Gates::Plain: with_zoneout<Cell, T, Gates::Plain>(zoneout, proj, f); break;
+    case Gates::Variant: with_zoneout<Cell, T, Gates::Variant>(zoneout, proj, f); break;
+    case Gates::LayerNorm: with_zoneout<Cell, T, Gates::LayerNorm>(zoneout, proj, f); break;
+  }
+}
+
+inline Gates gates_kind(bool coupled, bool ln, bool peephole) {
+  return ln ? Gates::LayerNorm : (coupled || peephole) ? Gates::Variant : Gates::Plain;
+}
+
+// The LSTM cell in the forward loop, every variant: states h (B, P) and c (B, H). K, Zoneout (z_c or z_h given)
+// and Proj (W_hr given) are fixed at compile time; save stays a pointer test, once per row.
+template <typename T, Gates K, bool Zoneout, bool Proj>
 struct LstmForward {
   using scalar = T;
   static constexpr bool kResets = true;
+  static constexpr bool ln = K == Gates::LayerNorm, variant = K != Gates::Plain, proj = Proj;
   int64_t B = 0, G = 0, H = 0, P = 0;
-  bool proj = false, save = false, ln = false, variant = false;
+  bool save = false;
   Variant<T> var;
   const int64_t* len = nullptr;
   Tensor h, m;                       // the state h (B, P), updated in place; m = o tanh(c) before the projection
@@ -609,34 +647,34 @@ struct LstmForward {
     T* crow = cs + b * H;
     T* act = gsave ? gsave + b * G : scratch + b * G;
     T* mrow = proj ? mp + b * H : ot + b * P;
-    if (zcp) std::memcpy(cprev_buf + b * H, crow, sizeof(T) * H);
+    if (Zoneout && zcp) std::memcpy(cprev_buf + b * H, crow, sizeof(T) * H);
     T* stats = nullptr;
-    if (ln) {  // Ba et al.: gates = x_proj + LN(h W_hh^T) a_hh (+ b_hh, already in x_proj)
+    if constexpr (ln) {  // Ba et al.: gates = x_proj + LN(h W_hh^T) a_hh (+ b_hh, already in x_proj)
       T* lrow = lnx_buf + b * ln_width;
       T* zhat = save ? ln_hat_p + (t * B + b) * G : lrow + G;
       stats = save ? ln_stats_p + (t * B + b) * 3 : lrow + 2 * G;
       stats[0] = ln_rows_forward<T>(ghrow, ln_hh_p, zhat, lrow, G);
       ghrow = lrow;
     }
-    if (variant)
+    if constexpr (variant)
       variant_forward_row<T>(xp + (t * B + b) * G, ghrow, act, crow, mrow, H, var, stats ? stats + 1 : nullptr);
     else
       forward_row<T>(xp + (t * B + b) * G, ghrow, act, crow, mrow, H);
     // Zoneout last: h~ = o tanh(c~) above used the un-zoned c~ (the paper's equations).
-    if (zcp) zone_block<T>(zcp + (t * B + b) * H, cprev_buf + b * H, crow, H);
-    if (zhp && !proj) zone_block<T>(zhp + (t * B + b) * P, hs + b * P, mrow, P);
+    if (Zoneout && zcp) zone_block<T>(zcp + (t * B + b) * H, cprev_buf + b * H, crow, H);
+    if (Zoneout && zhp && !proj) zone_block<T>(zhp + (t * B + b) * P, hs + b * P, mrow, P);
     if (csave) std::memcpy(csave + b * H, crow, sizeof(T) * H);
     if (!proj) std::memcpy(hs + b * P, mrow, sizeof(T) * P);
   }
   void end_step(int64_t t, int64_t n_live) {
-    if (!proj) return;
+    if constexpr (!proj) return;
     Tensor hp = prj->run_prefix(m, n_live);  // (B, P) = m W_hr^T
     const T* hpp = n_live > 0 ? hp.data_ptr<T>() : nullptr;
     for (int64_t b = 0; b < B; ++b) {
       const bool live = len == nullptr || t < len[b];
       if (live) {
         std::memcpy(ot + b * P, hpp + b * P, sizeof(T) * P);
-        if (zhp) zone_block<T>(zhp + (t * B + b) * P, hs + b * P, ot + b * P, P);
+        if (Zoneout && zhp) zone_block<T>(zhp + (t * B + b) * P, hs + b * P, ot + b * P, P);
         std::memcpy(hs + b * P, ot + b * P, sizeof(T) * P);
       } else {
         std::memset(ot + b * P, 0, sizeof(T) * P);
@@ -660,62 +698,67 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
   const int64_t P = proj ? w_hr->size(0) : H;
   auto opts = x_proj.options();
 
-  LstmForward<T> cell;
-  cell.B = B, cell.G = G, cell.H = H, cell.P = P;
-  cell.proj = proj, cell.save = save, cell.ln = ln;
-  cell.variant = coupled || ln || w_ci.has_value() || w_cf.has_value() || w_co.has_value();
-
+  const bool variant_given = w_ci.has_value() || w_cf.has_value() || w_co.has_value();
   Tensor out = at::empty({T_, B, P}, opts);
   Tensor gates = save ? at::empty({T_, B, G}, opts) : at::empty({0}, opts);
   Tensor cells = save ? at::empty({T_, B, H}, opts) : at::empty({0}, opts);
   Tensor h = h0.contiguous().clone();  // (B, P) the state, updated in place
   Tensor c = c0.contiguous().clone();  // (B, H)
-  cell.h = h;
-  cell.m = proj ? at::empty({B, H}, opts) : Tensor();
-  Tensor scratch_t = save ? Tensor() : at::empty({B, G}, opts);
-  cell.scratch = save ? nullptr : scratch_t.data_ptr<T>();
+  Tensor m = proj ? at::empty({B, H}, opts) : Tensor();  // o * tanh(c) before the projection
+  Tensor scratch_t = save ? Tensor() : at::empty({B, G}, opts);  // gate activations when nothing is saved
   Tensor zeros = at::zeros({H}, opts);
   std::vector<Tensor> keep;
-  cell.var = make_variant<T>(coupled, w_ci, w_cf, w_co, zeros, keep, ln_c_w, ln_c_b);
+  const Variant<T> var = make_variant<T>(coupled, w_ci, w_cf, w_co, zeros, keep, ln_c_w, ln_c_b);
   // Layer norm: saved for backward, the normalised recurrent product zhat (T, B, G) and per row and step
   // (1/std of the recurrent product, mean and 1/std of c~) (T, B, 3); zeros where a finished row skips a step.
   Tensor ln_hat = ln && save ? at::zeros({T_, B, G}, opts) : at::empty({0}, opts);
   Tensor ln_stats = ln && save ? at::zeros({T_, B, 3}, opts) : at::empty({0}, opts);
-  cell.ln_width = save ? G : 2 * G + 3;
-  Tensor ln_scratch = ln ? at::empty({B, cell.ln_width}, opts) : Tensor();  // lnx (and zhat, stats)
+  const int64_t ln_width = save ? G : 2 * G + 3;
+  Tensor ln_scratch = ln ? at::empty({B, ln_width}, opts) : Tensor();  // lnx (and zhat, stats)
   Tensor ln_hh_c = ln ? ln_hh->contiguous() : Tensor();
-  if (ln) {
-    cell.lnx_buf = ln_scratch.data_ptr<T>();
-    cell.ln_hh_p = ln_hh_c.data_ptr<T>();
-    cell.ln_hat_p = ln_hat.data_ptr<T>();
-    cell.ln_stats_p = ln_stats.data_ptr<T>();
-  }
 
   StepGemm rec(w_hh, B, use_onednn);
   std::optional<StepGemm> prj;
   if (proj) prj.emplace(*w_hr, B, use_onednn);
-  cell.prj = proj ? &*prj : nullptr;
   // Zoneout: the masks (T, B, H) and (T, B, P), and c_{t-1} kept aside while the row function updates c in place.
   Tensor zc_t = z_c.has_value() ? z_c->contiguous() : Tensor(), zh_t = z_h.has_value() ? z_h->contiguous() : Tensor();
-  cell.zcp = z_c.has_value() ? zc_t.data_ptr<T>() : nullptr;
-  cell.zhp = z_h.has_value() ? zh_t.data_ptr<T>() : nullptr;
-  Tensor cprev_t = cell.zcp ? at::empty({B, H}, opts) : Tensor();
-  cell.cprev_buf = cell.zcp ? cprev_t.data_ptr<T>() : nullptr;
+  Tensor cprev_t = z_c.has_value() ? at::empty({B, H}, opts) : Tensor();
 
   const int64_t* len = lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
-  cell.len = len;
   // Streaming resets (T, B), forward in time only: where set, the row's h and c start the step from 0.
   Tensor reset_c = reset.has_value() ? reset->contiguous() : Tensor();
   const bool* rs = reset.has_value() ? reset_c.data_ptr<bool>() : nullptr;
-  cell.xp = x_proj.data_ptr<T>();
-  cell.hs = h.data_ptr<T>();
-  cell.cs = c.data_ptr<T>();
-  cell.out_p = out.data_ptr<T>();
-  cell.gates_p = save ? gates.data_ptr<T>() : nullptr;
-  cell.cells_p = save ? cells.data_ptr<T>() : nullptr;
-
   const Walk walk{T_, B, G, len, sorted_longest_first(len, B), rs, reverse, h_mask};
-  forward_loop(cell, walk, rec);
+
+  auto run = [&](auto& cell) {
+    cell.B = B, cell.G = G, cell.H = H, cell.P = P;
+    cell.save = save;
+    cell.var = var;
+    cell.len = len;
+    cell.h = h;
+    cell.m = m;
+    cell.prj = proj ? &*prj : nullptr;
+    cell.xp = x_proj.data_ptr<T>();
+    cell.hs = h.data_ptr<T>();
+    cell.cs = c.data_ptr<T>();
+    cell.out_p = out.data_ptr<T>();
+    cell.gates_p = save ? gates.data_ptr<T>() : nullptr;
+    cell.cells_p = save ? cells.data_ptr<T>() : nullptr;
+    cell.scratch = save ? nullptr : scratch_t.data_ptr<T>();
+    cell.zcp = z_c.has_value() ? zc_t.data_ptr<T>() : nullptr;
+    cell.zhp = z_h.has_value() ? zh_t.data_ptr<T>() : nullptr;
+    cell.cprev_buf = z_c.has_value() ? cprev_t.data_ptr<T>() : nullptr;
+    if (ln) {
+      cell.lnx_buf = ln_scratch.data_ptr<T>();
+      cell.ln_hh_p = ln_hh_c.data_ptr<T>();
+      cell.ln_hat_p = ln_hat.data_ptr<T>();
+      cell.ln_stats_p = ln_stats.data_ptr<T>();
+    }
+    cell.ln_width = ln_width;
+    forward_loop(cell, walk, rec);
+  };
+  with_lstm_cell<LstmForward, T>(gates_kind(coupled, ln, variant_given), z_c.has_value() || z_h.has_value(), proj,
+                                 run);
   return {out, h, c, gates, cells, ln_hat, ln_stats};
 }
 
@@ -747,12 +790,13 @@ Tensor previous_states(const Tensor& seq, const Tensor& init, const std::optiona
 }
 
 // The LSTM cell in the backward loop, every variant: dL/dh (B, P) and dL/dc (B, H) flow back through the steps.
-template <typename T>
+template <typename T, Gates K, bool Zoneout, bool Proj>
 struct LstmBackward {
   using scalar = T;
   static constexpr bool kResets = true;
+  static constexpr bool ln = K == Gates::LayerNorm, variant = K != Gates::Plain, proj = Proj;
   int64_t B = 0, G = 0, H = 0, P = 0;
-  bool proj = false, ln = false, variant = false, coupled = false;
+  bool coupled = false;
   Variant<T> var;
   const bool* rs = nullptr;
   StepGemm* prj = nullptr;  // W_hr^T, or null
@@ -769,12 +813,12 @@ struct LstmBackward {
 
   void begin_step(int64_t t, int64_t n_live) {
     // With zoneout of h, the step's own output h~_t gets (1 - d) dh; d dh goes to h_{t-1} directly.
-    if (zhp) {
+    if (Zoneout && zhp) {
       std::memcpy(dhtp, dhp, sizeof(T) * B * P);
       unzone_block<T>(zhp + t * B * P, dhtp, dhcp, B * P);
     }
     T* dhs = zhp ? dhtp : dhp;  // dL/dh~_t
-    if (proj) {
+    if constexpr (proj) {
       std::memcpy(d_h_all_p + t * B * P, dhs, sizeof(T) * B * P);
       dm = prj->run_prefix(zhp ? dh_tilde : dh, n_live);  // (B, H) = dh~ W_hr
     }
@@ -783,7 +827,7 @@ struct LstmBackward {
   }
   void finished_row(int64_t t, int64_t b) {
     std::memset(dgt + b * G, 0, sizeof(T) * G);
-    if (ln) std::memset(d_gh_p + (t * B + b) * G, 0, sizeof(T) * G);
+    if constexpr (ln) std::memset(d_gh_p + (t * B + b) * G, 0, sizeof(T) * G);
   }
   void row(int64_t t, int64_t b, int64_t tprev, bool first) {
     T* dg = dgt + b * G;
@@ -792,22 +836,23 @@ struct LstmBackward {
     const T* cprev = reset ? zero_row : first ? c0p + b * H : cp + (tprev * B + b) * H;
     const T* a = gp + (t * B + b) * G;
     const T* cell = cp + (t * B + b) * H;  // c_t, which is c~_t without zoneout
-    if (zcp) {
+    if (Zoneout && zcp) {
       T* ct = ctp + (t * B + b) * H;
       cell_tilde_row<T>(a, cprev, ct, H, coupled);
       cell = ct;
       unzone_block<T>(zcp + (t * B + b) * H, dcp + b * H, dccp + b * H, H);  // dc -> dc~, carry d dc
     }
-    if (ln) {
+    if constexpr (ln) {
       const T* st = ln_stats_p + (t * B + b) * 3;
       ln_backward_row<T>(a, cell, cprev, dmp + b * (proj ? H : P), dcp + b * H, dg, H, var, st[1], st[2],
                          d_shown_p + (t * B + b) * H);
       ln_rows_backward<T>(dg, ln_hh_p, ln_hat_p + (t * B + b) * G, st[0], d_gh_p + (t * B + b) * G, G);
-    } else if (variant)
+    } else if constexpr (variant) {
       variant_backward_row<T>(a, cell, cprev, dmp + b * (proj ? H : P), dcp + b * H, dg, H, var);
-    else
+    } else {
       backward_row<T>(a, cell, cprev, dmp + b * (proj ? H : P), dcp + b * H, dg, H);
-    if (zcp) {
+    }
+    if (Zoneout && zcp) {
       T* d = dcp + b * H;
       const T* k = dccp + b * H;
       for (int64_t j = 0; j < H; ++j) d[j] += k[j];
@@ -816,7 +861,7 @@ struct LstmBackward {
   }
   Tensor rec_grad(int64_t t) const { return ln ? d_gh[t] : d_gates[t]; }  // W_hh's gradient is before the LN
   void take_dh(int64_t b, const T* dr) {
-    if (zhp) {
+    if (Zoneout && zhp) {
       T* d = dhp + b * P;
       const T* k = dhcp + b * P;
       for (int64_t j = 0; j < P; ++j) d[j] = dr[j] + k[j];
@@ -883,31 +928,33 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
   Tensor reset_c = reset.has_value() ? reset->contiguous() : Tensor();
   const bool* rs = reset.has_value() ? reset_c.data_ptr<bool>() : nullptr;
 
-  LstmBackward<T> cell;
-  cell.B = B, cell.G = G, cell.H = H, cell.P = P;
-  cell.proj = proj, cell.ln = ln, cell.variant = variant, cell.coupled = coupled;
-  cell.var = var;
-  cell.rs = rs;
-  cell.prj = proj ? &*prj : nullptr;
-  cell.dh = dh, cell.dh_tilde = dh_tilde, cell.d_gates = d_gates, cell.d_gh = d_gh;
-  cell.gp = gates.data_ptr<T>();
-  cell.cp = cells.data_ptr<T>();
-  cell.c0p = c0c.data_ptr<T>();
-  cell.zero_row = zeros.data_ptr<T>();
-  cell.dgp = d_gates.data_ptr<T>();
-  cell.dhp = dh.data_ptr<T>();
-  cell.dcp = dc.data_ptr<T>();
-  cell.d_h_all_p = proj ? d_h_all.data_ptr<T>() : nullptr;
-  cell.zcp = zcp, cell.zhp = zhp, cell.ctp = ctp, cell.dccp = dccp, cell.dhtp = dhtp, cell.dhcp = dhcp;
-  if (ln) {
-    cell.ln_hh_p = ln_hh_c.data_ptr<T>();
-    cell.ln_hat_p = ln_hat_c.data_ptr<T>();
-    cell.ln_stats_p = ln_stats_c.data_ptr<T>();
-    cell.d_gh_p = d_gh.data_ptr<T>();
-    cell.d_shown_p = d_shown.data_ptr<T>();
-  }
   const Walk walk{T_, B, G, len, sorted_longest_first(len, B), rs, reverse, h_mask};
-  backward_loop(cell, walk, rec, grad_out.data_ptr<T>(), dh.data_ptr<T>(), P);
+  auto run = [&](auto& cell) {
+    cell.B = B, cell.G = G, cell.H = H, cell.P = P;
+    cell.coupled = coupled;
+    cell.var = var;
+    cell.rs = rs;
+    cell.prj = proj ? &*prj : nullptr;
+    cell.dh = dh, cell.dh_tilde = dh_tilde, cell.d_gates = d_gates, cell.d_gh = d_gh;
+    cell.gp = gates.data_ptr<T>();
+    cell.cp = cells.data_ptr<T>();
+    cell.c0p = c0c.data_ptr<T>();
+    cell.zero_row = zeros.data_ptr<T>();
+    cell.dgp = d_gates.data_ptr<T>();
+    cell.dhp = dh.data_ptr<T>();
+    cell.dcp = dc.data_ptr<T>();
+    cell.d_h_all_p = proj ? d_h_all.data_ptr<T>() : nullptr;
+    cell.zcp = zcp, cell.zhp = zhp, cell.ctp = ctp, cell.dccp = dccp, cell.dhtp = dhtp, cell.dhcp = dhcp;
+    if (ln) {
+      cell.ln_hh_p = ln_hh_c.data_ptr<T>();
+      cell.ln_hat_p = ln_hat_c.data_ptr<T>();
+      cell.ln_stats_p = ln_stats_c.data_ptr<T>();
+      cell.d_gh_p = d_gh.data_ptr<T>();
+      cell.d_shown_p = d_shown.data_ptr<T>();
+    }
+    backward_loop(cell, walk, rec, grad_out.data_ptr<T>(), dh.data_ptr<T>(), P);
+  };
+  with_lstm_cell<LstmBackward, T>(gates_kind(coupled, ln, variant), zcp != nullptr || zhp != nullptr, proj, run);
   // Weight gradients: one GEMM each over all T*B rows.
   Tensor dg2 = (ln ? d_gh : d_gates).view({T_ * B, G});
   Tensor h_prev = previous_states(out, h0, lengths, reverse);
