@@ -24,6 +24,11 @@
 // outputs zero, exactly as the reference engine's masking. The reverse direction walks t from T-1 down to 0 with
 // the same rule, which is "reverse each sequence within its own length" without moving any data.
 //
+// Structure: one forward time loop and one backward time loop (forward_loop, backward_loop) serve every cell. A
+// cell (the LSTM with its variants; the sLSTM) is a struct of row functions and per-step hooks, passed as a
+// template parameter; the LSTM's per-call choices (which gate functions, zoneout, projection) are template
+// parameters of its cell, so the loops are compiled once per combination and test none of them inside a step.
+//
 // GEMMs: on x86 CPUs the recurrent products go through oneDNN with a weight prepacked once per call
 // (mkldnn::_linear_pointwise), measured 1.6x faster than torch.mm at these shapes (docs/benchmarks.md);
 // float64 and other builds use at::mm.
