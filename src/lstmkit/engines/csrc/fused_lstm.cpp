@@ -24,6 +24,11 @@
 // outputs zero, exactly as the reference engine's masking. The reverse direction walks t from T-1 down to 0 with
 // the same rule, which is "reverse each sequence within its own length" without moving any data.
 //
+// Structure: one forward time loop and one backward time loop (forward_loop, backward_loop) serve every cell. A
+// cell (the LSTM with its variants; the sLSTM) is a struct of row functions and per-step hooks, passed as a
+// template parameter; the LSTM's per-call choices (which gate functions, zoneout, projection) are template
+// parameters of its cell, so the loops are compiled once per combination and test none of them inside a step.
+//
 // GEMMs: on x86 CPUs the recurrent products go through oneDNN with a weight prepacked once per call
 // (mkldnn::_linear_pointwise), measured 1.6x faster than torch.mm at these shapes (docs/benchmarks.md);
 // float64 and other builds use at::mm.
@@ -462,8 +467,226 @@ ROW_FN void unzone_block(const T* __restrict d, T* __restrict g, T* __restrict c
 }
 
 // ------------------------------------------------------------------------------------------------------------
+// The time loops: one forward, one backward (BPTT), shared by every cell.
+// ------------------------------------------------------------------------------------------------------------
+//
+// The loops own what all cells share: the step order (reverse walks t from T-1 down), the shrinking batch (rows
+// sorted by length, the live prefix through the GEMM), the streaming resets, the recurrent GEMM with the recurrent
+// dropout mask, the split of the batch rows over threads, and dL/dh's accumulation across steps. A cell (LstmForward
+// / LstmBackward with the LSTM's variants, SlstmForward / SlstmBackward) supplies the pointwise work of one row and
+// step and what it does before and after the rows of a step:
+//   forward:  h (the state the GEMM reads, (B, S)), reset_row(b), begin_step(t), row(t, b, gh_row),
+//             finished_row(t, b), end_step(t, n_live)
+//   backward: begin_step(t, n_live), row(t, b, tprev, first), finished_row(t, b), rec_grad(t) (what the GEMM with
+//             W_hh takes), take_dh(b, dr_row)
+// and compile-time facts: scalar (its element type) and kResets (whether it can start a row afresh mid-sequence).
+// Cells are plain structs reached through these templates, so every call inlines (no virtual call or std::function
+// per row); the row functions they call stay out of line (ROW_FN), which keeps gcc vectorising each gate loop.
+
+struct Walk {
+  int64_t T_, B, G;
+  const int64_t* len;  // lengths (B), or null
+  bool sorted;         // lengths sorted longest first: the live rows of a step are a prefix of the batch
+  const bool* rs;      // resets (T, B), or null
+  bool reverse;
+  const std::optional<Tensor>& h_mask;  // recurrent dropout mask (B, S), or none
+  bool live(int64_t t, int64_t b) const { return len == nullptr || t < len[b]; }
+};
+
+template <typename Cell>
+void forward_loop(Cell& cell, const Walk& w, StepGemm& rec) {
+  using T = typename Cell::scalar;
+  const int64_t T_ = w.T_, B = w.B, G = w.G;
+  for (int64_t step = 0; step < T_; ++step) {
+    const int64_t t = w.reverse ? T_ - 1 - step : step;
+    const int64_t n_live = live_prefix(w.len, w.sorted, B, t);
+    if constexpr (Cell::kResets) {
+      if (w.rs != nullptr) {  // where set, the row's state starts the step from 0
+        for (int64_t b = 0; b < B; ++b)
+          if (w.rs[t * B + b]) cell.reset_row(b);
+      }
+    }
+    // (B, G) = h_{t-1} W_hh^T; recurrent dropout (Gal & Ghahramani) masks h_{t-1} on this path only.
+    Tensor gh = rec.run_prefix(w.h_mask.has_value() ? cell.h * *w.h_mask : cell.h, n_live);
+    const T* ghp = n_live > 0 ? gh.data_ptr<T>() : nullptr;
+    cell.begin_step(t);
+    at::parallel_for(0, B, grain_rows(G), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        if (w.live(t, b))
+          cell.row(t, b, ghp + b * G);
+        else  // the sequence has ended: state unchanged, output zero
+          cell.finished_row(t, b);
+      }
+    });
+    cell.end_step(t, n_live);
+  }
+}
+
+// go: dL/d(output) (T, B, S); dhp: dL/dh (B, S), flowing back from later steps, updated in place.
+template <typename Cell>
+void backward_loop(Cell& cell, const Walk& w, StepGemm& rec, const typename Cell::scalar* go,
+                   typename Cell::scalar* dhp, int64_t S) {
+  using T = typename Cell::scalar;
+  const int64_t T_ = w.T_, B = w.B, G = w.G;
+  for (int64_t step = T_ - 1; step >= 0; --step) {
+    const int64_t t = w.reverse ? T_ - 1 - step : step;
+    const int64_t tprev = w.reverse ? t + 1 : t - 1;  // the step processed before t
+    const bool first = step == 0;
+    const int64_t n_live = live_prefix(w.len, w.sorted, B, t);
+    // dh += grad of the output at t, for live rows (a finished row's output is a constant zero).
+    const T* got = go + t * B * S;
+    for (int64_t b = 0; b < B; ++b) {
+      if (!w.live(t, b)) continue;
+      T* d = dhp + b * S;
+      const T* g = got + b * S;
+      for (int64_t j = 0; j < S; ++j) d[j] += g[j];
+    }
+    cell.begin_step(t, n_live);
+    at::parallel_for(0, B, grain_rows(G), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        if (w.live(t, b))
+          cell.row(t, b, tprev, first);
+        else  // a finished row: the step was the identity on its state
+          cell.finished_row(t, b);
+      }
+    });
+    Tensor dh_rec = rec.run_prefix(cell.rec_grad(t), n_live);  // (B, S) = d_gates_t W_hh, live rows first
+    if (w.h_mask.has_value() && n_live > 0) dh_rec = (dh_rec * w.h_mask->narrow(0, 0, n_live)).contiguous();
+    const T* dr = n_live > 0 ? dh_rec.data_ptr<T>() : nullptr;
+    for (int64_t b = 0; b < B; ++b) {
+      if (!w.live(t, b)) continue;  // finished rows carry dh through unchanged
+      if constexpr (Cell::kResets) {
+        if (w.rs != nullptr && w.rs[t * B + b]) {  // no gradient flows past a reset
+          std::memset(dhp + b * S, 0, sizeof(T) * S);
+          continue;
+        }
+      }
+      cell.take_dh(b, dr + b * S);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------------
 // Forward
 // ------------------------------------------------------------------------------------------------------------
+
+// Which row functions an LSTM cell runs: the plain LSTM's, the variants' (peepholes, coupled gates: absent
+// peepholes read zeros), or the variants' with layer norm.
+enum class Gates { Plain, Variant, LayerNorm };
+
+// Calls f(cell) with a default-constructed Cell<T, K, Zoneout, Proj> for the flags of this call: the per-call
+// choices are template parameters, so each combination is its own instantiation of the time loops, with no
+// runtime test of them inside a step (12 combinations per cell and scalar type).
+template <template <typename, Gates, bool, bool> class Cell, typename T, Gates K, bool Zoneout, typename F>
+void with_proj(bool proj, F& f) {
+  if (proj) {
+    Cell<T, K, Zoneout, true> cell;
+    f(cell);
+  } else {
+    Cell<T, K, Zoneout, false> cell;
+    f(cell);
+  }
+}
+template <template <typename, Gates, bool, bool> class Cell, typename T, Gates K, typename F>
+void with_zoneout(bool zoneout, bool proj, F& f) {
+  if (zoneout)
+    with_proj<Cell, T, K, true>(proj, f);
+  else
+    with_proj<Cell, T, K, false>(proj, f);
+}
+template <template <typename, Gates, bool, bool> class Cell, typename T, typename F>
+void with_lstm_cell(Gates kind, bool zoneout, bool proj, F&& f) {
+  switch (kind) {
+    case Gates::Plain: with_zoneout<Cell, T, Gates::Plain>(zoneout, proj, f); break;
+    case Gates::Variant: with_zoneout<Cell, T, Gates::Variant>(zoneout, proj, f); break;
+    case Gates::LayerNorm: with_zoneout<Cell, T, Gates::LayerNorm>(zoneout, proj, f); break;
+  }
+}
+
+inline Gates gates_kind(bool coupled, bool ln, bool peephole) {
+  return ln ? Gates::LayerNorm : (coupled || peephole) ? Gates::Variant : Gates::Plain;
+}
+
+// The LSTM cell in the forward loop, every variant: states h (B, P) and c (B, H). K, Zoneout (z_c or z_h given)
+// and Proj (W_hr given) are fixed at compile time; save stays a pointer test, once per row.
+template <typename T, Gates K, bool Zoneout, bool Proj>
+struct LstmForward {
+  using scalar = T;
+  static constexpr bool kResets = true;
+  static constexpr bool ln = K == Gates::LayerNorm, variant = K != Gates::Plain, proj = Proj;
+  int64_t B = 0, G = 0, H = 0, P = 0;
+  bool save = false;
+  Variant<T> var;
+  const int64_t* len = nullptr;
+  Tensor h, m;                       // the state h (B, P), updated in place; m = o tanh(c) before the projection
+  StepGemm* prj = nullptr;           // the projection W_hr, or null
+  const T* xp = nullptr;             // x_proj (T, B, G)
+  T *hs = nullptr, *cs = nullptr;    // h, c
+  T* out_p = nullptr;                // (T, B, P)
+  T *gates_p = nullptr, *cells_p = nullptr;  // saved for backward, when save
+  T* scratch = nullptr;              // gate activations when nothing is saved (B, G)
+  const T *zcp = nullptr, *zhp = nullptr;    // zoneout masks (T, B, H) and (T, B, P), or null
+  T* cprev_buf = nullptr;            // c_{t-1} kept aside with zoneout of c (B, H)
+  const T* ln_hh_p = nullptr;        // layer norm: the recurrent product's gain (G)
+  T *ln_hat_p = nullptr, *ln_stats_p = nullptr, *lnx_buf = nullptr;
+  int64_t ln_width = 0;
+  // this step's rows
+  T *gsave = nullptr, *csave = nullptr, *ot = nullptr, *mp = nullptr;
+
+  void reset_row(int64_t b) {
+    std::memset(hs + b * P, 0, sizeof(T) * P);
+    std::memset(cs + b * H, 0, sizeof(T) * H);
+  }
+  void begin_step(int64_t t) {
+    mp = proj ? m.data_ptr<T>() : nullptr;
+    gsave = save ? gates_p + t * B * G : nullptr;
+    csave = save ? cells_p + t * B * H : nullptr;
+    ot = out_p + t * B * P;
+  }
+  void finished_row(int64_t, int64_t b) {
+    if (gsave) std::memset(gsave + b * G, 0, sizeof(T) * G);
+    if (csave) std::memcpy(csave + b * H, cs + b * H, sizeof(T) * H);
+    if (!proj) std::memset(ot + b * P, 0, sizeof(T) * P);
+  }
+  void row(int64_t t, int64_t b, const T* ghrow) {
+    T* crow = cs + b * H;
+    T* act = gsave ? gsave + b * G : scratch + b * G;
+    T* mrow = proj ? mp + b * H : ot + b * P;
+    if (Zoneout && zcp) std::memcpy(cprev_buf + b * H, crow, sizeof(T) * H);
+    T* stats = nullptr;
+    if constexpr (ln) {  // Ba et al.: gates = x_proj + LN(h W_hh^T) a_hh (+ b_hh, already in x_proj)
+      T* lrow = lnx_buf + b * ln_width;
+      T* zhat = save ? ln_hat_p + (t * B + b) * G : lrow + G;
+      stats = save ? ln_stats_p + (t * B + b) * 3 : lrow + 2 * G;
+      stats[0] = ln_rows_forward<T>(ghrow, ln_hh_p, zhat, lrow, G);
+      ghrow = lrow;
+    }
+    if constexpr (variant)
+      variant_forward_row<T>(xp + (t * B + b) * G, ghrow, act, crow, mrow, H, var, stats ? stats + 1 : nullptr);
+    else
+      forward_row<T>(xp + (t * B + b) * G, ghrow, act, crow, mrow, H);
+    // Zoneout last: h~ = o tanh(c~) above used the un-zoned c~ (the paper's equations).
+    if (Zoneout && zcp) zone_block<T>(zcp + (t * B + b) * H, cprev_buf + b * H, crow, H);
+    if (Zoneout && zhp && !proj) zone_block<T>(zhp + (t * B + b) * P, hs + b * P, mrow, P);
+    if (csave) std::memcpy(csave + b * H, crow, sizeof(T) * H);
+    if (!proj) std::memcpy(hs + b * P, mrow, sizeof(T) * P);
+  }
+  void end_step(int64_t t, int64_t n_live) {
+    if constexpr (!proj) return;
+    Tensor hp = prj->run_prefix(m, n_live);  // (B, P) = m W_hr^T
+    const T* hpp = n_live > 0 ? hp.data_ptr<T>() : nullptr;
+    for (int64_t b = 0; b < B; ++b) {
+      const bool live = len == nullptr || t < len[b];
+      if (live) {
+        std::memcpy(ot + b * P, hpp + b * P, sizeof(T) * P);
+        if (Zoneout && zhp) zone_block<T>(zhp + (t * B + b) * P, hs + b * P, ot + b * P, P);
+        std::memcpy(hs + b * P, ot + b * P, sizeof(T) * P);
+      } else {
+        std::memset(ot + b * P, 0, sizeof(T) * P);
+      }
+    }
+  }
+};
 
 template <typename T>
 std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
@@ -476,11 +699,11 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
                                  const std::optional<Tensor>& reset, bool use_onednn) {
   const int64_t T_ = x_proj.size(0), B = x_proj.size(1), G = x_proj.size(2), H = G / (coupled ? 3 : 4);
   const bool ln = ln_hh.has_value();
-  const bool variant = coupled || ln || w_ci.has_value() || w_cf.has_value() || w_co.has_value();
   const bool proj = w_hr.has_value();
   const int64_t P = proj ? w_hr->size(0) : H;
   auto opts = x_proj.options();
 
+  const bool variant_given = w_ci.has_value() || w_cf.has_value() || w_co.has_value();
   Tensor out = at::empty({T_, B, P}, opts);
   Tensor gates = save ? at::empty({T_, B, G}, opts) : at::empty({0}, opts);
   Tensor cells = save ? at::empty({T_, B, H}, opts) : at::empty({0}, opts);
@@ -488,7 +711,6 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
   Tensor c = c0.contiguous().clone();  // (B, H)
   Tensor m = proj ? at::empty({B, H}, opts) : Tensor();  // o * tanh(c) before the projection
   Tensor scratch_t = save ? Tensor() : at::empty({B, G}, opts);  // gate activations when nothing is saved
-  T* scratch = save ? nullptr : scratch_t.data_ptr<T>();
   Tensor zeros = at::zeros({H}, opts);
   std::vector<Tensor> keep;
   const Variant<T> var = make_variant<T>(coupled, w_ci, w_cf, w_co, zeros, keep, ln_c_w, ln_c_b);
@@ -496,96 +718,52 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
   // (1/std of the recurrent product, mean and 1/std of c~) (T, B, 3); zeros where a finished row skips a step.
   Tensor ln_hat = ln && save ? at::zeros({T_, B, G}, opts) : at::empty({0}, opts);
   Tensor ln_stats = ln && save ? at::zeros({T_, B, 3}, opts) : at::empty({0}, opts);
-  Tensor ln_scratch = ln ? at::empty({B, save ? G : 2 * G + 3}, opts) : Tensor();  // lnx (and zhat, stats)
-  Tensor ln_hh_c = ln ? ln_hh->contiguous() : Tensor();
-  T* lnx_buf = ln ? ln_scratch.data_ptr<T>() : nullptr;
   const int64_t ln_width = save ? G : 2 * G + 3;
+  Tensor ln_scratch = ln ? at::empty({B, ln_width}, opts) : Tensor();  // lnx (and zhat, stats)
+  Tensor ln_hh_c = ln ? ln_hh->contiguous() : Tensor();
 
   StepGemm rec(w_hh, B, use_onednn);
   std::optional<StepGemm> prj;
   if (proj) prj.emplace(*w_hr, B, use_onednn);
   // Zoneout: the masks (T, B, H) and (T, B, P), and c_{t-1} kept aside while the row function updates c in place.
   Tensor zc_t = z_c.has_value() ? z_c->contiguous() : Tensor(), zh_t = z_h.has_value() ? z_h->contiguous() : Tensor();
-  const T* zcp = z_c.has_value() ? zc_t.data_ptr<T>() : nullptr;
-  const T* zhp = z_h.has_value() ? zh_t.data_ptr<T>() : nullptr;
-  Tensor cprev_t = zcp ? at::empty({B, H}, opts) : Tensor();
-  T* cprev_buf = zcp ? cprev_t.data_ptr<T>() : nullptr;
+  Tensor cprev_t = z_c.has_value() ? at::empty({B, H}, opts) : Tensor();
 
   const int64_t* len = lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
-  const bool sorted = sorted_longest_first(len, B);
   // Streaming resets (T, B), forward in time only: where set, the row's h and c start the step from 0.
   Tensor reset_c = reset.has_value() ? reset->contiguous() : Tensor();
   const bool* rs = reset.has_value() ? reset_c.data_ptr<bool>() : nullptr;
-  const T* xp = x_proj.data_ptr<T>();
-  T* hs = h.data_ptr<T>();
-  T* cs = c.data_ptr<T>();
-  T* out_p = out.data_ptr<T>();
+  const Walk walk{T_, B, G, len, sorted_longest_first(len, B), rs, reverse, h_mask};
 
-  for (int64_t step = 0; step < T_; ++step) {
-    const int64_t t = reverse ? T_ - 1 - step : step;
-    // (B, 4H) = h_{t-1} W_hh^T; recurrent dropout (Gal & Ghahramani) masks h_{t-1} on this path only.
-    const int64_t n_live = live_prefix(len, sorted, B, t);
-    if (rs != nullptr) {
-      for (int64_t b = 0; b < B; ++b) {
-        if (!rs[t * B + b]) continue;
-        std::memset(hs + b * P, 0, sizeof(T) * P);
-        std::memset(cs + b * H, 0, sizeof(T) * H);
-      }
+  auto run = [&](auto& cell) {
+    cell.B = B, cell.G = G, cell.H = H, cell.P = P;
+    cell.save = save;
+    cell.var = var;
+    cell.len = len;
+    cell.h = h;
+    cell.m = m;
+    cell.prj = proj ? &*prj : nullptr;
+    cell.xp = x_proj.data_ptr<T>();
+    cell.hs = h.data_ptr<T>();
+    cell.cs = c.data_ptr<T>();
+    cell.out_p = out.data_ptr<T>();
+    cell.gates_p = save ? gates.data_ptr<T>() : nullptr;
+    cell.cells_p = save ? cells.data_ptr<T>() : nullptr;
+    cell.scratch = save ? nullptr : scratch_t.data_ptr<T>();
+    cell.zcp = z_c.has_value() ? zc_t.data_ptr<T>() : nullptr;
+    cell.zhp = z_h.has_value() ? zh_t.data_ptr<T>() : nullptr;
+    cell.cprev_buf = z_c.has_value() ? cprev_t.data_ptr<T>() : nullptr;
+    if (ln) {
+      cell.lnx_buf = ln_scratch.data_ptr<T>();
+      cell.ln_hh_p = ln_hh_c.data_ptr<T>();
+      cell.ln_hat_p = ln_hat.data_ptr<T>();
+      cell.ln_stats_p = ln_stats.data_ptr<T>();
     }
-    Tensor gh = rec.run_prefix(h_mask.has_value() ? h * *h_mask : h, n_live);
-    const T* ghp = n_live > 0 ? gh.data_ptr<T>() : nullptr;
-    T* mp = proj ? m.data_ptr<T>() : nullptr;
-    T* gsave = save ? gates.data_ptr<T>() + t * B * G : nullptr;
-    T* csave = save ? cells.data_ptr<T>() + t * B * H : nullptr;
-    T* ot = out_p + t * B * P;
-    at::parallel_for(0, B, grain_rows(G), [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        const bool live = len == nullptr || t < len[b];
-        T* crow = cs + b * H;
-        if (!live) {  // the sequence has ended: state unchanged, output zero
-          if (gsave) std::memset(gsave + b * G, 0, sizeof(T) * G);
-          if (csave) std::memcpy(csave + b * H, crow, sizeof(T) * H);
-          if (!proj) std::memset(ot + b * P, 0, sizeof(T) * P);
-          continue;
-        }
-        T* act = gsave ? gsave + b * G : scratch + b * G;
-        T* mrow = proj ? mp + b * H : ot + b * P;
-        if (zcp) std::memcpy(cprev_buf + b * H, crow, sizeof(T) * H);
-        const T* ghrow = ghp + b * G;
-        T* stats = nullptr;
-        if (ln) {  // Ba et al.: gates = x_proj + LN(h W_hh^T) a_hh (+ b_hh, already in x_proj)
-          T* row = lnx_buf + b * ln_width;
-          T* zhat = save ? ln_hat.data_ptr<T>() + (t * B + b) * G : row + G;
-          stats = save ? ln_stats.data_ptr<T>() + (t * B + b) * 3 : row + 2 * G;
-          stats[0] = ln_rows_forward<T>(ghrow, ln_hh_c.data_ptr<T>(), zhat, row, G);
-          ghrow = row;
-        }
-        if (variant)
-          variant_forward_row<T>(xp + (t * B + b) * G, ghrow, act, crow, mrow, H, var, stats ? stats + 1 : nullptr);
-        else
-          forward_row<T>(xp + (t * B + b) * G, ghp + b * G, act, crow, mrow, H);
-        // Zoneout last: h~ = o tanh(c~) above used the un-zoned c~ (the paper's equations).
-        if (zcp) zone_block<T>(zcp + (t * B + b) * H, cprev_buf + b * H, crow, H);
-        if (zhp && !proj) zone_block<T>(zhp + (t * B + b) * P, hs + b * P, mrow, P);
-        if (csave) std::memcpy(csave + b * H, crow, sizeof(T) * H);
-        if (!proj) std::memcpy(hs + b * P, mrow, sizeof(T) * P);
-      }
-    });
-    if (proj) {
-      Tensor hp = prj->run_prefix(m, n_live);  // (B, P) = m W_hr^T
-      const T* hpp = n_live > 0 ? hp.data_ptr<T>() : nullptr;
-      for (int64_t b = 0; b < B; ++b) {
-        const bool live = len == nullptr || t < len[b];
-        if (live) {
-          std::memcpy(ot + b * P, hpp + b * P, sizeof(T) * P);
-          if (zhp) zone_block<T>(zhp + (t * B + b) * P, hs + b * P, ot + b * P, P);
-          std::memcpy(hs + b * P, ot + b * P, sizeof(T) * P);
-        } else {
-          std::memset(ot + b * P, 0, sizeof(T) * P);
-        }
-      }
-    }
-  }
+    cell.ln_width = ln_width;
+    forward_loop(cell, walk, rec);
+  };
+  with_lstm_cell<LstmForward, T>(gates_kind(coupled, ln, variant_given), z_c.has_value() || z_h.has_value(), proj,
+                                 run);
   return {out, h, c, gates, cells, ln_hat, ln_stats};
 }
 
@@ -616,6 +794,88 @@ Tensor previous_states(const Tensor& seq, const Tensor& init, const std::optiona
   return prev;
 }
 
+// The LSTM cell in the backward loop, every variant: dL/dh (B, P) and dL/dc (B, H) flow back through the steps.
+template <typename T, Gates K, bool Zoneout, bool Proj>
+struct LstmBackward {
+  using scalar = T;
+  static constexpr bool kResets = true;
+  static constexpr bool ln = K == Gates::LayerNorm, variant = K != Gates::Plain, proj = Proj;
+  int64_t B = 0, G = 0, H = 0, P = 0;
+  bool coupled = false;
+  Variant<T> var;
+  const bool* rs = nullptr;
+  StepGemm* prj = nullptr;  // W_hr^T, or null
+  Tensor dh, dh_tilde, dm, d_gates, d_gh;
+  const T *gp = nullptr, *cp = nullptr, *c0p = nullptr, *zero_row = nullptr;  // saved gates, cells; c0; zeros (H)
+  T *dgp = nullptr, *dhp = nullptr, *dcp = nullptr, *d_h_all_p = nullptr;
+  const T *zcp = nullptr, *zhp = nullptr;  // zoneout masks, or null
+  T *ctp = nullptr, *dccp = nullptr, *dhtp = nullptr, *dhcp = nullptr;
+  const T *ln_hh_p = nullptr, *ln_hat_p = nullptr, *ln_stats_p = nullptr;
+  T *d_gh_p = nullptr, *d_shown_p = nullptr;
+  // this step
+  const T* dmp = nullptr;
+  T* dgt = nullptr;
+
+  void begin_step(int64_t t, int64_t n_live) {
+    // With zoneout of h, the step's own output h~_t gets (1 - d) dh; d dh goes to h_{t-1} directly.
+    if (Zoneout && zhp) {
+      std::memcpy(dhtp, dhp, sizeof(T) * B * P);
+      unzone_block<T>(zhp + t * B * P, dhtp, dhcp, B * P);
+    }
+    T* dhs = zhp ? dhtp : dhp;  // dL/dh~_t
+    if constexpr (proj) {
+      std::memcpy(d_h_all_p + t * B * P, dhs, sizeof(T) * B * P);
+      dm = prj->run_prefix(zhp ? dh_tilde : dh, n_live);  // (B, H) = dh~ W_hr
+    }
+    dmp = proj ? (n_live > 0 ? dm.data_ptr<T>() : nullptr) : dhs;
+    dgt = dgp + t * B * G;
+  }
+  void finished_row(int64_t t, int64_t b) {
+    std::memset(dgt + b * G, 0, sizeof(T) * G);
+    if constexpr (ln) std::memset(d_gh_p + (t * B + b) * G, 0, sizeof(T) * G);
+  }
+  void row(int64_t t, int64_t b, int64_t tprev, bool first) {
+    T* dg = dgt + b * G;
+    // A reset row started its step from h = c = 0: c_{t-1} reads as zeros, and no gradient flows past the reset.
+    const bool reset = rs != nullptr && rs[t * B + b];
+    const T* cprev = reset ? zero_row : first ? c0p + b * H : cp + (tprev * B + b) * H;
+    const T* a = gp + (t * B + b) * G;
+    const T* cell = cp + (t * B + b) * H;  // c_t, which is c~_t without zoneout
+    if (Zoneout && zcp) {
+      T* ct = ctp + (t * B + b) * H;
+      cell_tilde_row<T>(a, cprev, ct, H, coupled);
+      cell = ct;
+      unzone_block<T>(zcp + (t * B + b) * H, dcp + b * H, dccp + b * H, H);  // dc -> dc~, carry d dc
+    }
+    if constexpr (ln) {
+      const T* st = ln_stats_p + (t * B + b) * 3;
+      ln_backward_row<T>(a, cell, cprev, dmp + b * (proj ? H : P), dcp + b * H, dg, H, var, st[1], st[2],
+                         d_shown_p + (t * B + b) * H);
+      ln_rows_backward<T>(dg, ln_hh_p, ln_hat_p + (t * B + b) * G, st[0], d_gh_p + (t * B + b) * G, G);
+    } else if constexpr (variant) {
+      variant_backward_row<T>(a, cell, cprev, dmp + b * (proj ? H : P), dcp + b * H, dg, H, var);
+    } else {
+      backward_row<T>(a, cell, cprev, dmp + b * (proj ? H : P), dcp + b * H, dg, H);
+    }
+    if (Zoneout && zcp) {
+      T* d = dcp + b * H;
+      const T* k = dccp + b * H;
+      for (int64_t j = 0; j < H; ++j) d[j] += k[j];
+    }
+    if (reset) std::memset(dcp + b * H, 0, sizeof(T) * H);
+  }
+  Tensor rec_grad(int64_t t) const { return ln ? d_gh[t] : d_gates[t]; }  // W_hh's gradient is before the LN
+  void take_dh(int64_t b, const T* dr) {
+    if (Zoneout && zhp) {
+      T* d = dhp + b * P;
+      const T* k = dhcp + b * P;
+      for (int64_t j = 0; j < P; ++j) d[j] = dr[j] + k[j];
+    } else {
+      std::memcpy(dhp + b * P, dr, sizeof(T) * P);
+    }
+  }
+};
+
 template <typename T>
 std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_hn, const Tensor& grad_cn,
                                   const Tensor& out, const Tensor& h0, const Tensor& c0, const Tensor& gates,
@@ -639,7 +899,6 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
   Tensor d_h_all = proj ? at::empty({T_, B, P}, opts) : Tensor();  // d loss / d h_t, for dW_hr
   Tensor dh = grad_hn.contiguous().clone();               // (B, P) gradient flowing into h_t from later steps
   Tensor dc = grad_cn.contiguous().clone();               // (B, H)
-  Tensor dm;
   Tensor c0c = c0.contiguous();
   Tensor zeros = at::zeros({H}, opts);
   std::vector<Tensor> keep;
@@ -671,98 +930,36 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
   T* dhcp = zhp ? dh_carry.data_ptr<T>() : nullptr;
 
   const int64_t* len = lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
-  const bool sorted = sorted_longest_first(len, B);
-  // A reset row started its step from h = c = 0: c_{t-1} reads as zeros, and no gradient flows past the reset.
   Tensor reset_c = reset.has_value() ? reset->contiguous() : Tensor();
   const bool* rs = reset.has_value() ? reset_c.data_ptr<bool>() : nullptr;
-  const T* zero_row = zeros.data_ptr<T>();
-  const T* gp = gates.data_ptr<T>();
-  const T* cp = cells.data_ptr<T>();
-  const T* c0p = c0c.data_ptr<T>();
-  const T* go = grad_out.data_ptr<T>();
-  T* dgp = d_gates.data_ptr<T>();
-  T* dhp = dh.data_ptr<T>();
-  T* dcp = dc.data_ptr<T>();
 
-  for (int64_t step = T_ - 1; step >= 0; --step) {
-    const int64_t t = reverse ? T_ - 1 - step : step;
-    const int64_t tprev = reverse ? t + 1 : t - 1;  // the step processed before t
-    const bool first = step == 0;
-    const int64_t n_live = live_prefix(len, sorted, B, t);
-    // dh += grad of the output at t, for live rows (a finished row's output is a constant zero).
-    const T* got = go + t * B * P;
-    for (int64_t b = 0; b < B; ++b) {
-      if (len != nullptr && t >= len[b]) continue;
-      T* d = dhp + b * P;
-      const T* g = got + b * P;
-      for (int64_t j = 0; j < P; ++j) d[j] += g[j];
+  const Walk walk{T_, B, G, len, sorted_longest_first(len, B), rs, reverse, h_mask};
+  auto run = [&](auto& cell) {
+    cell.B = B, cell.G = G, cell.H = H, cell.P = P;
+    cell.coupled = coupled;
+    cell.var = var;
+    cell.rs = rs;
+    cell.prj = proj ? &*prj : nullptr;
+    cell.dh = dh, cell.dh_tilde = dh_tilde, cell.d_gates = d_gates, cell.d_gh = d_gh;
+    cell.gp = gates.data_ptr<T>();
+    cell.cp = cells.data_ptr<T>();
+    cell.c0p = c0c.data_ptr<T>();
+    cell.zero_row = zeros.data_ptr<T>();
+    cell.dgp = d_gates.data_ptr<T>();
+    cell.dhp = dh.data_ptr<T>();
+    cell.dcp = dc.data_ptr<T>();
+    cell.d_h_all_p = proj ? d_h_all.data_ptr<T>() : nullptr;
+    cell.zcp = zcp, cell.zhp = zhp, cell.ctp = ctp, cell.dccp = dccp, cell.dhtp = dhtp, cell.dhcp = dhcp;
+    if (ln) {
+      cell.ln_hh_p = ln_hh_c.data_ptr<T>();
+      cell.ln_hat_p = ln_hat_c.data_ptr<T>();
+      cell.ln_stats_p = ln_stats_c.data_ptr<T>();
+      cell.d_gh_p = d_gh.data_ptr<T>();
+      cell.d_shown_p = d_shown.data_ptr<T>();
     }
-    // With zoneout of h, the step's own output h~_t gets (1 - d) dh; d dh goes to h_{t-1} directly.
-    if (zhp) {
-      std::memcpy(dhtp, dhp, sizeof(T) * B * P);
-      unzone_block<T>(zhp + t * B * P, dhtp, dhcp, B * P);
-    }
-    T* dhs = zhp ? dhtp : dhp;  // dL/dh~_t
-    if (proj) {
-      std::memcpy(d_h_all.data_ptr<T>() + t * B * P, dhs, sizeof(T) * B * P);
-      dm = prj->run_prefix(zhp ? dh_tilde : dh, n_live);  // (B, H) = dh~ W_hr
-    }
-    const T* dmp = proj ? (n_live > 0 ? dm.data_ptr<T>() : nullptr) : dhs;
-    T* dgt = dgp + t * B * G;
-    at::parallel_for(0, B, grain_rows(G), [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        T* dg = dgt + b * G;
-        if (len != nullptr && t >= len[b]) {  // a finished row: the step was the identity on its state
-          std::memset(dg, 0, sizeof(T) * G);
-          if (ln) std::memset(d_gh.data_ptr<T>() + (t * B + b) * G, 0, sizeof(T) * G);
-          continue;
-        }
-        const T* cprev = (rs != nullptr && rs[t * B + b]) ? zero_row : first ? c0p + b * H : cp + (tprev * B + b) * H;
-        const T* a = gp + (t * B + b) * G;
-        const T* cell = cp + (t * B + b) * H;  // c_t, which is c~_t without zoneout
-        if (zcp) {
-          T* ct = ctp + (t * B + b) * H;
-          cell_tilde_row<T>(a, cprev, ct, H, coupled);
-          cell = ct;
-          unzone_block<T>(zcp + (t * B + b) * H, dcp + b * H, dccp + b * H, H);  // dc -> dc~, carry d dc
-        }
-        if (ln) {
-          const T* st = ln_stats_c.data_ptr<T>() + (t * B + b) * 3;
-          ln_backward_row<T>(a, cell, cprev, dmp + b * (proj ? H : P), dcp + b * H, dg, H, var, st[1], st[2],
-                             d_shown.data_ptr<T>() + (t * B + b) * H);
-          ln_rows_backward<T>(dg, ln_hh_c.data_ptr<T>(), ln_hat_c.data_ptr<T>() + (t * B + b) * G, st[0],
-                              d_gh.data_ptr<T>() + (t * B + b) * G, G);
-        } else if (variant)
-          variant_backward_row<T>(a, cell, cprev, dmp + b * (proj ? H : P), dcp + b * H, dg, H, var);
-        else
-          backward_row<T>(a, cell, cprev, dmp + b * (proj ? H : P), dcp + b * H, dg, H);
-        if (zcp) {
-          T* d = dcp + b * H;
-          const T* k = dccp + b * H;
-          for (int64_t j = 0; j < H; ++j) d[j] += k[j];
-        }
-        if (rs != nullptr && rs[t * B + b]) std::memset(dcp + b * H, 0, sizeof(T) * H);
-      }
-    });
-    Tensor dh_rec = rec.run_prefix(ln ? d_gh[t] : d_gates[t], n_live);  // (B, P) = d_gates_t W_hh (before LN)
-    if (h_mask.has_value() && n_live > 0) dh_rec = (dh_rec * h_mask->narrow(0, 0, n_live)).contiguous();
-    const T* dr = n_live > 0 ? dh_rec.data_ptr<T>() : nullptr;
-    for (int64_t b = 0; b < B; ++b) {
-      if (len != nullptr && t >= len[b]) continue;  // finished rows carry dh through unchanged
-      if (rs != nullptr && rs[t * B + b]) {
-        std::memset(dhp + b * P, 0, sizeof(T) * P);
-        continue;
-      }
-      if (zhp) {
-        T* d = dhp + b * P;
-        const T* k = dhcp + b * P;
-        for (int64_t j = 0; j < P; ++j) d[j] = dr[b * P + j] + k[j];
-      } else {
-        std::memcpy(dhp + b * P, dr + b * P, sizeof(T) * P);
-      }
-    }
-  }
-
+    backward_loop(cell, walk, rec, grad_out.data_ptr<T>(), dh.data_ptr<T>(), P);
+  };
+  with_lstm_cell<LstmBackward, T>(gates_kind(coupled, ln, variant), zcp != nullptr || zhp != nullptr, proj, run);
   // Weight gradients: one GEMM each over all T*B rows.
   Tensor dg2 = (ln ? d_gh : d_gates).view({T_ * B, G});
   Tensor h_prev = previous_states(out, h0, lengths, reverse);
@@ -901,6 +1098,45 @@ ROW_FN void slstm_backward_row(const T* __restrict a, const T* __restrict c, con
   }
 }
 
+// The sLSTM cell in the forward loop: states h, c, n, m (B, H) each. No resets (kResets false: the loop leaves them
+// out at compile time).
+template <typename T>
+struct SlstmForward {
+  using scalar = T;
+  static constexpr bool kResets = false;
+  int64_t B = 0, G = 0, H = 0;
+  Tensor h;
+  const T* xp = nullptr;
+  T *hs = nullptr, *cs = nullptr, *ns = nullptr, *ms = nullptr, *out_p = nullptr, *scratch = nullptr;
+  T *gates_p = nullptr, *cells_p = nullptr, *norms_p = nullptr;  // saved for backward, when saving
+  // this step's rows
+  T *gsave = nullptr, *csave = nullptr, *nsave = nullptr, *ot = nullptr;
+
+  void reset_row(int64_t) {}
+  void begin_step(int64_t t) {
+    gsave = gates_p ? gates_p + t * B * G : nullptr;
+    csave = cells_p ? cells_p + t * B * H : nullptr;
+    nsave = norms_p ? norms_p + t * B * H : nullptr;
+    ot = out_p + t * B * H;
+  }
+  void save_states(int64_t b) {
+    if (csave) std::memcpy(csave + b * H, cs + b * H, sizeof(T) * H);
+    if (nsave) std::memcpy(nsave + b * H, ns + b * H, sizeof(T) * H);
+  }
+  void row(int64_t t, int64_t b, const T* ghrow) {
+    T* act = gsave ? gsave + b * G : scratch + b * G;
+    slstm_forward_row<T>(xp + (t * B + b) * G, ghrow, act, cs + b * H, ns + b * H, ms + b * H, hs + b * H, H);
+    std::memcpy(ot + b * H, hs + b * H, sizeof(T) * H);
+    save_states(b);
+  }
+  void finished_row(int64_t, int64_t b) {
+    if (gsave) std::memset(gsave + b * G, 0, sizeof(T) * G);
+    std::memset(ot + b * H, 0, sizeof(T) * H);
+    save_states(b);
+  }
+  void end_step(int64_t, int64_t) {}
+};
+
 template <typename T>
 std::vector<Tensor> slstm_forward_impl(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, const Tensor& n0,
                                        const Tensor& m0, const Tensor& w_hh, const std::optional<Tensor>& lengths,
@@ -915,40 +1151,47 @@ std::vector<Tensor> slstm_forward_impl(const Tensor& x_proj, const Tensor& h0, c
   Tensor h = h0.contiguous().clone(), c = c0.contiguous().clone(), n = n0.contiguous().clone();
   Tensor m = m0.contiguous().clone();
   Tensor scratch_t = save ? Tensor() : at::empty({B, G}, opts);
-  T* scratch = save ? nullptr : scratch_t.data_ptr<T>();
   StepGemm rec(w_hh, B, use_onednn);
   const int64_t* len = lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
-  const bool sorted = sorted_longest_first(len, B);
-  const T* xp = x_proj.data_ptr<T>();
-  T *hs = h.data_ptr<T>(), *cs = c.data_ptr<T>(), *ns = n.data_ptr<T>(), *ms = m.data_ptr<T>();
-  T* out_p = out.data_ptr<T>();
-  for (int64_t step = 0; step < T_; ++step) {
-    const int64_t t = reverse ? T_ - 1 - step : step;
-    const int64_t n_live = live_prefix(len, sorted, B, t);
-    Tensor gh = rec.run_prefix(h_mask.has_value() ? h * *h_mask : h, n_live);  // (B, 4H), live rows first
-    const T* ghp = n_live > 0 ? gh.data_ptr<T>() : nullptr;
-    T* gsave = save ? gates.data_ptr<T>() + t * B * G : nullptr;
-    T* csave = save ? cells.data_ptr<T>() + t * B * H : nullptr;
-    T* nsave = save ? norms.data_ptr<T>() + t * B * H : nullptr;
-    T* ot = out_p + t * B * H;
-    at::parallel_for(0, B, grain_rows(G), [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        if (len == nullptr || t < len[b]) {
-          T* act = gsave ? gsave + b * G : scratch + b * G;
-          slstm_forward_row<T>(xp + (t * B + b) * G, ghp + b * G, act, cs + b * H, ns + b * H, ms + b * H,
-                               hs + b * H, H);
-          std::memcpy(ot + b * H, hs + b * H, sizeof(T) * H);
-        } else {  // the sequence has ended: state unchanged, output zero
-          if (gsave) std::memset(gsave + b * G, 0, sizeof(T) * G);
-          std::memset(ot + b * H, 0, sizeof(T) * H);
-        }
-        if (csave) std::memcpy(csave + b * H, cs + b * H, sizeof(T) * H);
-        if (nsave) std::memcpy(nsave + b * H, ns + b * H, sizeof(T) * H);
-      }
-    });
+  SlstmForward<T> cell;
+  cell.B = B, cell.G = G, cell.H = H;
+  cell.h = h;
+  cell.xp = x_proj.data_ptr<T>();
+  cell.hs = h.data_ptr<T>(), cell.cs = c.data_ptr<T>(), cell.ns = n.data_ptr<T>(), cell.ms = m.data_ptr<T>();
+  cell.out_p = out.data_ptr<T>();
+  cell.scratch = save ? nullptr : scratch_t.data_ptr<T>();
+  if (save) {
+    cell.gates_p = gates.data_ptr<T>();
+    cell.cells_p = cells.data_ptr<T>();
+    cell.norms_p = norms.data_ptr<T>();
   }
+  const Walk walk{T_, B, G, len, sorted_longest_first(len, B), nullptr, reverse, h_mask};
+  forward_loop(cell, walk, rec);
   return {out, h, c, n, m, gates, cells, norms};
 }
+
+// The sLSTM cell in the backward loop: dL/dh flows through the loop, dL/d(c, n, m) through the cell.
+template <typename T>
+struct SlstmBackward {
+  using scalar = T;
+  static constexpr bool kResets = false;
+  int64_t B = 0, G = 0, H = 0;
+  Tensor d_gates;
+  const T *gp = nullptr, *cp = nullptr, *np = nullptr, *c0p = nullptr, *n0p = nullptr;
+  T *dgp = nullptr, *dhp = nullptr, *dcp = nullptr, *dnp = nullptr, *dmp = nullptr;
+  T* dgt = nullptr;  // this step
+
+  void begin_step(int64_t t, int64_t) { dgt = dgp + t * B * G; }
+  void finished_row(int64_t, int64_t b) { std::memset(dgt + b * G, 0, sizeof(T) * G); }
+  void row(int64_t t, int64_t b, int64_t tprev, bool first) {
+    const T* cprev = first ? c0p + b * H : cp + (tprev * B + b) * H;
+    const T* nprev = first ? n0p + b * H : np + (tprev * B + b) * H;
+    slstm_backward_row<T>(gp + (t * B + b) * G, cp + (t * B + b) * H, np + (t * B + b) * H, cprev, nprev,
+                          dhp + b * H, dcp + b * H, dnp + b * H, dmp + b * H, dgt + b * G, H);
+  }
+  Tensor rec_grad(int64_t t) const { return d_gates[t]; }
+  void take_dh(int64_t b, const T* dr) { std::memcpy(dhp + b * H, dr, sizeof(T) * H); }
+};
 
 template <typename T>
 std::vector<Tensor> slstm_backward_impl(const Tensor& grad_out_in, const Tensor& grad_hn, const Tensor& grad_cn,
@@ -966,41 +1209,15 @@ std::vector<Tensor> slstm_backward_impl(const Tensor& grad_out_in, const Tensor&
   Tensor c0c = c0.contiguous(), n0c = n0.contiguous();
   StepGemm rec(w_hh.t().contiguous(), B, use_onednn);
   const int64_t* len = lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
-  const bool sorted = sorted_longest_first(len, B);
-  const T *gp = gates.data_ptr<T>(), *cp = cells.data_ptr<T>(), *np = norms.data_ptr<T>();
-  const T *c0p = c0c.data_ptr<T>(), *n0p = n0c.data_ptr<T>(), *go = grad_out.data_ptr<T>();
-  T *dgp = d_gates.data_ptr<T>(), *dhp = dh.data_ptr<T>(), *dcp = dc.data_ptr<T>();
-  T *dnp = dn.data_ptr<T>(), *dmp = dm.data_ptr<T>();
-  for (int64_t step = T_ - 1; step >= 0; --step) {
-    const int64_t t = reverse ? T_ - 1 - step : step;
-    const int64_t tprev = reverse ? t + 1 : t - 1;
-    const bool first = step == 0;
-    T* dgt = dgp + t * B * G;
-    at::parallel_for(0, B, grain_rows(G), [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        T* dg = dgt + b * G;
-        if (len != nullptr && t >= len[b]) {  // a finished row: the step was the identity on its state
-          std::memset(dg, 0, sizeof(T) * G);
-          continue;
-        }
-        T* d = dhp + b * H;
-        const T* g = go + (t * B + b) * H;
-        for (int64_t j = 0; j < H; ++j) d[j] += g[j];
-        const T* cprev = first ? c0p + b * H : cp + (tprev * B + b) * H;
-        const T* nprev = first ? n0p + b * H : np + (tprev * B + b) * H;
-        slstm_backward_row<T>(gp + (t * B + b) * G, cp + (t * B + b) * H, np + (t * B + b) * H, cprev, nprev, d,
-                              dcp + b * H, dnp + b * H, dmp + b * H, dg, H);
-      }
-    });
-    const int64_t n_live = live_prefix(len, sorted, B, t);
-    Tensor dh_rec = rec.run_prefix(d_gates[t], n_live);  // (B, H) = d_gates_t W_hh, live rows first
-    if (h_mask.has_value() && n_live > 0) dh_rec = (dh_rec * h_mask->narrow(0, 0, n_live)).contiguous();
-    const T* dr = n_live > 0 ? dh_rec.data_ptr<T>() : nullptr;
-    for (int64_t b = 0; b < B; ++b) {
-      if (len != nullptr && t >= len[b]) continue;  // finished rows carry dh through unchanged
-      std::memcpy(dhp + b * H, dr + b * H, sizeof(T) * H);
-    }
-  }
+  SlstmBackward<T> cell;
+  cell.B = B, cell.G = G, cell.H = H;
+  cell.d_gates = d_gates;
+  cell.gp = gates.data_ptr<T>(), cell.cp = cells.data_ptr<T>(), cell.np = norms.data_ptr<T>();
+  cell.c0p = c0c.data_ptr<T>(), cell.n0p = n0c.data_ptr<T>();
+  cell.dgp = d_gates.data_ptr<T>(), cell.dhp = dh.data_ptr<T>(), cell.dcp = dc.data_ptr<T>();
+  cell.dnp = dn.data_ptr<T>(), cell.dmp = dm.data_ptr<T>();
+  const Walk walk{T_, B, G, len, sorted_longest_first(len, B), nullptr, reverse, h_mask};
+  backward_loop(cell, walk, rec, grad_out.data_ptr<T>(), dh.data_ptr<T>(), H);
   Tensor h_prev = previous_states(out, h0, lengths, reverse);
   if (h_mask.has_value()) h_prev = h_prev * *h_mask;
   Tensor grad_w_hh = at::mm(d_gates.view({T_ * B, G}).t(), h_prev.reshape({T_ * B, H}));
