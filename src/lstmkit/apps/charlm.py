@@ -310,7 +310,9 @@ class CharLMConfig:
     embedding_dim: int = 64  # 0: one-hot input, as D2L does
     hidden_size: int = 256
     num_layers: int = 2
-    dropout: float = 0.1  # between LSTM layers and before the decoder (training only)
+    # between LSTM layers and before the decoder (training only); 0 by default: a few CPU minutes on a corpus of
+    # any size do not overfit, and dropout slowed learning there (docs/charlm.md); raise it for long runs
+    dropout: float = 0.0
     proj_size: int = 0  # LSTMP (Sak et al. 2014): h_t projected down to this size, 0 for none
     bias: bool = True
     engine: str = "auto"  # any lstmkit engine

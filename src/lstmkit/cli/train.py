@@ -60,7 +60,7 @@ def register(subparsers: Any) -> None:
     _field(g, "--embedding-dim", "model", "embedding_dim", ranged(int, 0), "embedding size; 0 for one-hot (64)")
     _field(g, "--hidden-size", "model", "hidden_size", ranged(int, 1), "LSTM hidden size (256)")
     _field(g, "--num-layers", "model", "num_layers", ranged(int, 1), "stacked LSTM layers (2)")
-    _field(g, "--dropout", "model", "dropout", ranged(float, 0, 1), "dropout between layers (0.1)")
+    _field(g, "--dropout", "model", "dropout", ranged(float, 0, 1), "dropout between layers (0)")
     _field(g, "--proj-size", "model", "proj_size", ranged(int, 0), "LSTM projection size, 0 for none")
     g.add_argument("--no-bias", dest="model.bias", action="store_false", default=argparse.SUPPRESS,
                    help="LSTM without biases")
@@ -71,9 +71,9 @@ def register(subparsers: Any) -> None:
 
     g = p.add_argument_group("training")
     _field(g, "--seq-len", "train", "seq_len", ranged(int, 1), "BPTT steps per batch (100)")
-    _field(g, "--batch-size", "train", "batch_size", ranged(int, 1), "rows per batch, per process (32)")
+    _field(g, "--batch-size", "train", "batch_size", ranged(int, 1), "rows per batch, per process (16)")
     _field(g, "--optimizer", "train", "optimizer", str, "adamw or sgd", choices=list(OPTIMIZERS))
-    _field(g, "--lr", "train", "lr", ranged(float, 0, inclusive=False), "learning rate (3e-3)")
+    _field(g, "--lr", "train", "lr", ranged(float, 0, inclusive=False), "learning rate (6e-3)")
     _field(g, "--weight-decay", "train", "weight_decay", ranged(float, 0), "weight decay (0.01)")
     _field(g, "--clip", "train", "clip", ranged(float, 0), "clip gradients to this norm, 0 for none (1.0)")
     _field(g, "--schedule", "train", "schedule", str, "learning-rate schedule (auto: cosine over the steps or "
