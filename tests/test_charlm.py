@@ -287,6 +287,30 @@ def _run(tmp_path, text: str, **train) -> RunConfig:
     )
 
 
+def test_a_resumed_run_keeps_the_engine_its_checkpoint_records(tmp_path, monkeypatch):
+    # The first half trains where "auto" resolves to the reference engine; the resumed half runs where it would
+    # resolve to torch's kernel (another machine, another tuning): the recorded engine is pinned, and the weights
+    # are those of one run on the reference engine throughout, bit for bit.
+    from lstmkit import engines
+    from lstmkit.checkpoint import load_checkpoint
+
+    text = generated_text(3000)
+    whole = _run(tmp_path, text, max_steps=40, schedule="constant")
+    first = _run(tmp_path, text, max_steps=20, schedule="constant")
+    with monkeypatch.context() as patch:
+        patch.setattr(engines, "AUTO_ORDER", ("reference", "native", "fused"))
+        charlm.train_charlm(whole, tmp_path / "whole", progress=False)
+        charlm.train_charlm(first, tmp_path / "parts", progress=False)
+    assert load_checkpoint(tmp_path / "parts" / "last", kind=charlm.KIND).extra["engine"] == "reference"
+    assert engines.AUTO_ORDER[0] != "reference"
+    charlm.train_charlm(whole, tmp_path / "parts", resume=True, progress=False)
+    assert load_checkpoint(tmp_path / "parts" / "last", kind=charlm.KIND).extra["engine"] == "reference"
+    a, _, _ = charlm.load_model(tmp_path / "whole" / "last")
+    b, _, _ = charlm.load_model(tmp_path / "parts" / "last")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+
+
 def test_training_learns_the_text_and_writes_its_run_directory(tmp_path):
     text = generated_text(6000)
     run = _run(tmp_path, text, max_steps=60)

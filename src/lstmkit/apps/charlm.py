@@ -528,6 +528,16 @@ def train_charlm(
                             "start a new --out")
     torch.manual_seed(run.train.seed)  # the initial weights
     model = CharLM(run.model)
+    # Engines differ in the last bits, and which one "auto" resolves to depends on the machine (a kernel that
+    # builds here, a dtype its CPU runs) and on lstmkit.engines.set_auto_tuning: the checkpoint records the
+    # engine of the training calls, and a resumed run pins it, so that resuming stays exact.
+    probe = torch.zeros(T, B, model.lstm.input_size)
+    extra["engine"] = model.lstm.resolved_engine(probe.transpose(0, 1) if model.lstm.batch_first else probe)
+    if resume and run.model.engine == "auto":
+        recorded = saved.extra.get("engine")
+        if recorded is not None and recorded != extra["engine"]:
+            model.lstm.engine = recorded  # raises ValueError (one line) where that engine cannot run here
+            extra["engine"] = recorded
     return fit(
         model,
         train_ids,
