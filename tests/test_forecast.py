@@ -375,3 +375,15 @@ def test_read_csv_refuses_a_time_column_that_mixes_numbers_and_dates(tmp_path):
     path = write_csv(tmp_path / "m.csv", ["t", "y"], [["1", "1"], ["2001-01-01", "2"]])
     with pytest.raises(F.ForecastError, match="row 3.*mixes numbers and dates"):
         F.read_csv(path, "y", time="t")
+
+
+def test_a_diverging_forecast_run_stops_with_one_line_and_a_non_zero_exit(tmp_path, capsys):
+    """The shared trainer's divergence check reaches the forecaster: a learning rate that overflows the weights
+    ends the run with one line (no traceback) and exit 1, not a model of NaNs and exit 0."""
+    path = series_csv(tmp_path / "sales.csv", structured_series())
+    rc, _, err = run_cli(["forecast", "train", "--csv", str(path), "--target", "sales", "--time", "date",
+                          "--horizon", "6", "--season", "12", "--out", str(tmp_path / "run"), "--hidden-size", "8",
+                          "--lr", "1e30", "--quiet"], capsys)
+    assert rc == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "diverged" in lines[0] and "Traceback" not in err, err

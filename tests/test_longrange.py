@@ -281,3 +281,13 @@ def test_report_quick_writes_table_results_plots_and_resumes(tmp_path, capsys) -
     again = (out / "results.jsonl").read_text().splitlines()
     assert again[:-1] == lines[:-1] and json.loads(again[-1])["key"] == json.loads(lines[-1])["key"]
     assert len(again) == len(runs) and {json.loads(line)["key"] for line in again} == {r.key for r in runs}
+
+
+def test_a_diverging_lab_run_stops_with_one_line_and_a_non_zero_exit(capsys) -> None:
+    """The shared trainer's divergence check reaches the lab: exit 1 and one line, not a 'not solved' verdict."""
+    code = main(["longrange", "--task", "adding", "--length", "5", "--model", "lstm", "--steps", "20",
+                 "--eval-every", "5", "--hidden-size", "8", "--lr", "1e30", "--clip", "0", "--json"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "diverged" in lines[0] and "Traceback" not in err, err

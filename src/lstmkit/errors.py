@@ -7,7 +7,9 @@ some input mistakes (a wrong ``input_size``, a hidden state of the wrong shape) 
 (``cli/common.py``: ``USER_ERRORS``).
 
 The modules that raised them first still export them under the old names (``lstmkit.checkpoint.CheckpointError``,
-``lstmkit.apps.charlm.TextError``, ``lstmkit.apps.forecast.ForecastError``, ``lstmkit.cli.common.UsageError``).
+``lstmkit.apps.charlm.TextError``, ``lstmkit.apps.forecast.ForecastError``, ``lstmkit.cli.common.UsageError``,
+and the trainer's ``TrainingError``, ``TrainingDiverged``, ``RunLocked`` and ``TrainingInterrupted`` from
+``lstmkit.train``). A ``TrainingError`` is printed as one line too, with its own ``exit_code``.
 """
 
 
@@ -31,4 +33,29 @@ class UsageError(Exception):
     """Bad input from the user on the command line: printed as one line on stderr, exit status 2."""
 
 
-__all__ = ["CheckpointError", "ForecastError", "InputError", "TextError", "UsageError"]
+class TrainingError(RuntimeError):
+    """A run that could not go on; ``exit_code`` is the status the command line exits with."""
+
+    exit_code = 1
+
+
+class TrainingDiverged(TrainingError):
+    """The loss or the gradient became NaN or infinite (and the run was not told to skip such steps)."""
+
+    exit_code = 1
+
+
+class RunLocked(TrainingError):
+    """Another live process is training into the same output directory."""
+
+    exit_code = 2
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; the step in flight was finished and ``last/`` written before this was raised."""
+
+
+__all__ = [
+    "CheckpointError", "ForecastError", "InputError", "RunLocked", "TextError", "TrainingDiverged", "TrainingError",
+    "TrainingInterrupted", "UsageError",
+]

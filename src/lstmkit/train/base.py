@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import RunLocked, TrainingDiverged, TrainingError, TrainingInterrupted  # noqa: F401 (home: errors.py)
+
 if TYPE_CHECKING:
     from .loop import Trainer
 
@@ -19,28 +21,6 @@ SCHEDULES = ("auto", "cosine", "plateau", "constant")
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
-
-
-class TrainingError(RuntimeError):
-    """A run that could not go on; ``exit_code`` is the status the command line exits with."""
-
-    exit_code = 1
-
-
-class TrainingDiverged(TrainingError):
-    """The loss or the gradient became NaN or infinite (and the run was not told to skip such steps)."""
-
-    exit_code = 1
-
-
-class RunLocked(TrainingError):
-    """Another live process is training into the same output directory."""
-
-    exit_code = 2
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived; the step in flight was finished and ``last/`` written before this was raised."""
 
 
 @dataclass(frozen=True)
