@@ -70,7 +70,7 @@ def register(subparsers: Any) -> None:
     add_variant_arguments(p, dest_prefix="model.", skip=tuple(n for n in variant_names if n not in model_fields))
 
     g = p.add_argument_group("training")
-    _field(g, "--seq-len", "train", "seq_len", ranged(int, 1), "BPTT steps per batch (100)")
+    _field(g, "--seq-len", "train", "seq_len", ranged(int, 1), "BPTT steps per batch (64)")
     _field(g, "--batch-size", "train", "batch_size", ranged(int, 1), "rows per batch, per process (16)")
     _field(g, "--optimizer", "train", "optimizer", str, "adamw or sgd", choices=list(OPTIMIZERS))
     _field(g, "--lr", "train", "lr", ranged(float, 0, inclusive=False), "learning rate (6e-3)")
