@@ -57,7 +57,8 @@ def main() -> None:
             gemm = sum(e.self_cpu_time_total for e in events if any(k in e.key for k in GEMM_KEYS))
             print(f"T={T} B={B} H={H} {mode}: GEMMs {gemm / total:.0%} of {total / 5 / 1000:.1f} ms per call")
             for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:6]:
-                print(f"    {e.key:45s} {e.self_cpu_time_total / 5 / 1000:8.2f} ms  ({e.self_cpu_time_total / total:.0%})")
+                share = e.self_cpu_time_total / total
+                print(f"    {e.key:45s} {e.self_cpu_time_total / 5 / 1000:8.2f} ms  ({share:.0%})")
 
 
 if __name__ == "__main__":
