@@ -63,6 +63,8 @@ def assert_close(a: Any, b: Any) -> None:
 @pytest.mark.parametrize("grad", [False, True])
 @pytest.mark.parametrize("kwargs", [{}, {"num_layers": 2}, {"num_layers": 2, "bidirectional": True}])
 def test_tuned_choice_is_able_reported_and_matches_torch_nn(mode, grad, kwargs):
+    if grad:  # the default policy measures no call that records a gradient; switched on, it measures these too
+        autotune.set_auto_tuning(True)
     ref, ours = pair(mode, **kwargs)
     ref.eval(), ours.eval()
     x = torch.randn(1, 1, I)
@@ -114,8 +116,24 @@ def test_measured_once_per_shape_class(monkeypatch):
         ours(torch.randn(40, 8, I))  # T * B above SMALL_CALL: the fixed order, nothing measured
         assert len(calls) == 3 and ours.engine == AUTO_ORDER[0]
     with torch.enable_grad():
-        ours(torch.randn(1, 1, I))  # recording autograd is its own class
+        ours(torch.randn(1, 1, I))  # the default policy measures no call that records a gradient
+    assert len(calls) == 3 and ours.engine == AUTO_ORDER[0]
+    autotune.set_auto_tuning(True)
+    with torch.enable_grad():
+        ours(torch.randn(1, 1, I))  # tuning every shape: recording autograd is its own class
     assert len(calls) == 4
+
+
+def test_training_steps_never_follow_a_timing_by_default(monkeypatch):
+    """A small training step (autograd recording) takes the fixed order, so that two runs of the same training,
+    or a run and its resumption, compute the same bits whatever the machine's load (the SIGKILL resume test of
+    test_cli_train.py trains at T * B = 48, under SMALL_CALL)."""
+    monkeypatch.setattr(autotune, "_time", lambda *args: pytest.fail("a training step was measured"))
+    _, ours = pair(num_layers=2)
+    ours.train()
+    out, _ = ours(torch.randn(12, 4, I))
+    out.sum().backward()
+    assert ours.engine == AUTO_ORDER[0] and not autotune.cache()
 
 
 def test_tuning_off_gives_the_fixed_order(monkeypatch):
@@ -151,6 +169,7 @@ def test_tuning_everything_and_pinning():
 @pytest.mark.parametrize("grad", [False, True])
 def test_tuning_leaves_the_random_generator_and_the_gradients_alone(grad):
     """Dropout between layers in training: a first (tuned) call draws the same masks as a pinned module does."""
+    autotune.set_auto_tuning(True)  # the default policy measures no call that records a gradient
     _, tuned = pair(num_layers=3, dropout=0.5)
     x = torch.randn(1, 2, I, requires_grad=grad)
     torch.manual_seed(7)

@@ -18,10 +18,10 @@ only once the kernel is loaded in this process.
 
 When it tunes (the default policy, and how to pin):
 
-* by default, for calls with ``T * B <= SMALL_CALL`` (streaming, generation, one step at a time), where the
-  choice is worth the most and torch.nn's kernel is at its slowest; larger calls take the fixed
-  :data:`lstmkit.engines.AUTO_ORDER`, measured once in ``docs/benchmarks.md`` (so a training run on the usual
-  shapes does not depend on a timing);
+* by default, for calls with ``T * B <= SMALL_CALL`` that record no gradient (streaming and generation under
+  ``torch.no_grad()``, one step at a time), where the choice is worth the most and torch.nn's kernel is at its
+  slowest; every other call takes the fixed :data:`lstmkit.engines.AUTO_ORDER`, measured once in
+  ``docs/benchmarks.md``, so that no training step depends on a timing;
 * ``set_auto_tuning(True)`` tunes every shape, ``set_auto_tuning(False)`` (or the environment variable
   ``LSTMKIT_AUTOTUNE=0``) never: ``auto`` is then the fixed order, the same on every run;
 * engines differ in the last bits of their results, so a run that must be bit-reproducible pins its engine
@@ -75,10 +75,15 @@ def auto_tuning() -> bool | None:
 
 
 def should_tune(steps: int, batch: int) -> bool:
-    """Whether ``auto`` measures for a call of ``steps`` time steps and ``batch`` rows under the policy in force."""
+    """Whether ``auto`` measures for a call of ``steps`` time steps and ``batch`` rows under the policy in force.
+
+    The default policy measures small calls that record no gradient (streaming, generation): a training step
+    whose engine followed a timing would compute other last bits on a busier machine, and a training run, resumed
+    or repeated, must give the same weights (measured: tiny training runs diverged between two runs under load).
+    """
     policy = auto_tuning()
     if policy is None:
-        return steps * batch <= SMALL_CALL
+        return steps * batch <= SMALL_CALL and not torch.is_grad_enabled()
     return policy
 
 
