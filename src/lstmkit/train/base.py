@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -108,7 +109,7 @@ def resolve_device(request: str) -> torch.device:
     return device
 
 
-class Task:
+class Task(ABC):
     """What an application brings to the loop: its model, its batches, its loss and its evaluation.
 
     Subclass it and give ``model`` (an ``nn.Module``) and the methods below; the defaults suit a task with no
@@ -125,28 +126,31 @@ class Task:
 
     def setup(self, device: torch.device, rank: int, world: int) -> None:
         """Move the data to ``device`` and take this rank's shard; ValueError if there is too little."""
+        return None  # an optional hook: nothing to do by default
 
+    @abstractmethod
     def steps_per_epoch(self) -> int:
         """How many steps make an epoch (the same on every rank and in every epoch)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def epoch_batches(self, epoch: int) -> Any:
         """The batches of ``epoch``, indexable by position ``0 .. steps_per_epoch() - 1``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def loss(self, net: nn.Module, batch: Any) -> Tensor:
         """The scalar training loss of ``batch`` under ``net`` (the model, or its DDP wrapper), graph attached."""
-        raise NotImplementedError
 
     def end_epoch(self) -> None:
         """After an epoch's last batch (e.g. drop a carried state)."""
+        return None  # an optional hook: nothing to do by default
 
     def discard_state(self) -> None:
         """A step was skipped as non-finite: drop anything carried from it."""
+        return None  # an optional hook: nothing to do by default
 
+    @abstractmethod
     def evaluate(self) -> float:
         """The validation loss (lower is better), the same value on every rank (sum over ranks if sharded)."""
-        raise NotImplementedError
 
     def metrics(self, train_loss: float, val_loss: float) -> dict[str, float]:
         """More columns for an evaluation's row of ``metrics.csv`` (e.g. perplexity, bits per character)."""
@@ -158,6 +162,7 @@ class Task:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+        return None  # an optional hook: nothing to do by default
 
 
 class Callback:
