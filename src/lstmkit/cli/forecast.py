@@ -267,13 +267,18 @@ def run_predict(args: argparse.Namespace) -> int:
         elif args.out:
             print(f"wrote {Path(args.out) / 'forecast.csv'} and {Path(args.out) / 'forecast.png'}")
         else:
-            writer = csv.writer(sys.stdout, lineterminator="\n")
-            writer.writerow(list(rows[0]))
-            for row in rows:
-                writer.writerow([v if isinstance(v, str) else f"{v:.6g}" for v in row.values()])
+            _print_csv(rows)
         return 0
 
     return _library_errors(go)
+
+
+def _print_csv(rows: list[dict[str, Any]]) -> None:
+    """Forecast rows as CSV on stdout: a header from the first row's keys, numbers to 6 significant digits."""
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(list(rows[0]))
+    for row in rows:
+        writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row.values()])
 
 
 def run_predict_global(args: argparse.Namespace) -> int:
@@ -291,10 +296,7 @@ def run_predict_global(args: argparse.Namespace) -> int:
         elif args.out:
             print(f"wrote {Path(args.out) / 'forecast.csv'}")
         else:
-            writer = csv.writer(sys.stdout, lineterminator="\n")
-            writer.writerow(list(rows[0]))
-            for row in rows:
-                writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row.values()])
+            _print_csv(rows)
         return 0
 
     return _library_errors(go)
