@@ -11,7 +11,7 @@ import torch
 from lstmkit.apps import longrange
 from lstmkit.apps.longrange import LongRangeConfig, build_model, gradient_flow, sweep, sweep_table, train
 from lstmkit.cli import main
-from lstmkit.tasks import make_task
+from lstmkit.synthetic import make_task
 
 SMALL = {"hidden_size": 32, "eval_size": 128}
 

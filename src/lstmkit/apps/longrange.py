@@ -1,4 +1,4 @@
-"""The long-range memory lab: train an LSTM, GRU or simple RNN on a task from :mod:`lstmkit.tasks` and measure
+"""The long-range memory lab: train an LSTM, GRU or simple RNN on a task from :mod:`lstmkit.synthetic` and measure
 what it remembers.
 
 The claim under test is the one every LSTM text makes (Hochreiter & Schmidhuber 1997; Bengio, Simard &
@@ -35,7 +35,7 @@ from tqdm import tqdm
 from .. import engines
 from ..fileio import atomic_write
 from ..modules import GRU, LSTM, RNN
-from ..tasks import DEFAULT_LENGTHS, TASKS, LongRangeTask, make_task
+from ..synthetic import DEFAULT_LENGTHS, TASKS, LongRangeTask, make_task
 from ..train import Callback, TrainConfig, Trainer
 from ..train import Task as TrainTask
 from ..variants import NAMES
@@ -62,7 +62,7 @@ INITS: tuple[str, ...] = ("torch", "zeros", "forget1", "chrono")
 class LongRangeConfig:
     """One training run: which task, which model, and how it is trained. Serialised to JSON with the result."""
 
-    task: str = "adding"  # a key of lstmkit.tasks.TASKS: "adding", "copy", "temporal-order", "digits", ...
+    task: str = "adding"  # a key of lstmkit.synthetic.TASKS: "adding", "copy", "temporal-order", "digits", ...
     length: int | None = None  # the gap T the task makes the model bridge; None: the task's DEFAULT_LENGTHS
     model: str = "lstm"  # "lstm", "gru" or "rnn" (tanh)
     hidden_size: int = 128
@@ -189,7 +189,7 @@ class LongRangeResult:
     seconds: float  # wall time of the run, training and validation
     cpu_seconds: float  # CPU time of this process during the run (fair under load with one thread)
     metric: str  # "MSE" or "error rate"
-    threshold: float  # lstmkit.tasks.SOLVED_FRACTION * baseline
+    threshold: float  # lstmkit.synthetic.SOLVED_FRACTION * baseline
     steps: int  # steps trained
     engine: str  # the engine that ran the model
     history: tuple[tuple[int, float], ...]  # (step, metric) at every validation, step 0 included

@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import engines
 from ..apps import longrange
-from ..tasks import TASKS
+from ..synthetic import TASKS
 from ..train import resolve_device
 from .common import UsageError, add_variant_arguments, device, ranged, variant_kwargs
 

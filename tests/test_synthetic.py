@@ -1,4 +1,4 @@
-"""lstmkit.tasks: shapes, seeded reproducibility, that each task asks what it says, and each chance level
+"""lstmkit.synthetic: shapes, seeded reproducibility, that each task asks what it says, and each chance level
 measured against its formula."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lstmkit.tasks import (
+from lstmkit.synthetic import (
     DEFAULT_LENGTHS,
     SOLVED_FRACTION,
     TASKS,
@@ -18,8 +18,8 @@ from lstmkit.tasks import (
     TemporalOrderTask,
     make_task,
 )
-from lstmkit.tasks import digits as digits_module
-from lstmkit.tasks.temporal_order import SYMBOLS
+from lstmkit.synthetic import digits as digits_module
+from lstmkit.synthetic.temporal_order import SYMBOLS
 
 needs_sklearn = pytest.mark.skipif(not digits_module.sklearn_available(),
                                    reason="the digits tasks need scikit-learn (pip install scikit-learn)")
