@@ -1,10 +1,11 @@
-"""engine="auto" by measurement (engines/autotune.py) and the plain-call shortcut (modules._RNNBase._plain_call).
+"""engine="auto" by measurement (engines/autotune.py) and the small call's one path (modules._RNNBase._run).
 
 What must hold whatever the timings say: the choice is an engine able to run the configuration, it is measured
 once per shape class and reported by ``module.engine``; the results equal torch.nn's; tuning switched off gives
-the fixed AUTO_ORDER; tuning leaves the caller's random number generator, gradients and inputs as they were; the
-shortcut computes the general path's results, bit for bit on the reference engine, and keeps working where
-parameters are substituted (functional_call, parametrizations, replaced or updated weights), compiled or exported.
+the fixed AUTO_ORDER; tuning leaves the caller's random number generator, gradients and inputs as they were; a
+module's call computes its engine's results, bit for bit on the reference engine (one step takes its one-step
+form), and what the module keeps between calls never hides substituted parameters (functional_call,
+parametrizations, replaced or updated weights), compiled or exported.
 No timing is asserted.
 """
 
@@ -17,7 +18,6 @@ import torch
 from torch import Tensor, nn
 
 import lstmkit
-from lstmkit import modules
 from lstmkit.engines import AUTO_ORDER, ENGINES, autotune
 from lstmkit.engines.base import RNNSpec
 from lstmkit.engines.reference import ENGINE as REFERENCE
@@ -199,23 +199,28 @@ CONFIGS = [
 @pytest.mark.parametrize("mode, kwargs", [(m, k) for m in ("LSTM", "GRU") for k in CONFIGS]
                          + [("LSTM", {"proj_size": 2, "num_layers": 2})])
 @pytest.mark.parametrize("batch", [1, 4])
-def test_shortcut_equals_the_general_path_bit_for_bit(monkeypatch, kwargs, mode, batch):
+def test_a_call_is_its_engine_bit_for_bit(kwargs, mode, batch):
+    """The module's one path (checks, kept weights, one-step form at T=1) computes what ReferenceEngine.forward
+    computes on the canonical form, bit for bit, in training (dropout between layers) and eval."""
     _, ours = pair(mode, "reference", **kwargs)
     ours.train("dropout" in kwargs)
+    rows = ours.num_layers * (2 if ours.bidirectional else 1)
     for steps, unbatched in ((1, False), (1, True), (3, False)):
         x = torch.randn(steps, I) if unbatched else torch.randn(steps, batch, I)
         if kwargs.get("batch_first") and not unbatched:
             x = x.transpose(0, 1).contiguous()
         torch.manual_seed(1)
-        fast = ours(x)
-        monkeypatch.setattr(modules, "_SHORTCUT_ON", False)
+        out, final = ours(x)
+        xt = x.unsqueeze(1) if unbatched else (x.transpose(0, 1) if kwargs.get("batch_first") else x)
+        hx = tuple(xt.new_zeros(rows, xt.size(1), size) for _, size in ours._state_sizes())
         torch.manual_seed(1)
-        general = ours(x)
-        monkeypatch.setattr(modules, "_SHORTCUT_ON", True)
-        flat_fast = [fast[0], *(fast[1] if isinstance(fast[1], tuple) else (fast[1],))]
-        flat_general = [general[0], *(general[1] if isinstance(general[1], tuple) else (general[1],))]
-        for a, b in zip(flat_fast, flat_general, strict=True):
+        out_e, final_e = REFERENCE.forward(ours._spec(), xt, hx, ours._layer_weights(), None, ours.training)
+        out_e = out_e.squeeze(1) if unbatched else (out_e.transpose(0, 1) if kwargs.get("batch_first") else out_e)
+        final_e = tuple(s.squeeze(1) for s in final_e) if unbatched else final_e
+        flat = [out, *(final if isinstance(final, tuple) else (final,))]
+        for a, b in zip(flat, [out_e, *final_e], strict=True):
             assert a.shape == b.shape and torch.equal(a, b)
+        assert ours.last_engine == "reference"
 
 
 @pytest.mark.parametrize("hidden", [1, 5, 16, 33])
@@ -315,12 +320,18 @@ def test_bad_input_still_gets_the_general_paths_errors():
 @pytest.mark.parametrize("variant", [{"peephole": True}, {"recurrent_dropout": 0.2}, {"zoneout": 0.1},
                                      {"cell": "slstm"}, {"forget_bias": 1.0}])
 @pytest.mark.parametrize("training", [False, True])
-def test_only_plain_modules_take_the_shortcut(variant, training):
-    """Any variant switched on but an initialisation (forget_bias) takes the general path, in eval too (a
-    training-only variant is off there, but the general path is the one that knows)."""
+def test_only_calls_without_variants_are_measured(monkeypatch, variant, training):
+    """A variant the engines see goes to the engine that runs it (choice.py), measured never; an initialisation
+    (forget_bias), or recurrent dropout in eval, leaves a plain call, which is measured like any small call."""
+    calls = []
+    timer = autotune._time
+    monkeypatch.setattr(autotune, "_time", lambda run, pool, sync=None: calls.append(1) or timer(run, pool, sync))
     m = lstmkit.LSTM(I, H, **variant).train(training)
-    plain = m._plain_call(torch.randn(1, 1, I), None)
-    assert (plain is not None) == ("forget_bias" in variant)
+    with torch.no_grad():
+        m(torch.randn(1, 1, I))
+    plain = not m._spec().switched_on
+    assert bool(calls) == plain
+    assert plain == ("forget_bias" in variant or ("recurrent_dropout" in variant and not training))
 
 
 def test_an_engine_that_fails_while_measured_is_not_chosen():

@@ -1,12 +1,11 @@
 """The fused engine (engines/fused.py + csrc/fused_lstm.cpp) against the reference engine, torch.nn.LSTM and float64
-finite differences; its eager fallback the same way; its custom ops through torch.library.opcheck.
+finite differences; its custom ops through torch.library.opcheck; without its kernel, an unsupported engine.
 
 The first test to run builds the C++ kernel (tens of seconds on a fresh machine; cached afterwards).
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import pytest
@@ -215,10 +214,9 @@ def _gradcheck_layer(
 
     def f(x_proj, h0, c0, w_hh, *rest):
         w = {**dict.fromkeys(optional), **dict(zip(names, rest, strict=True))}
-        return fused.FusedLSTMLayer.apply(
-            x_proj, h0, c0, w_hh, w["w_hr"], n, reverse, mask, w["w_ci"], w["w_cf"], w["w_co"], coupled, z_c, z_h,
-            w["ln_hh"], w["ln_c_w"], w["ln_c_b"],
-        )
+        layer = fused.LSTMLayer(w_hh, **w, h_mask=mask, z_c=z_c, z_h=z_h, lengths=n, coupled=coupled,
+                                reverse=reverse)
+        return fused.lstm_layer(x_proj, h0, c0, layer)
 
     inputs = (param(T, B, G), param(B, P), param(B, Hs), param(G, P), *(optional[k] for k in names))
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
@@ -310,9 +308,8 @@ def test_variants_match_reference_in_training(kwargs: dict[str, Any], packed: bo
     """Training mode: the module draws the masks once, before the engine, so both engines see the same masks.
     Every parameter is redrawn in [-0.5, 0.5] so that the peephole weights (initialised as torch.nn would
     initialise any weight) and the gates they feed matter."""
-    # Layer norm's gradients reach ~10 here, and float32 rounding in them scales with that: the eager fallback (no
-    # approximate exp/tanh) differs from float64 by 3e-6 of the largest entry, the reference by 1e-6. So with layer
-    # norm the absolute tolerance is 1e-5 of the largest entry; float64 (below) checks the same engines to 1e-10.
+    # Layer norm's gradients reach ~10 here, and float32 rounding in them scales with that: so with layer norm the
+    # absolute tolerance is 1e-5 of the largest entry; float64 (below) checks the same engines to 1e-10.
     scaled = bool(kwargs.get("layer_norm"))
     for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-10)):
         reference, fast = _pair(kwargs, dtype)
@@ -403,69 +400,44 @@ def _gradcheck_slstm(reverse: bool, lengths: list[int] | None, dropout: bool) ->
     )
     inputs = tuple(t.requires_grad_() for t in inputs)
 
-    def f(*args: Tensor) -> Any:
-        return fused.FusedSLSTMLayer.apply(*args, n, reverse, mask)
+    def f(x_proj: Tensor, h0: Tensor, c0: Tensor, n0: Tensor, m0: Tensor, w_hh: Tensor) -> Any:
+        return fused.slstm_layer(x_proj, (h0, c0, n0, m0), fused.SLSTMLayer(w_hh, mask, n, reverse))
 
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7)
 
 
 @pytest.fixture
-def fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pretend the C++ kernel could not be built."""
-    monkeypatch.setattr(fused, "_state", {"module": None, "tried": True, "error": "forced by a test", "warned": False})
+    monkeypatch.setattr(fused, "_state", {"module": None, "tried": True, "error": "OSError: forced by a test"})
 
 
-def test_fallback_warns_once_and_matches_reference(fallback: None) -> None:
-    reference, fast = _pair({"num_layers": 2, "bidirectional": True, "proj_size": 4})
-    x, hx = _inputs(fast)
-    with pytest.warns(RuntimeWarning, match="could not be built.*forced by a test"):
-        got = _run(fast, x, hx, packed=True)
-    _assert_close(got, _run(reference, x, hx, packed=True))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        _run(fast, x, hx, packed=False)  # no second warning
-
-
-def test_fallback_gradcheck(fallback: None) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for reverse in (False, True):
-            _gradcheck_layer(reverse, proj=True, lengths=[5, 2, 4])
-            _gradcheck_layer(reverse, proj=True, lengths=[5, 2, 4], dropout=True, peephole=True)
-            _gradcheck_layer(reverse, proj=False, lengths=[5, 2, 4], peephole=True, coupled=True)
-            _gradcheck_layer(reverse, proj=True, lengths=[5, 2, 4], dropout=True, peephole=True, zoneout=True)
-            _gradcheck_layer(reverse, proj=False, lengths=[5, 2, 4], peephole=True, coupled=True, zoneout=True)
-            _gradcheck_layer(reverse, proj=True, lengths=[5, 2, 4], peephole=True, zoneout=True, layer_norm=True)
-            _gradcheck_layer(reverse, proj=False, lengths=[5, 2, 4], coupled=True, layer_norm=True)
-            _gradcheck_slstm(reverse, [5, 2, 4], dropout=True)
-
-
-def test_fallback_variants_match_reference(fallback: None) -> None:
-    kwargs = {"peephole": True, "coupled_gates": True, "recurrent_dropout": 0.3, "num_layers": 2, "zoneout": 0.3,
-              "bidirectional": True, "layer_norm": True}
-    reference, fast = _pair(kwargs)
-    x, hx = _inputs(fast)
-    torch.manual_seed(7)
-    expected = _run(reference, x, hx, packed=True)
-    torch.manual_seed(7)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        _assert_close(_run(fast, x, hx, packed=True), expected, scaled=True)
-    reference, fast = _pair({"cell": "slstm", "recurrent_dropout": 0.3, "bidirectional": True})
-    x, _ = _inputs(fast)
-    torch.manual_seed(7)
-    expected = _run(reference, x, None, packed=True)
-    torch.manual_seed(7)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        _assert_close(_run(fast, x, None, packed=True), expected, scaled=True)
+def test_without_its_kernel_the_engine_is_unsupported(no_kernel: None) -> None:
+    """No eager copy of the loop: fused says why it cannot run, auto takes another engine, a request by name is
+    refused with the build error."""
+    reason = fused.ENGINE.unsupported(lstmkit.LSTM(I, H)._spec(), torch.device("cpu"), torch.float32)
+    assert reason is not None and "could not be built" in reason and "forced by a test" in reason
+    with pytest.raises(ValueError, match="engine='fused' cannot run.*forced by a test"):
+        lstmkit.LSTM(I, H, engine="fused")
+    with_variant = lstmkit.LSTM(I, H, peephole=True)
+    x = torch.randn(6, 2, I)
+    with_variant(x)
+    assert with_variant.last_engine == "reference"  # fused runs the variants, but it is not there
+    plain = lstmkit.LSTM(I, H)
+    plain(x, lengths=torch.tensor([6, 3]))
+    assert plain.last_engine == "native"  # lengths go to fused when it is built, else torch's packed kernel
+    with_variant.engine = "reference"
+    with pytest.raises(ValueError, match="forced by a test"):
+        with_variant.engine = "fused"
 
 
 def test_build_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fused, "_state", {"module": None, "tried": False, "error": None, "warned": False})
+    monkeypatch.setattr(fused, "_state", {"module": None, "tried": False, "error": None})
     monkeypatch.setenv("LSTMKIT_FUSED_BUILD", "0")
-    with pytest.warns(RuntimeWarning, match="LSTMKIT_FUSED_BUILD=0"):
-        assert fused.kernel() is None
+    assert fused.kernel() is None
+    assert "LSTMKIT_FUSED_BUILD=0" in (fused.build_error() or "")
+    with pytest.raises(ValueError, match="LSTMKIT_FUSED_BUILD=0"):
+        lstmkit.LSTM(I, H, engine="fused")
 
 
 def test_aten_gemm_path_matches(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -482,31 +454,29 @@ def test_custom_ops_pass_opcheck() -> None:
     """The fake (meta) implementations agree with the real ones, so torch.compile/export can trace the engine."""
     torch.manual_seed(4)
     T, B, Hs, P = 4, 3, 4, 2
-    args = (
-        torch.randn(T, B, 4 * Hs), torch.randn(B, P), torch.randn(B, Hs), torch.randn(4 * Hs, P),
-        torch.randn(P, Hs), torch.tensor([4, 1, 3]), torch.rand(B, P), None, torch.randn(Hs), torch.randn(Hs),
-        torch.rand(T, B, Hs), torch.rand(T, B, P), torch.randn(4 * Hs), torch.randn(Hs), torch.randn(Hs),
-        False, True, True,
+    x_proj, h0, c0 = torch.randn(T, B, 4 * Hs), torch.randn(B, P), torch.randn(B, Hs)
+    layer = fused.LSTMLayer(
+        torch.randn(4 * Hs, P), torch.randn(P, Hs), None, torch.randn(Hs), torch.randn(Hs), torch.randn(4 * Hs),
+        torch.randn(Hs), torch.randn(Hs), torch.rand(B, P), torch.rand(T, B, Hs), torch.rand(T, B, P), None,
+        torch.tensor([4, 1, 3]), False, True,
     )
-    torch.library.opcheck(fused.fused_lstm_forward, args, test_utils=("test_schema", "test_faketensor"))
-    out, h_n, c_n, gates, cells, ln_hat, ln_stats = fused.fused_lstm_forward(*args)
-    bargs = (torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n), out, args[1], args[2], gates, cells,
-             *args[3:12], ln_hat, ln_stats, *args[12:15], False, True)
-    torch.library.opcheck(fused.fused_lstm_backward, bargs, test_utils=("test_schema", "test_faketensor"))
-    # Streaming resets (forward in time only): the optional last argument of both ops.
+    # Streaming resets (forward in time only) in the second round.
     reset = torch.tensor([[False, True, False], [False, False, False], [True, False, True], [False, True, False]])
-    rargs = (*args[:16], False, True, reset)
-    torch.library.opcheck(fused.fused_lstm_forward, rargs, test_utils=("test_schema", "test_faketensor"))
-    out, h_n, c_n, gates, cells, ln_hat, ln_stats = fused.fused_lstm_forward(*rargs)
-    rbargs = (torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n), out, args[1], args[2], gates,
-              cells, *args[3:12], ln_hat, ln_stats, *args[12:15], False, False, reset)
-    torch.library.opcheck(fused.fused_lstm_backward, rbargs, test_utils=("test_schema", "test_faketensor"))
-    sargs = (torch.randn(T, B, 4 * Hs), *(torch.randn(B, Hs) for _ in range(2)), torch.rand(B, Hs) + 0.5,
-             torch.randn(B, Hs), torch.randn(4 * Hs, Hs), torch.tensor([4, 1, 3]), torch.rand(B, Hs), True, True)
+    for lay in (layer, layer._replace(reset=reset, reverse=False)):
+        flags = [lay.coupled, lay.reverse]
+        args = (x_proj, h0, c0, lay.tensors(), [*flags, True])
+        torch.library.opcheck(fused.fused_lstm_forward, args, test_utils=("test_schema", "test_faketensor"))
+        out, h_n, c_n, *saved = fused.fused_lstm_forward(*args)
+        grads = [torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n)]
+        bargs = (grads, [out, h0, c0, *saved], lay.tensors(), flags)
+        torch.library.opcheck(fused.fused_lstm_backward, bargs, test_utils=("test_schema", "test_faketensor"))
+    states = [*(torch.randn(B, Hs) for _ in range(2)), torch.rand(B, Hs) + 0.5, torch.randn(B, Hs)]
+    slayer = fused.SLSTMLayer(torch.randn(4 * Hs, Hs), torch.rand(B, Hs), torch.tensor([4, 1, 3]), True)
+    sargs = (torch.randn(T, B, 4 * Hs), states, slayer.tensors(), [True, True])
     torch.library.opcheck(fused.fused_slstm_forward, sargs, test_utils=("test_schema", "test_faketensor"))
     out, h_n, c_n, n_n, m_n, gates, cells, norms = fused.fused_slstm_forward(*sargs)
-    sbargs = (torch.randn_like(out), *(torch.randn_like(s) for s in (h_n, c_n, n_n, m_n)), out, *sargs[1:4], gates,
-              cells, norms, sargs[5], sargs[6], sargs[7], True)
+    sgrads = [torch.randn_like(out), *(torch.randn_like(s) for s in (h_n, c_n, n_n, m_n))]
+    sbargs = (sgrads, [out, *states[:3], gates, cells, norms], slayer.tensors(), [True])
     torch.library.opcheck(fused.fused_slstm_backward, sbargs, test_utils=("test_schema", "test_faketensor"))
 
 

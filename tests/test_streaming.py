@@ -169,19 +169,14 @@ def test_streaming_example_runs() -> None:
     assert torch.equal(example.stream_in_chunks(model, x, reset, chunk=7), whole)
 
 
-@pytest.mark.parametrize("compiled", [True, False], ids=["kernel", "eager-fallback"])
-def test_fused_resets_in_its_loop_as_the_reference_cuts_the_sequence(
-    compiled: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_fused_resets_in_its_loop_as_the_reference_cuts_the_sequence() -> None:
     """The fused LSTM resets rows inside its time loop (one kernel call, forward and backward); the reference gets
     the module's cut sequence. Same values and gradients, with lengths, projection, peepholes and zoneout."""
-    if not compiled:
-        monkeypatch.setattr(fused, "_state", {"module": None, "tried": True, "error": "test", "warned": True})
     kwargs = {"num_layers": 2, "proj_size": 3, "peephole": True, "zoneout": 0.2}
     reference = lstmkit.LSTM(I, H, engine="reference", **kwargs).eval()
     fast = lstmkit.LSTM(I, H, engine="fused", **kwargs).eval()
     fast.load_state_dict(reference.state_dict())
-    assert fast._select_engine("fused").runs_reset(fast._spec())
+    assert fused.ENGINE.runs_reset(fast._spec())
     x = torch.randn(T, B, I)
     hx = (torch.randn(2, B, 3), torch.randn(2, B, H))
     results = []

@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 import lstmkit
 from lstmkit.engines.base import RNNSpec
 from lstmkit.engines.reference import gated_step_for, input_projection, lstm_gated_step, lstm_variant_gated_step
-from lstmkit.variants import check_variants, draw_masks, recurrent_dropout_mask
+from lstmkit.variants import Variants, check_variants, draw_masks, recurrent_dropout_mask
 
 I, H, T, B = 3, 4, 5, 2
 
@@ -211,7 +211,7 @@ def test_peephole_known_answer_one_step():
 
 
 def _spec(**kwargs) -> RNNSpec:
-    return RNNSpec(mode="LSTM", input_size=I, hidden_size=H, **kwargs)
+    return RNNSpec(mode="LSTM", input_size=I, hidden_size=H, variants=Variants(**kwargs))
 
 
 def test_coupled_gates_input_is_exactly_one_minus_forget():
@@ -583,6 +583,10 @@ def test_state_dict_round_trip_and_whole_module_save(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 
 
+ON = {"cell": "slstm", "peephole": True, "layer_norm": True, "coupled_gates": True, "forget_bias": 1.0,
+      "recurrent_dropout": 0.2, "zoneout": 0.1, "weight_drop": 0.2}  # a value that switches each variant on
+
+
 def test_each_declaration_names_a_real_step_engine_and_spec_field():
     import dataclasses
 
@@ -597,8 +601,10 @@ def test_each_declaration_names_a_real_step_engine_and_spec_field():
         else:
             assert callable(getattr(reference, v.step)), v.name
         assert set(v.engines) <= set(ENGINES) - {"reference", "native"}, v.name  # native runs torch.nn's LSTM only
-        # the engines see exactly the variants they compute
-        assert (v.name in spec_fields) != (v.init_only or v.in_module), v.name
+        # declared once: RNNSpec holds the Variants object, in which the engines see what they compute
+        assert v.name not in spec_fields, v.name
+        seen = getattr(Variants(**{v.name: v.check(v.name, ON[v.name])}).for_engines(True), v.name)
+        assert v.is_on(seen) != (v.init_only or v.in_module), v.name
         assert v.check(v.name, v.default) == v.default and not v.is_on(v.default)
         assert v.help and v.flag == "--" + v.name.replace("_", "-")
 
@@ -624,7 +630,7 @@ def test_fused_support_check_reads_the_declarations(monkeypatch):
     from lstmkit.engines import ENGINES
 
     fused = ENGINES["fused"]
-    spec = RNNSpec("LSTM", I, H, peephole=True)
+    spec = RNNSpec("LSTM", I, H, variants=Variants(peephole=True))
     assert fused.unsupported(spec, torch.device("cpu"), torch.float32) is None
     # Declared as not run by the fused engine, the same variant is refused, by name, with no other change.
     undeclared = tuple(dataclasses.replace(v, engines=()) if v.name == "peephole" else v for v in variants.VARIANTS)

@@ -45,8 +45,10 @@ class MemoryEstimate:
         return dataclasses.asdict(self)
 
 
-def _resolve_engine(engine: str, spec: RNNSpec, dtype: torch.dtype) -> str:
-    return engines.select(engine, spec, torch.device("cpu"), dtype).name
+def _resolve_engine(engine: str, spec: RNNSpec, dtype: torch.dtype, seq_len: int, batch: int, train: bool) -> str:
+    """The engine such a call runs: the modules' one choice (engines.choose), on the CPU."""
+    call = engines.Call(torch.device("cpu"), dtype, seq_len, batch, grad=train, training=train)
+    return engines.choose(engine, spec, call).name
 
 
 def memory_estimate(
@@ -96,7 +98,7 @@ def memory_estimate(
     counts = parameter_count(input_size, hidden_size, num_layers, bidirectional, proj_size)
     spec = RNNSpec("LSTM", input_size, hidden_size, num_layers, True, bidirectional, proj_size)
     torch_dtype = DTYPES[dtype]
-    name = _resolve_engine(engine, spec, torch_dtype)
+    name = _resolve_engine(engine, spec, torch_dtype, seq_len, batch, train)
     if name not in ("reference", "native", "fused"):
         raise ValueError(f"no memory model for engine {name!r}; the calculator knows reference, native and fused")
     s = torch.empty((), dtype=torch_dtype).element_size()

@@ -7,8 +7,10 @@ computes. Everything stored on a module is a plain number, string, bool, list or
 ``torch.load(weights_only=True)`` accepts a whole saved model.
 
 The LSTM variants' keyword arguments, their checks and what the engines see of them derive from the
-declarations in ``variants.py``; recording the gates (``forward_with_gates``, ``return_gates=True``) is the
-engine's, declared in the ``Engine`` protocol. This module imports the engines, never the analysis above it.
+declarations in ``variants.py``. Which engine runs a call is ``engines.choose``'s (``engines/choice.py``), which
+sees the call; recording the gates (``forward_with_gates``, ``return_gates=True``) is the reference equations'
+(``reference.record_gates``). There is one forward path, ``_run``; what does not change between calls is kept
+beside the module (``_Prepared``). This module imports the engines, never the analysis above it.
 """
 
 from __future__ import annotations
@@ -25,15 +27,21 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import engines
-from .engines.autotune import bucket, choose, should_tune
+from .engines.autotune import bucket, should_tune
 from .engines.base import LayerWeights, RNNSpec, States, run_with_resets
 from .engines.gates import GateRecord
 from .engines.native import cell_step as native_cell_step
-from .engines.reference import STEPS, gated_step_for, input_projection, lstm_one_step, one_step_applies
+from .engines.reference import (
+    STEPS,
+    gated_step_for,
+    input_projection,
+    lstm_one_step,
+    one_step_applies,
+    record_gates,
+)
 from .errors import InputError
 from .init import check_init, init_gate_biases
 from .variants import (
-    VARIANTS,
     Variants,
     check_variants,
     draw_masks,
@@ -181,8 +189,9 @@ class _RNNBase(nn.Module):
                     names.append(name)
                 self._flat_weights_names.extend(names[: len(names) - len(extra)])
                 self._all_weights.append(names)
-        # Validates the engine against the configuration now, so a bad choice fails at construction.
-        self._select_engine(self._engine_request)
+        # Validates a named engine against the configuration now, so a bad choice fails at construction.
+        if self._engine_request != "auto":
+            engines.choose(self._engine_request, self._spec(), self._static_call())
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -215,7 +224,7 @@ class _RNNBase(nn.Module):
             proj_size=self.proj_size,
             dropout=self.dropout,
             # A training-only variant (recurrent dropout) is off in eval(), so such a module runs on any engine.
-            **self.variants.for_engines(self.training),
+            variants=self.variants.for_engines(self.training),
         )
 
     def _layer_weights(self) -> list[LayerWeights]:
@@ -224,36 +233,94 @@ class _RNNBase(nn.Module):
             {name.rsplit("_l", 1)[0]: getattr(self, name) for name in names} for names in self._all_weights
         ]
 
-    def _select_engine(self, requested: str, dtype: torch.dtype | None = None) -> engines.Engine:
-        ref = cast(Tensor, self.weight_ih_l0)  # its device and dtype decide what can run
+    def _config_key(self) -> tuple[Any, ...]:
+        """What the prepared state depends on besides the parameters: the configuration as it is now."""
+        return (
+            self.training, self._engine_request, self.mode, self.input_size, self.hidden_size, self.num_layers,
+            self.bias, self.bidirectional, self.proj_size, self.dropout, self._variant_args,
+        )
+
+    @property
+    def _parameter_names(self) -> list[str]:
+        return [name for names in self._all_weights for name in names]
+
+    def _prepared(self, traced: bool) -> _Prepared:
+        """What every call of this module shares while its configuration and parameters stay the same: the spec,
+        the weights by layer, the engine chosen per kind of call. Kept beside the module (``_PREPARED``) and
+        checked against it at each call: the parameters are fetched with getattr every time (functional_call and
+        parametrizations substitute them) and a new tensor, dtype or device, or another configuration, makes it
+        anew. Under torch.compile/export and torch.func transforms nothing is kept: it is made for the call."""
+        names = self._parameter_names
+        params = tuple(getattr(self, name) for name in names)
+        if traced:
+            return _Prepared.make(self, self._config_key(), params)
+        prep = _PREPARED.get(self)
+        ref = params[0]
+        if prep is None or prep.key != self._config_key() or prep.dtype != ref.dtype or prep.device != ref.device \
+                or any(a is not b for a, b in zip(params, prep.params, strict=True)):
+            last = prep.last if prep is not None else None
+            prep = _PREPARED[self] = _Prepared.make(self, self._config_key(), params)
+            prep.last = last
+        return prep
+
+    def _choose(self, prep: _Prepared, call: engines.Call, measure: Any = None) -> engines.Engine:
+        """engines.choose for this module (choice.py): the one choice, remembered per kind of call."""
+        tuned = measure is not None and self._engine_request == "auto" and not (call.lengths or call.reset) and \
+            should_tune(call.steps, call.batch, call.grad)
+        facts: tuple[Any, ...] = (call.device, call.dtype, call.lengths, call.reset, call.grad, call.exporting)
+        if tuned:  # the shape class autotune measures for (its cache is process-wide; this one per module)
+            facts += (torch.get_num_threads(), bucket(call.steps), bucket(call.batch))
+        engine = prep.engines.get(facts)
+        if engine is None:
+            engine = engines.choose(self._engine_request, prep.spec, call, measure if tuned else None)
+            if not call.exporting:
+                prep.engines[facts] = engine
+        return engine
+
+    def _static_call(self, dtype: torch.dtype | None = None) -> engines.Call:
+        """The call the module's configuration alone describes (no input yet): on its weights' device, in their
+        dtype (autocast's for the LSTM when on), recording a gradient when autograd is on."""
+        ref = cast(Tensor, self.weight_ih_l0)
         if dtype is None:
             dtype = ref.dtype
             if self.mode == "LSTM" and torch.is_autocast_enabled(ref.device.type):
                 dtype = torch.get_autocast_dtype(ref.device.type)  # the LSTM computes in autocast's dtype (_run)
-        return engines.select(requested, self._spec(), ref.device, dtype)
+        return engines.Call(ref.device, dtype, grad=torch.is_grad_enabled(), training=self.training)
 
     @property
     def engine(self) -> str:
-        """The name of the engine that runs this module as it is now (``auto`` resolved): for ``auto``, the one its
-        latest call ran on when ``auto`` measured it (see ``engines/autotune.py``), else the fixed order's."""
-        plan, ref = _PLANS.get(self), cast(Tensor, self.weight_ih_l0)
-        if plan is not None and plan.last is not None and plan.key == self._plan_key() and plan.dtype == ref.dtype:
-            return plan.last
-        return self._select_engine(self._engine_request).name
+        """The name of the engine that runs this module as it is now (``auto`` resolved): the one its latest call
+        ran on (:attr:`last_engine`) while the configuration is the same, else the choice for a plain call of its
+        configuration. Set it to pin an engine (``"auto"`` to choose again); a name that cannot run raises
+        ValueError and changes nothing."""
+        prep, ref = _PREPARED.get(self), cast(Tensor, self.weight_ih_l0)
+        if prep is not None and prep.last is not None and prep.key == self._config_key() and \
+                prep.params[0] is ref and prep.dtype == ref.dtype:
+            return prep.last
+        return engines.choose(self._engine_request, self._spec(), self._static_call()).name
 
     @engine.setter
     def engine(self, value: str) -> None:
-        self._select_engine(_check_engine(value))
+        value = _check_engine(value)
+        if value != "auto":
+            engines.choose(value, self._spec(), self._static_call())
         self._engine_request = value
 
-    def resolved_engine(self, input: Tensor, hx: Any = None) -> str:
-        """The name of the engine a call ``self(input, hx)`` runs on, ``auto`` resolved (measuring now when
-        ``auto`` tunes this shape and has not met its class yet). For a record of the choice, as in a checkpoint:
-        pin it later with ``module.engine = name`` to compute the same bits."""
-        plain = self._plain_call(input, hx)
-        if plain is not None:
-            return plain.engine.name
-        return self._select_engine(self._engine_request).name
+    @property
+    def last_engine(self) -> str | None:
+        """The name of the engine that ran this module's latest call (None before the first): for a call with
+        ``lengths`` or ``reset``, or one ``auto`` measured, the one that call took; ``"reference"`` for a call
+        that recorded the gates. Calls traced by torch.compile/export are not counted."""
+        prep = _PREPARED.get(self)
+        return prep.last if prep is not None else None
+
+    def resolved_engine(self, input: Tensor | PackedSequence, hx: Any = None, lengths: Any = None,
+                        reset: Any = None) -> str:
+        """The name of the engine a call ``self(input, hx, lengths=lengths, reset=reset)`` runs on, ``auto``
+        resolved (measuring now when ``auto`` measures this shape and has not met its class yet). Nothing is
+        computed. For a record of the choice, as in a checkpoint: pin it later with ``module.engine = name`` to
+        compute the same bits."""
+        return self._prepare_call(input, hx, False, lengths, reset).engine.name
 
     # -- torch.nn.LSTM's surface -----------------------------------------------------------------------
     @property
@@ -369,9 +436,9 @@ class _RNNBase(nn.Module):
         """``forward`` that also returns every gate and state of every step: ``(output, (h_n, c_n), gates)``.
 
         ``gates`` is a :class:`lstmkit.inspect.GateRecord` (tensors ``(num_layers, num_directions, T, B,
-        size)``, time-major whatever ``batch_first`` says), recorded by the engine (``Engine.forward_with_gates``):
-        its own gates where it exposes them; otherwise (``native``, ``fused``) the reference equations run on the
-        same weights and give the output too.
+        size)``, time-major whatever ``batch_first`` says), recorded by the reference equations on the module's
+        weights (``reference.record_gates``), which then give the output and states too: the fast kernels keep
+        their gates inside. ``module.last_engine`` is then ``"reference"``.
         """
         if self.mode != "LSTM":
             raise TypeError(f"gates are recorded for the LSTM only, not for {type(self).__name__}")
@@ -421,14 +488,14 @@ class _RNNBase(nn.Module):
             reset = reset.transpose(0, 1)
         return reset.to(x.device)
 
-    def _run(
+    def _prepare_call(
         self, input: Tensor | PackedSequence, hx: Any, with_gates: bool, given_lengths: Any = None,
         reset: Any = None,
-    ) -> tuple[Any, Any, GateRecord | None]:
-        # a plain call's shortcut (_PlainCall): no gates, lengths or resets
-        plain = None if with_gates or given_lengths is not None or reset is not None else self._plain_call(input, hx)
-        if plain is not None:
-            return plain.run()
+    ) -> _Call:
+        """Check a call's arguments, put them in the engines' canonical form and choose its engine (choice.py)."""
+        traced = (torch.compiler.is_compiling() or torch.compiler.is_exporting()
+                  or torch._C._are_functorch_transforms_active())
+        prep = self._prepared(traced)
         packed = isinstance(input, PackedSequence)
         if not packed and not isinstance(input, Tensor):
             raise TypeError(f"input must be a Tensor or a PackedSequence, got {type(input).__name__}")
@@ -448,13 +515,12 @@ class _RNNBase(nn.Module):
             if with_gates:
                 raise InputError("reset cannot be combined with gate recording (return_gates, forward_with_gates)")
             reset = self._check_reset(reset, x, unbatched)
-        batch = x.size(1)
+        steps, batch = x.size(0), x.size(1)
 
         states = self._unpack_hx(hx)
-        sizes = self._state_sizes()
-        rows = self.num_layers * (2 if self.bidirectional else 1)
+        sizes = prep.state_sizes
         if states is None:
-            states = tuple(x.new_full((rows, batch, size), initial_state_value(name)) for name, size in sizes)
+            states = tuple(x.new_full((prep.rows, batch, size), initial_state_value(name)) for name, size in sizes)
         else:
             for (name, size), s in zip(sizes, states, strict=True):
                 self._check_state(name, s, size, batch, unbatched, data)
@@ -469,37 +535,60 @@ class _RNNBase(nn.Module):
             states = tuple(s.to(x.dtype) for s in states)
 
         # The input's dtype, not the weights': under autocast the LSTM computes in the autocast dtype.
-        engine = self._select_engine(self._engine_request, x.dtype)
-        if engine.name == "fused" and torch.compiler.is_exporting():
-            # torch.export / torch.onnx.export get the reference equations, standard ops: the exported program
-            # then runs without lstmkit's C++ op, and ONNX has no translation for that op.
-            engine = engines.ENGINES["reference"]
-        spec = self._spec()
-        weights = self._layer_weights()
-        if spec.variants:
+        call = engines.Call(x.device, x.dtype, steps, batch, lengths is not None, reset is not None,
+                            torch.is_grad_enabled(), self.training, torch.compiler.is_exporting())
+        if with_gates:
+            engine: engines.Engine = engines.ENGINES["reference"]  # the kernels keep their gates inside
+        else:
+            engine = self._choose(prep, call, None if traced else self._measure(prep, x, states))
+        return _Call(prep, x, states, lengths, reset, unbatched, engine, traced)
+
+    def _measure(self, prep: _Prepared, x: Tensor, states: States) -> Any:
+        """autotune's timing of one engine on this call's shapes: on clones of the input and states, plain
+        weights, no masks (what the measurement needs is the time, see autotune.py)."""
+        training = self.training
+
+        def run(engine: engines.Engine) -> object:
+            clones = tuple(s.detach().clone() for s in states)
+            return _compute(engine, prep, x.detach().clone(), clones, prep.weights, None, training)
+
+        return run
+
+    def _run(
+        self, input: Tensor | PackedSequence, hx: Any, with_gates: bool, given_lengths: Any = None,
+        reset: Any = None,
+    ) -> tuple[Any, Any, GateRecord | None]:
+        call = self._prepare_call(input, hx, with_gates, given_lengths, reset)
+        prep, x, states, lengths, engine = call.prep, call.x, call.states, call.lengths, call.engine
+        spec, weights = prep.spec, prep.weights
+        if prep.masks:
             # The random masks are drawn here, once, so that every engine computes with the same ones.
-            masks = draw_masks(spec, x.size(0), batch, x, self.training)
+            masks = draw_masks(spec, x.size(0), x.size(1), x, self.training)
             weights = [{**w, **m} for w, m in zip(weights, masks, strict=True)]
         if self.training and self.variants.weight_drop > 0:
             weights = drop_recurrent_weights(weights, self.variants.weight_drop)
         gates: GateRecord | None = None
         if with_gates:
-            out, final, gates = engine.forward_with_gates(spec, x, states, weights, lengths, self.training)
-        elif reset is not None and engine.runs_reset(spec):
+            out, final, gates = record_gates(spec, x, states, weights, lengths, self.training)
+        elif call.reset is not None and engine.runs_reset(spec):
+            reset = call.reset
             if lengths is not None:  # a reset past a row's end changes nothing
                 reset = reset & (torch.arange(x.size(0)).unsqueeze(1) < lengths.unsqueeze(0)).to(reset.device)
             weights = [{**w, "reset": reset} for w in weights]
             out, final = engine.forward(spec, x, states, weights, lengths, self.training)
-        elif reset is not None:
-            initial = tuple(x.new_full((rows, batch, size), initial_state_value(name)) for name, size in sizes)
+        elif call.reset is not None:
+            initial = tuple(x.new_full((prep.rows, x.size(1), size), initial_state_value(name))
+                            for name, size in prep.state_sizes)
             initial = tuple(s.to(states[0].dtype) for s in initial)
 
             def stretch(x_: Tensor, hx_: States, w_: Any, n_: Tensor | None) -> tuple[Tensor, States]:
                 return engine.forward(spec, x_, hx_, w_, n_, self.training)
 
-            out, final = run_with_resets(stretch, x, states, weights, lengths, reset, initial)
+            out, final = run_with_resets(stretch, x, states, weights, lengths, call.reset, initial)
         else:
-            out, final = engine.forward(spec, x, states, weights, lengths, self.training)
+            out, final = _compute(engine, prep, x, states, weights, lengths, self.training)
+        if not call.traced:
+            prep.last = engine.name
 
         if isinstance(input, PackedSequence):
             # Repack in the input's own sorted order so that batch_sizes and indices match it.
@@ -511,179 +600,77 @@ class _RNNBase(nn.Module):
             output: Any = PackedSequence(
                 repacked.data, input.batch_sizes, input.sorted_indices, input.unsorted_indices
             )
-        elif unbatched:
+        elif call.unbatched:
             output = out.squeeze(1)
             final = tuple(s.squeeze(1) for s in final)
         else:
             output = out.transpose(0, 1) if self.batch_first else out
         return output, self._pack_hx(final), gates
 
-    # -- plain calls: the shortcut ------------------------------------------------------------------------
-    # A plain call (a tensor, no variants, no gates) spends most of its time, at one step, in Python: checks,
-    # the RNNSpec, the weight dicts, the engine's choice. What does not change between calls is kept in a
-    # _Plan, per module, and checked against the module on every call; the computation is the engine's own.
-    def _plan_key(self) -> tuple[Any, ...]:
-        """What a plan depends on besides the parameters: the configuration as it is now."""
-        return (
-            self.training, self._engine_request, self.mode, self.input_size, self.hidden_size, self.num_layers,
-            self.bias, self.bidirectional, self.proj_size, self.dropout, self._variant_args,
-        )
-
-    def _make_plan(self, key: tuple[Any, ...], names: list[str], params: tuple[Tensor, ...]) -> _Plan:
-        spec = self._spec()
-        # Plain: no variant on but initialisations, whether the engines see it or not (one the module applies
-        # itself, or a training-only one in eval, takes the general path too: it knows what to do with it).
-        variants = self.variants
-        plain = not spec.variants and not any(not v.init_only and v.is_on(getattr(variants, v.name)) for v in VARIANTS)
-        return _Plan(
-            key=key, names=names, params=params, dtype=params[0].dtype, device=params[0].device, spec=spec,
-            plain=plain, one_step=one_step_applies(spec, 1), weights=self._weights_of(params),
-            rows=spec.num_layers * spec.num_directions, state_sizes=tuple(size for _, size in self._state_sizes()),
-            fixed=self._select_engine(self._engine_request) if plain else None, tuned={},
-        )
-
-    def _weights_of(self, params: tuple[Tensor, ...]) -> list[LayerWeights]:
-        """``_layer_weights`` from tensors already fetched in ``_all_weights`` order."""
-        it = iter(params)
-        return [{name.rsplit("_l", 1)[0]: next(it) for name in names} for names in self._all_weights]
-
-    def _plain_call(self, input: Any, hx: Any) -> _PlainCall | None:
-        """A plain call, ready to run: a tensor input, no variants, in eager mode without autocast or torch.func
-        transforms. None for every other call and for any input the general path would refuse: that path then
-        runs, and raises with its own message."""
-        if (
-            not _SHORTCUT_ON
-            or type(input) is not Tensor
-            or torch.compiler.is_compiling()
-            or torch.compiler.is_exporting()
-            or torch._C._are_functorch_transforms_active()
-        ):
-            return None
-        plan = _PLANS.get(self)
-        names = plan.names if plan is not None else [name for group in self._all_weights for name in group]
-        # getattr on every call: torch.func.functional_call and parametrizations substitute the attributes.
-        params = tuple(getattr(self, name) for name in names)
-        ref = params[0]
-        key = self._plan_key()
-        if plan is None or plan.key != key or plan.dtype != ref.dtype or plan.device != ref.device:
-            plan = _PLANS[self] = self._make_plan(key, names, params)
-        elif any(a is not b for a, b in zip(params, plan.params, strict=True)):
-            plan.params, plan.weights = params, self._weights_of(params)
-        if not plan.plain:
-            return None
-
-        dim = input.dim()
-        if (
-            dim not in (2, 3) or input.size(-1) != self.input_size or not input.is_floating_point()
-            or input.dtype != ref.dtype or input.device != ref.device or torch.is_autocast_enabled(ref.device.type)
-        ):
-            return None
-        unbatched = dim == 2
-        x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
-        steps, batch = x.size(0), x.size(1)
-        if steps == 0:
-            return None
-        rows, sizes = plan.rows, plan.state_sizes
-        if hx is None:
-            states: tuple[Tensor, ...] = tuple(x.new_zeros((rows, batch, size)) for size in sizes)  # h0, c0 are 0
-        else:
-            # A tuple of the right length passes as it is; anything else goes through _unpack_hx's checks.
-            given = hx if type(hx) is tuple and len(sizes) > 1 and len(hx) == len(sizes) else self._unpack_hx(hx)
-            assert given is not None
-            for size, s in zip(sizes, given, strict=True):
-                expected = (rows, size) if unbatched else (rows, batch, size)
-                if type(s) is not Tensor or s.shape != expected or s.dtype != input.dtype or s.device != input.device:
-                    return None
-            states = tuple(s.unsqueeze(1) for s in given) if unbatched else given
-
-        engine = plan.fixed
-        assert engine is not None
-        if self._engine_request == "auto" and should_tune(steps, batch):
-            shape_class = (torch.is_grad_enabled(), torch.get_num_threads(), bucket(steps), bucket(batch))
-            tuned = plan.tuned.get(shape_class)
-            if tuned is None:
-                tuned = plan.tuned[shape_class] = self._tune(plan, shape_class, x, states)
-            engine = tuned
-        plan.last = engine.name
-        return _PlainCall(self, plan, x, states, unbatched, engine)
-
-    def _tune(self, plan: _Plan, shape_class: tuple[Any, ...], x: Tensor, states: States) -> engines.Engine:
-        """auto's choice for this shape class, measured on clones of the call's input and states (autotune.py)."""
-        training = self.training
-        key = (plan.spec, training, plan.device, plan.dtype, *shape_class)
-
-        def run(engine: engines.Engine) -> object:
-            clones = tuple(s.detach().clone() for s in states)
-            return _plain_forward(engine, plan, x.detach().clone(), clones, training)
-
-        def tune(able: Any) -> engines.Engine:
-            return choose(key, able, run, plan.device)
-
-        return engines.select("auto", plan.spec, plan.device, plan.dtype, tune=tune)
-
-
 
 # ---------------------------------------------------------------------------------------------------------
-# Plain calls: what stays the same between calls, kept (see _RNNBase._plain_call)
+# What a module's calls share, kept between calls (see _RNNBase._prepared)
 # ---------------------------------------------------------------------------------------------------------
-
-_SHORTCUT_ON = True  # False sends every call down the general path (the tests compare the two)
 
 
 @dataclasses.dataclass(eq=False)
-class _Plan:
-    """What a module's plain calls share while its configuration and its parameters stay the same."""
+class _Prepared:
+    """What a module's calls share while its configuration and its parameters stay the same."""
 
-    key: tuple[Any, ...]  # _plan_key(): the configuration it was made for
-    names: list[str]  # every parameter's name, in _all_weights order
-    params: tuple[Tensor, ...]  # the tensors those names gave last (identity tells a substitution)
+    key: tuple[Any, ...]  # _config_key(): the configuration it was made for
+    params: tuple[Tensor, ...]  # the tensors the parameter names gave (identity tells a substitution)
     dtype: torch.dtype
     device: torch.device
     spec: RNNSpec
-    plain: bool  # no variants: the shortcut applies
-    one_step: bool  # reference.lstm_one_step computes it at T = 1
-    weights: list[LayerWeights]
-    fixed: engines.Engine | None  # the engine when auto does not measure (or the one requested)
-    tuned: dict[tuple[Any, ...], engines.Engine]  # auto's measured choice per (grad, threads, T class, B class)
+    weights: list[LayerWeights]  # params by layer and direction, as the engines take them
     rows: int  # num_layers * num_directions: the states' first dimension
-    state_sizes: tuple[int, ...]  # the last dimension of each state
+    state_sizes: tuple[tuple[str, int], ...]  # each state's name and last dimension
+    masks: bool  # a variant draws random masks (variants.draw_masks)
+    one_step: bool  # reference.lstm_one_step computes a one-step call of this spec
+    engines: dict[tuple[Any, ...], engines.Engine]  # the choice per kind of call (_RNNBase._choose)
     last: str | None = None  # the engine of the latest call
+
+    @staticmethod
+    def make(module: _RNNBase, key: tuple[Any, ...], params: tuple[Tensor, ...]) -> _Prepared:
+        spec = module._spec()
+        it = iter(params)
+        weights = [{name.rsplit("_l", 1)[0]: next(it) for name in names} for names in module._all_weights]
+        z_c, z_h = spec.variants.zoneout
+        return _Prepared(
+            key=key, params=params, dtype=params[0].dtype, device=params[0].device, spec=spec, weights=weights,
+            rows=spec.num_layers * spec.num_directions, state_sizes=tuple(module._state_sizes()),
+            masks=bool(spec.variants.recurrent_dropout > 0 or z_c > 0 or z_h > 0),
+            one_step=one_step_applies(spec, 1), engines={},
+        )
 
 
 # Kept beside the modules, not on them: a module's own attributes stay plain values (torch.load(weights_only=True)),
-# and a copy (deepcopy, pickling) makes its own plan.
-_PLANS: weakref.WeakKeyDictionary[nn.Module, _Plan] = weakref.WeakKeyDictionary()
+# and a copy (deepcopy, pickling) makes its own.
+_PREPARED: weakref.WeakKeyDictionary[nn.Module, _Prepared] = weakref.WeakKeyDictionary()
 
 
-def _plain_forward(engine: engines.Engine, plan: _Plan, x: Tensor, states: States, training: bool
-                   ) -> tuple[Tensor, States]:
-    """The engine's forward on a plan; one step of a plain LSTM on the reference engine, on the CPU, takes its
-    one-step form."""
-    # On the CPU only: there torch's cell op is these very ops; CUDA's fuses the pointwise part into one kernel.
-    if plan.one_step and x.size(0) == 1 and engine.name == "reference" and x.is_cpu:
-        return lstm_one_step(plan.spec, x, states, plan.weights, training)
-    return engine.forward(plan.spec, x, states, plan.weights, None, training)
+@dataclasses.dataclass(eq=False)
+class _Call:
+    """One call, checked and in the engines' form: time-major ``x`` (T, B, I), states (rows, B, size)."""
+
+    prep: _Prepared
+    x: Tensor
+    states: States
+    lengths: Tensor | None
+    reset: Tensor | None
+    unbatched: bool
+    engine: engines.Engine
+    traced: bool
 
 
-class _PlainCall:
-    """A plain call, checked and resolved: ``run()`` returns what ``_RNNBase._run`` returns."""
-
-    __slots__ = ("engine", "module", "plan", "states", "unbatched", "x")
-
-    def __init__(self, module: _RNNBase, plan: _Plan, x: Tensor, states: States, unbatched: bool,
-                 engine: engines.Engine) -> None:
-        self.module, self.plan, self.x, self.states, self.unbatched, self.engine = (
-            module, plan, x, states, unbatched, engine)
-
-    def run(self) -> tuple[Any, Any, None]:
-        module = self.module
-        out, final = _plain_forward(self.engine, self.plan, self.x, self.states, module.training)
-        if self.unbatched:
-            output = out.squeeze(1)
-            final = tuple(s.squeeze(1) for s in final)
-        else:
-            output = out.transpose(0, 1) if module.batch_first else out
-        return output, module._pack_hx(final), None
+def _compute(engine: engines.Engine, prep: _Prepared, x: Tensor, states: States, weights: list[LayerWeights],
+             lengths: Tensor | None, training: bool) -> tuple[Tensor, States]:
+    """The engine's forward; one step of a plain LSTM on the reference engine, on the CPU, takes its one-step form
+    (bit for bit the same; on the CPU only: there torch's cell op is these very ops, CUDA's fuses its pointwise
+    part into one kernel)."""
+    if prep.one_step and lengths is None and x.size(0) == 1 and engine.name == "reference" and x.is_cpu:
+        return lstm_one_step(prep.spec, x, states, weights, training)
+    return engine.forward(prep.spec, x, states, weights, lengths, training)
 
 
 class LSTM(_RNNBase):
@@ -859,11 +846,8 @@ class _CellBase(nn.Module):
         self.hidden_size = _check_size("hidden_size", hidden_size)
         self.bias = _check_bool("bias", bias)
         self.variants = variants if variants is not None else Variants()  # LSTMCell only; see variants.py
-        if engine not in ("auto", "reference", "native"):
-            raise ValueError(f"engine must be one of 'auto', 'reference', 'native' for a cell, got {engine!r}")
-        reason = engines.ENGINES["native"].unsupported(self._spec(training=True), torch.device("cpu"), torch.float)
-        if engine == "native" and reason is not None:
-            raise ValueError(f"engine='native' cannot run this configuration: {reason}")
+        # The one engine choice (engines/choice.py) for one step: refuses what cannot run, in training's view.
+        engines.choose_cell(engine, self._spec(training=True), torch.device("cpu"), torch.float32)
         self._engine_request = engine
         factory = {"device": device, "dtype": dtype}
         gate_size = self._spec().gates * self.hidden_size
@@ -895,14 +879,15 @@ class _CellBase(nn.Module):
     def _spec(self, training: bool | None = None) -> RNNSpec:
         return RNNSpec(
             mode=self.mode, input_size=self.input_size, hidden_size=self.hidden_size, bias=self.bias,
-            **self.variants.for_engines(self.training if training is None else training),
+            variants=self.variants.for_engines(self.training if training is None else training),
         )
 
     @property
     def engine(self) -> str:
-        if self._spec().variants:
-            return "reference"
-        return "native" if self._engine_request in ("auto", "native") else "reference"
+        """The engine of this cell's steps as it is now: ``engines.choose_cell``'s (``"native"``, torch's cell op,
+        or ``"reference"``, the equations, which alone run the variants)."""
+        w = self.weight_ih
+        return engines.choose_cell(self._engine_request, self._spec(), w.device, w.dtype)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -965,10 +950,11 @@ class _CellBase(nn.Module):
                 w["bias_ih"], w["bias_hh"] = self.bias_ih, self.bias_hh
             for e in extra_parameters(self.variants, self.hidden_size):
                 w[e.name] = getattr(self, e.name)
-            if spec.variants:
+            if spec.switched_on:
                 w.update(self._masks(spec, x, recurrent_dropout_mask))
-            x_proj = input_projection(x, w, spec.layer_norm)
-            new = gated_step_for(spec)(x_proj, states, w)[0] if spec.variants else STEPS[self.mode](x_proj, states, w)
+            x_proj = input_projection(x, w, spec.variants.layer_norm)
+            step = gated_step_for(spec) if spec.switched_on else None
+            new = step(x_proj, states, w)[0] if step is not None else STEPS[self.mode](x_proj, states, w)
         if unbatched:
             new = tuple(s.squeeze(0) for s in new)
         return new if num_states > 1 else new[0]

@@ -5,8 +5,9 @@ Per layer and direction an LSTM has four gates, each a linear map of ``[h_{t-1},
 gate where the textbooks write one, so the biases are ``2 * 4 * h``. With a projection (``proj_size = p``)
 the recurrent input is ``p`` wide, so the term is ``4 * h * (p + x)``, plus ``p * h`` for ``W_hr``; layers
 above the first see ``x = directions * p``. The GRU has three gates and the simple RNN one.
-The variants (``lstmkit.variants``): coupled gates drop the input gate (3 gates), peepholes add ``3 * h``
-(``2 * h`` when coupled), layer norm ``2 * gates * h + 2 * h``; the sLSTM counts as the LSTM.
+The variants (``lstmkit.variants``, whose declarations the count reads): coupled gates drop the input gate (3
+gates), peepholes add ``3 * h`` (``2 * h`` when coupled), layer norm ``2 * gates * h + 2 * h``; the sLSTM counts
+as the LSTM.
 :func:`parameter_table` prints the count layer by layer with the formula (``lstmkit params``).
 """
 
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
 from .engines.base import GATES_PER_MODE
-from .variants import check_variants, extra_parameters
+from .variants import REGISTRY, check_variants, extra_parameters, unknown_argument, variant_signature
 
 _MODES = {"lstm": "LSTM", "slstm": "LSTM", "gru": "GRU", "rnn": "RNN_TANH"}
 
@@ -68,19 +70,20 @@ def parameter_count(
     bias: bool = True,
     *,
     cell: str = "lstm",
-    peephole: bool = False,
-    layer_norm: bool = False,
-    coupled_gates: bool = False,
+    **variants: Any,
 ) -> ParameterCount:
     """Count the parameters of ``lstmkit.LSTM`` (or ``cell="gru"``/``"rnn"``) from its sizes alone.
 
-    ``cell="slstm"``, ``peephole``, ``layer_norm`` and ``coupled_gates`` are ``lstmkit.LSTM``'s variants.
+    ``variants``: any of ``lstmkit.LSTM``'s variant keyword arguments (``lstmkit.variants.VARIANTS``; ``cell`` is
+    one of them), checked as the LSTM checks them; their parameters are counted from the same declarations
+    (``variants.extra_parameters``). Those that add none (recurrent dropout, zoneout, ...) change nothing.
 
     >>> parameter_count(28, 128).total  # 4*128*(128+28) + 8*128
     80896
     """
     if cell not in _MODES:
         raise ValueError(f"cell must be one of {sorted(_MODES)}, got {cell!r}")
+    unknown_argument("parameter_count", variants)
     sizes = (("input_size", input_size, 1), ("hidden_size", hidden_size, 1), ("num_layers", num_layers, 1),
              ("proj_size", proj_size, 0))
     for name, value, minimum in sizes:  # the modules' rules: a wrong type is a TypeError, a wrong value not
@@ -96,14 +99,15 @@ def parameter_count(
         raise ValueError("proj_size is an LSTM argument")
     gates = GATES_PER_MODE[_MODES[cell]]
     variant = 0
-    if cell in ("lstm", "slstm"):
-        variants = check_variants(
-            cell=cell, peephole=peephole, layer_norm=layer_norm, coupled_gates=coupled_gates, proj_size=proj_size
-        )
-        gates = variants.gates
-        variant = sum(math.prod(e.shape) for e in extra_parameters(variants, hidden_size))
-    elif peephole or layer_norm or coupled_gates:
-        raise ValueError(f"peephole, layer_norm and coupled_gates are LSTM variants, not for cell={cell!r}")
+    if _MODES[cell] == "LSTM":
+        checked = check_variants(cell=cell, proj_size=proj_size, bias=bias, **variants)
+        gates = checked.gates
+        variant = sum(math.prod(e.shape) for e in extra_parameters(checked, hidden_size))
+    else:
+        on = [name for name, value in variants.items() if REGISTRY[name].is_on(value)]
+        if on:
+            raise ValueError(f"{', '.join(on)} {'is an LSTM variant' if len(on) == 1 else 'are LSTM variants'}, "
+                             f"not for cell={cell!r}")
     directions = 2 if bidirectional else 1
     recurrent = proj_size or hidden_size
     layers = []
@@ -131,6 +135,10 @@ def parameter_count(
         layers=tuple(layers),
         variant=sum(c.variant for c in layers),
     )
+
+
+# help() and inspect.signature() show the variants' keyword arguments, as for lstmkit.LSTM.
+parameter_count.__signature__ = variant_signature(parameter_count)  # type: ignore[attr-defined]
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

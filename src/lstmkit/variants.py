@@ -3,10 +3,11 @@
 Each variant is a field of :class:`Variants` declared with :func:`variant` (as Flax configures a cell by its
 dataclass fields); :data:`VARIANTS` lists the declarations (:class:`Variant`) and everything else derives
 from them: the keyword arguments of :class:`lstmkit.LSTM` and :class:`lstmkit.LSTMCell` and their checks
-(:func:`check_variants`), the engines' view (``RNNSpec.variants``) and the fused engine's support check, the
-flags of ``lstmkit train`` and ``lstmkit longrange`` (``cli/common.py``: ``add_variant_arguments``) and the
-long-range lab's options. CONTRIBUTING.md has the recipe for adding one. Any combination not refused by
-:func:`check_variants` may be switched on together. The equations are in ONE place, ``engines/reference.py``
+(:func:`check_variants`), the engines' view (``RNNSpec.variants`` holds a :class:`Variants`), the fused engine's
+support check, :func:`lstmkit.parameter_count`'s keyword arguments, the flags of ``lstmkit train`` and
+``lstmkit longrange`` (``cli/common.py``: ``add_variant_arguments``) and the long-range lab's options.
+CONTRIBUTING.md has the recipe for adding one. Any combination not refused by :func:`check_variants` may be
+switched on together. The equations are in ONE place, ``engines/reference.py``
 (``lstm_variant_gated_step``, ``slstm_gated_step``, beside the plain ``lstm_step``); each declaration names
 its step. With every variant off, the LSTM is ``torch.nn.LSTM``.
 
@@ -71,7 +72,7 @@ from __future__ import annotations
 import inspect
 import numbers
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -262,10 +263,11 @@ class Variants:
         """The arguments that differ from the defaults, as a module's repr shows them."""
         return ", ".join(f"{v.name}={getattr(self, v.name)!r}" for v in VARIANTS if v.is_on(getattr(self, v.name)))
 
-    def for_engines(self, training: bool) -> dict[str, Any]:
-        """The values the engines see, as ``RNNSpec`` keyword arguments: a training-only variant is off in eval."""
-        return {v.name: getattr(self, v.name) if training or not v.training_only else v.default
-                for v in VARIANTS if not (v.init_only or v.in_module)}
+    def for_engines(self, training: bool) -> Variants:
+        """What the engines see (``RNNSpec.variants``): a training-only variant off in eval, and the ones the
+        engines never see (initialisations, what the module applies itself) at their defaults."""
+        return replace(self, **{v.name: v.default for v in VARIANTS
+                                if v.init_only or v.in_module or (v.training_only and not training)})
 
 
 # Every declaration, in the order of Variants' fields: the order arguments are checked and flags listed in.
@@ -276,9 +278,9 @@ REGISTRY: dict[str, Variant] = {v.name: v for v in VARIANTS}
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 
 
-def active(spec: RNNSpec) -> tuple[Variant, ...]:
-    """The declarations of the variants an engine's ``spec`` switches on."""
-    return tuple(v for v in VARIANTS if not (v.init_only or v.in_module) and v.is_on(getattr(spec, v.name)))
+def active(variants: Variants) -> tuple[Variant, ...]:
+    """The declarations of the variants the engines see switched on in ``variants`` (an ``RNNSpec``'s)."""
+    return tuple(v for v in VARIANTS if not (v.init_only or v.in_module) and v.is_on(getattr(variants, v.name)))
 
 
 def unknown_argument(owner: str, names: Any) -> None:
@@ -322,10 +324,12 @@ def check_variants(*, proj_size: int = 0, bias: bool = True, **arguments: Any) -
 
 
 def variant_signature(function: Callable[..., Any]) -> inspect.Signature:
-    """``function``'s signature with its ``**variants`` replaced by one keyword-only parameter per variant."""
+    """``function``'s signature with its ``**variants`` replaced by one keyword-only parameter per variant (but
+    those it names itself)."""
     signature = inspect.signature(function)
     kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    return signature.replace(parameters=[*kept, *(v.parameter() for v in VARIANTS)])
+    named = {p.name for p in kept}  # one the function names itself (parameter_count's cell) stays as it is
+    return signature.replace(parameters=[*kept, *(v.parameter() for v in VARIANTS if v.name not in named)])
 
 
 def initial_state_value(name: str) -> float:
@@ -423,12 +427,13 @@ def draw_masks(spec: RNNSpec, steps: int, batch: int, like: Tensor, training: bo
     (B, output_size), only in training; ``zoneout_mask_c`` (T, B, H) and ``zoneout_mask_h``
     (T, B, output_size), constant z in eval (expanded views: an engine may need ``.contiguous()``).
     """
-    z_c, z_h = spec.zoneout
+    z_c, z_h = spec.variants.zoneout
     masks: list[LayerWeights] = []
     for _ in range(spec.num_layers * spec.num_directions):
         m: LayerWeights = {}
-        if training and spec.recurrent_dropout > 0:
-            m["recurrent_dropout_mask"] = recurrent_dropout_mask(spec.recurrent_dropout, batch, spec.output_size, like)
+        if training and spec.variants.recurrent_dropout > 0:
+            p = spec.variants.recurrent_dropout
+            m["recurrent_dropout_mask"] = recurrent_dropout_mask(p, batch, spec.output_size, like)
         if z_c > 0:
             m["zoneout_mask_c"] = zoneout_mask(z_c, (steps, batch, spec.hidden_size), like, training)
         if z_h > 0:

@@ -1,6 +1,7 @@
 """``engine="auto"`` by measurement: the fastest engine for a shape, timed once and remembered (cuDNN's benchmark mode).
 
-Which engine is fastest depends on the shape and the machine: one step at a time (T=1, B=1, H=256, one thread),
+The engine choice (``choice.py``) asks this module for plain calls that ``should_tune``; which engine is fastest
+there depends on the shape and the machine: one step at a time (T=1, B=1, H=256, one thread),
 torch's oneDNN kernel (``native``) costs several times the reference equations' handful of eager ops, while over
 long sequences it wins. So for a call that ``auto`` may tune, every engine able to run the configuration is run
 on the call's own shapes (a warm-up and up to five timed rounds, the engines taking turns, a clearly slower one
@@ -74,8 +75,9 @@ def auto_tuning() -> bool | None:
     return _setting[0] if _setting[0] is not None else _ENVIRONMENT
 
 
-def should_tune(steps: int, batch: int) -> bool:
-    """Whether ``auto`` measures for a call of ``steps`` time steps and ``batch`` rows under the policy in force.
+def should_tune(steps: int, batch: int, grad: bool) -> bool:
+    """Whether ``auto`` measures for a call of ``steps`` time steps and ``batch`` rows (``grad``: autograd records
+    it) under the policy in force.
 
     The default policy measures small calls that record no gradient (streaming, generation): a training step
     whose engine followed a timing would compute other last bits on a busier machine, and a training run, resumed
@@ -83,7 +85,7 @@ def should_tune(steps: int, batch: int) -> bool:
     """
     policy = auto_tuning()
     if policy is None:
-        return steps * batch <= SMALL_CALL and not torch.is_grad_enabled()
+        return steps * batch <= SMALL_CALL and not grad
     return policy
 
 

@@ -13,15 +13,15 @@ canonical form (style: "validate at the boundary, compute inside"):
   original batch order).
 
 An engine returns ``(output, final_states)`` with ``output`` of shape ``(T, B, num_directions * output_size)``.
-Every engine can also record the LSTM's gates (``forward_with_gates``, returning a ``gates.GateRecord`` too):
-its own, or, when its kernel keeps them inside (``native``, ``fused``), the reference equations' on the same
-weights, which then give the output as well.
+Recording the LSTM's gates is not an engine's business: the module asks the reference equations for it
+(``reference.record_gates``), whichever engine runs its other calls. Which engine runs a call is decided in one
+place, ``choice.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
@@ -29,8 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ..variants import active
-from .gates import GateRecord
+from ..variants import Variants, active
 
 LayerWeights = dict[str, Tensor]
 States = tuple[Tensor, ...]
@@ -50,25 +49,22 @@ class RNNSpec:
     bidirectional: bool = False
     proj_size: int = 0  # LSTM only: h_t = W_hr (o * tanh(c_t)) has this size when > 0
     dropout: float = 0.0  # between layers, training only, as in torch.nn
-    # LSTM variants (see variants.py; the equations are in engines/reference.py). The defaults are torch.nn's LSTM.
-    cell: str = "lstm"  # "lstm", or "slstm": xLSTM's exponential gating with normaliser n and stabiliser m
-    peephole: bool = False  # Gers & Schmidhuber 2000: c_{t-1} into i and f, c_t into o (weight_ci/cf/co)
-    layer_norm: bool = False  # Ba et al. 2016: LN of W_ih x_t and of W_hh h_{t-1}, and of c_t before tanh
-    coupled_gates: bool = False  # CIFG: i = 1 - f, so the gate rows are [f, g, o] (3H, no input-gate rows)
-    recurrent_dropout: float = 0.0  # Gal & Ghahramani 2016: p of the per-sequence mask on h_{t-1} (training)
-    zoneout: tuple[float, float] = (0.0, 0.0)  # Krueger et al. 2016: (z_c, z_h), per-step masks on c and h
+    # The LSTM variants as the engines see them (variants.py declares them; the equations are in
+    # engines/reference.py): Variants.for_engines, i.e. a training-only one off in eval, and those the module
+    # applies itself (initialisations, weight drop) at their defaults. The default is torch.nn's LSTM.
+    variants: Variants = Variants()
+    # The variants switched on, as "name=value" strings (empty for torch.nn's LSTM, GRU and RNN); derived from
+    # ``variants`` once, since the engines and the choice ask on every call.
+    switched_on: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
-    @property
-    def variants(self) -> tuple[str, ...]:
-        """The variants switched on, as ``"name=value"`` strings (empty for torch.nn's LSTM, GRU and RNN)."""
-        return tuple(f"{v.name}={getattr(self, v.name)!r}" for v in active(self))
+    def __post_init__(self) -> None:
+        on = tuple(f"{v.name}={getattr(self.variants, v.name)!r}" for v in active(self.variants))
+        object.__setattr__(self, "switched_on", on)
 
     @property
     def num_states(self) -> int:
         """How many state tensors the stack carries: (h, c, n, m) for the sLSTM, (h, c) for the LSTM, else (h,)."""
-        if self.mode != "LSTM":
-            return 1
-        return 4 if self.cell == "slstm" else 2
+        return self.variants.num_states if self.mode == "LSTM" else 1
 
     @property
     def num_directions(self) -> int:
@@ -82,7 +78,7 @@ class RNNSpec:
     @property
     def gates(self) -> int:
         """Gate blocks in ``weight_ih``/``weight_hh`` rows: 4 for the LSTM and sLSTM, 3 with coupled_gates."""
-        return GATES_PER_MODE[self.mode] - (1 if self.coupled_gates else 0)
+        return GATES_PER_MODE[self.mode] - (1 if self.variants.coupled_gates else 0)
 
     def layer_input_size(self, layer: int) -> int:
         return self.input_size if layer == 0 else self.output_size * self.num_directions
@@ -111,22 +107,6 @@ class Engine(Protocol):
         lengths: Tensor | None,
         training: bool,
     ) -> tuple[Tensor, States]: ...
-
-    def forward_with_gates(
-        self,
-        spec: RNNSpec,
-        x: Tensor,
-        hx: States,
-        weights: Sequence[LayerWeights],
-        lengths: Tensor | None,
-        training: bool,
-    ) -> tuple[Tensor, States, GateRecord]:
-        """``forward`` that also records every step's gates and states (LSTM stacks only; ValueError otherwise).
-
-        The record's ``engine`` says whose computation the values are: an engine that cannot expose its
-        kernel's gates runs the reference equations on the same weights and returns their output and states.
-        """
-        ...
 
 
 def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:

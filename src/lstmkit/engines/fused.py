@@ -13,12 +13,14 @@ Each layer and direction is one :class:`FusedLSTMLayer` (a ``torch.autograd.Func
 
 The kernel is two ``torch.library`` custom ops, ``lstmkit::fused_lstm_forward`` and
 ``lstmkit::fused_lstm_backward``, with fake (meta) implementations, so ``torch.compile`` and ``torch.export``
-can trace through the engine without looking inside the loop.
+can trace through the engine without looking inside the loop. A layer reaches them as one struct,
+:class:`LSTMLayer` (its weights, masks and flags; the ops' schema has one ``Tensor?[]`` and one ``int[]`` for it).
 
 The C++ source is built on first use with ``torch.utils.cpp_extension.load`` (cached under
-``~/.cache/torch_extensions``; the first build takes about half a minute). Where it cannot be built (no compiler,
-for instance), :func:`_python_forward`/:func:`_python_backward` compute the same thing in eager PyTorch, after
-one warning. They are also the readable statement of what the C++ computes.
+``~/.cache/torch_extensions``, or ``TORCH_EXTENSIONS_DIR``; the first build takes about half a minute). Where it
+cannot be built (no compiler, for instance), the engine reports itself unsupported with the build error as the
+reason: ``engine="auto"`` then takes another engine, and ``engine="fused"`` raises ValueError saying why. There is
+no eager copy of the loop: the equations are the reference engine's, once.
 
 Variants run in the kernel: ``peephole``, ``coupled_gates`` (CIFG, 3H gate rows), ``recurrent_dropout`` (the
 module's mask on ``h_{t-1}``), ``zoneout`` (the module's per-step masks, or their expectation z in eval; the saved
@@ -45,20 +47,17 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .. import variants
-from . import reference
 from .base import LayerWeights, RNNSpec, States, reverse_padded, run_stack
-from .gates import GateRecord
-from .reference import LAYER_NORM_EPS, layer_norm
+from .reference import layer_norm
 
 _CSRC = Path(__file__).with_name("csrc") / "fused_lstm.cpp"
 
@@ -67,7 +66,7 @@ _CSRC = Path(__file__).with_name("csrc") / "fused_lstm.cpp"
 # ---------------------------------------------------------------------------------------------------------
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {"module": None, "tried": False, "error": None, "warned": False}
+_state: dict[str, Any] = {"module": None, "tried": False, "error": None}
 
 
 def _arch_flags() -> tuple[str, list[str]]:
@@ -97,31 +96,27 @@ def _build() -> Any:
 
 
 def kernel() -> Any | None:
-    """The compiled kernel module, built on first call; None when it cannot be built (then one warning).
-
-    Setting ``LSTMKIT_FUSED_BUILD=0`` skips the build and uses the eager fallback.
-    """
+    """The compiled kernel module, built on first call (cached on disk afterwards); None when it cannot be built,
+    and then :func:`build_error` says why. ``LSTMKIT_FUSED_BUILD=0`` skips the build (the engine then reports
+    itself unsupported, and ``engine="auto"`` takes another)."""
     if _state["module"] is not None:
         return _state["module"]
     with _lock:
         if not _state["tried"]:
             if os.environ.get("LSTMKIT_FUSED_BUILD", "1") == "0":
-                _state["error"] = "LSTMKIT_FUSED_BUILD=0"
+                _state["error"] = "LSTMKIT_FUSED_BUILD=0 skips building it"
             else:
                 try:
                     _state["module"] = _build()
                 except Exception as exc:  # a missing compiler or headers shows up as many exception types
                     _state["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc) else ''}"
             _state["tried"] = True
-    if _state["module"] is None and not _state["warned"]:
-        _state["warned"] = True
-        warnings.warn(
-            f"lstmkit: the fused engine's C++ kernel could not be built ({_state['error']}); engine='fused' runs "
-            "its eager PyTorch fallback, which gives the same results but is several times slower",
-            RuntimeWarning,
-            stacklevel=2,
-        )
     return _state["module"]
+
+
+def build_error() -> str | None:
+    """Why the C++ kernel is not there (building it first if nobody has tried yet), or None when it is."""
+    return None if kernel() is not None else f"its C++ kernel could not be built ({_state['error']})"
 
 
 def _use_onednn(dtype: torch.dtype) -> bool:
@@ -135,490 +130,208 @@ def _use_onednn(dtype: torch.dtype) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The eager fallback: the same computation as the C++ loop, step by step in PyTorch
+# One layer as the ops take it, the custom ops (what torch.compile / export see) and the autograd Functions
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _live(t: int, lengths: Tensor | None) -> Tensor | None:
-    return None if lengths is None else (t < lengths).unsqueeze(1)  # (B, 1)
+class LSTMLayer(NamedTuple):
+    """One LSTM layer in one direction, as the fused ops take it: its weights, masks and flags in one struct.
+
+    Shapes (G = 4H, or 3H with ``coupled`` gates; P = proj_size or H): ``w_hh`` (G, P); ``w_hr`` (P, H) with a
+    projection; the peephole weights ``w_ci``, ``w_cf``, ``w_co`` (H,); layer norm's gains ``ln_hh`` (G,) and
+    ``ln_c_w``, ``ln_c_b`` (H,) (with them, x_proj holds the LN of the input part and b_hh); ``h_mask`` (B, P)
+    recurrent dropout's mask on h_{t-1}; zoneout's masks ``z_c`` (T, B, H) and ``z_h`` (T, B, P) in time order;
+    ``reset`` (T, B) bool, forward in time only: where set, the row's h and c are 0 before the step; ``lengths``
+    (B,) int64 on the CPU. Absent ones are None. The first eight fields are the ones with gradients.
+    """
+
+    w_hh: Tensor
+    w_hr: Tensor | None = None
+    w_ci: Tensor | None = None
+    w_cf: Tensor | None = None
+    w_co: Tensor | None = None
+    ln_hh: Tensor | None = None
+    ln_c_w: Tensor | None = None
+    ln_c_b: Tensor | None = None
+    h_mask: Tensor | None = None
+    z_c: Tensor | None = None
+    z_h: Tensor | None = None
+    reset: Tensor | None = None
+    lengths: Tensor | None = None
+    coupled: bool = False
+    reverse: bool = False
+
+    def tensors(self) -> list[Tensor | None]:
+        """The tensor fields in order: the op schema's ``Tensor?[] layer`` (csrc: ``LstmField``)."""
+        return [self.w_hh, self.w_hr, self.w_ci, self.w_cf, self.w_co, self.ln_hh, self.ln_c_w, self.ln_c_b,
+                self.h_mask, self.z_c, self.z_h, self.reset, self.lengths]
 
 
-def _python_forward(
-    x_proj: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None,
-    h_mask: Tensor | None, w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, z_c: Tensor | None,
-    z_h: Tensor | None, ln_hh: Tensor | None, ln_c_w: Tensor | None, ln_c_b: Tensor | None, coupled: bool,
-    reverse: bool, save: bool, reset: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    T, B, G = x_proj.shape
-    H = G // (3 if coupled else 4)
-    ci, cf, co = (w if w is not None else x_proj.new_zeros(H) for w in (w_ci, w_cf, w_co))  # peepholes, or none
-    h, c = h0, c0
-    outs, gates, cells, hats, stats = [], [], [], [], []
-    for t in range(T - 1, -1, -1) if reverse else range(T):
-        if reset is not None:  # streaming: these rows start the step from h = c = 0
-            h, c = h.masked_fill(reset[t].unsqueeze(1), 0.0), c.masked_fill(reset[t].unsqueeze(1), 0.0)
-        h_in = h if h_mask is None else h * h_mask  # recurrent dropout: on the recurrent path only
-        gh = h_in @ w_hh.t()  # (B, G)
-        if ln_hh is not None:  # Ba et al.: the recurrent product normalised on its own (b_hh is in x_proj)
-            rstd_hh = (gh.var(1, unbiased=False, keepdim=True) + LAYER_NORM_EPS).rsqrt()  # (B, 1)
-            z_hat = (gh - gh.mean(1, keepdim=True)) * rstd_hh
-            gh = z_hat * ln_hh
-        z = x_proj[t] + gh
-        if coupled:
-            zf, zg, zo = z.chunk(3, dim=1)
-            f = torch.sigmoid(zf + cf * c)
-            i = 1 - f  # CIFG
-        else:
-            zi, zf, zg, zo = z.chunk(4, dim=1)  # each (B, H)
-            i, f = torch.sigmoid(zi + ci * c), torch.sigmoid(zf + cf * c)
-        g = torch.tanh(zg)
-        c_new = f * c + i * g  # c~_t
-        o = torch.sigmoid(zo + co * c_new)  # the output gate's peephole sees c~_t
-        shown = c_new
-        if ln_c_w is not None and ln_c_b is not None:  # h = o tanh(LN(c~) w + b)
-            mean_c = c_new.mean(1, keepdim=True)
-            rstd_c = (c_new.var(1, unbiased=False, keepdim=True) + LAYER_NORM_EPS).rsqrt()
-            shown = (c_new - mean_c) * rstd_c * ln_c_w + ln_c_b
-        h_new = o * torch.tanh(shown)
-        if w_hr is not None:
-            h_new = h_new @ w_hr.t()  # (B, P)
-        if z_c is not None:  # zoneout last (Krueger et al.): d = 1 keeps the old value
-            c_new = z_c[t] * c + (1 - z_c[t]) * c_new
-        if z_h is not None:
-            h_new = z_h[t] * h + (1 - z_h[t]) * h_new
-        act = torch.cat([f, g, o] if coupled else [i, f, g, o], dim=1)
-        keep = _live(t, lengths)
-        if ln_hh is not None:
-            st = torch.cat([rstd_hh, mean_c, rstd_c], dim=1)  # (B, 3)
-            hats.append(z_hat if keep is None else z_hat * keep)
-            stats.append(st if keep is None else st * keep)
-        if keep is not None:
-            act = act * keep
-            c_new = torch.where(keep, c_new, c)
-            h_new = torch.where(keep, h_new, h)
-        h, c = h_new, c_new
-        outs.append(h if keep is None else h * keep)
-        gates.append(act)
-        cells.append(c)
-    if reverse:
-        outs, gates, cells, hats, stats = outs[::-1], gates[::-1], cells[::-1], hats[::-1], stats[::-1]
-    out = torch.stack(outs) if T else x_proj.new_empty(0, B, h0.size(1))
-
-    def saved(seq: list[Tensor], width: int, on: bool) -> Tensor:
-        if not (save and on):
-            return x_proj.new_empty(0)
-        return torch.stack(seq) if T else x_proj.new_empty(0, B, width)
-
-    ln = ln_hh is not None
-    return (out, h.clone(), c.clone(), saved(gates, G, True), saved(cells, H, True), saved(hats, G, ln),
-            saved(stats, 3, ln))
+LSTM_TENSORS = 13  # LSTMLayer's tensor fields
+WEIGHTS = 8  # of which the first eight have gradients
 
 
-def _python_backward(
-    grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor, out: Tensor, h0: Tensor, c0: Tensor, gates: Tensor,
-    cells: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None, h_mask: Tensor | None,
-    w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, z_c: Tensor | None, z_h: Tensor | None,
-    ln_hat: Tensor, ln_stats: Tensor, ln_hh: Tensor | None, ln_c_w: Tensor | None, ln_c_b: Tensor | None,
-    coupled: bool, reverse: bool, reset: Tensor | None = None,
-) -> tuple[Tensor, ...]:
-    T, B, G = gates.shape
-    H = G // (3 if coupled else 4)
-    ci, cf, co = (w if w is not None else gates.new_zeros(H) for w in (w_ci, w_cf, w_co))
-    dh, dc = grad_hn, grad_cn
-    d_gates = torch.zeros_like(gates)
-    d_h_all = torch.zeros_like(out)
-    c_prev_all = torch.zeros_like(cells)
-    c_tilde_all = torch.zeros_like(cells)  # c~_t: what tanh and the o peephole saw (c_t itself without zoneout)
-    d_gh = torch.zeros_like(gates)  # with layer norm: d loss / d (h_{t-1} W_hh^T), before its LN
-    d_shown = torch.zeros_like(cells)  # with layer norm: d loss / d (LN(c~) w + b)
-    order = range(T) if reverse else range(T - 1, -1, -1)
-    for n, t in enumerate(order):
-        first = n == T - 1  # the first step processed in forward
-        tprev = t + 1 if reverse else t - 1
-        keep = _live(t, lengths)
-        dh_t = dh + (grad_out[t] if keep is None else grad_out[t] * keep)
-        dh_tilde = dh_t if z_h is None else (1 - z_h[t]) * dh_t  # zoneout: d dh_t goes straight to h_{t-1}
-        d_h_all[t] = dh_tilde
-        dm = dh_tilde @ w_hr if w_hr is not None else dh_tilde  # (B, H)
-        if coupled:
-            f, g, o = gates[t].chunk(3, dim=1)
-            i = 1 - f
-        else:
-            i, f, g, o = gates[t].chunk(4, dim=1)
-        c_prev = c0 if first else cells[tprev]
-        if reset is not None:
-            c_prev = c_prev.masked_fill(reset[t].unsqueeze(1), 0.0)
-        c_prev_all[t] = c_prev
-        c_tilde = cells[t] if z_c is None else f * c_prev + i * g  # recomputed from the saved gates
-        if keep is not None:
-            c_tilde = c_tilde * keep
-        c_tilde_all[t] = c_tilde
-        dc_tilde = dc if z_c is None else (1 - z_c[t]) * dc
-        if ln_c_w is not None and ln_c_b is not None:
-            mean_c, rstd_c = ln_stats[t][:, 1:2], ln_stats[t][:, 2:3]
-            c_hat = (c_tilde - mean_c) * rstd_c
-            tc = torch.tanh(c_hat * ln_c_w + ln_c_b)
-            ds = dm * o * (1 - tc * tc)
-            d_shown[t] = ds
-            dch = ds * ln_c_w  # LN's backward: rstd (dchat - mean(dchat) - chat mean(dchat chat))
-            d_ln = rstd_c * (dch - dch.mean(1, keepdim=True) - c_hat * (dch * c_hat).mean(1, keepdim=True))
-            dzo = dm * tc * o * (1 - o)
-            d_c = dc_tilde + d_ln + dzo * co
-        else:
-            tc = torch.tanh(c_tilde)
-            dzo = dm * tc * o * (1 - o)
-            d_c = dc_tilde + dm * o * (1 - tc * tc) + dzo * co
-        dzg = d_c * i * (1 - g * g)
-        if coupled:
-            dzf = d_c * (c_prev - g) * f * (1 - f)
-            dg = torch.cat([dzf, dzg, dzo], 1)
-            dc_new = d_c * f + dzf * cf
-        else:
-            dzi, dzf = d_c * g * i * (1 - i), d_c * c_prev * f * (1 - f)
-            dg = torch.cat([dzi, dzf, dzg, dzo], 1)
-            dc_new = d_c * f + dzi * ci + dzf * cf
-        if z_c is not None:
-            dc_new = dc_new + z_c[t] * dc
-        if ln_hh is not None:
-            dz = dg * ln_hh
-            z_hat = ln_hat[t]
-            dgh = ln_stats[t][:, 0:1] * (dz - dz.mean(1, keepdim=True) - z_hat * (dz * z_hat).mean(1, keepdim=True))
-            d_gh[t] = dgh if keep is None else dgh * keep
-            dh_new = dgh @ w_hh
-        else:
-            dh_new = dg @ w_hh  # (B, P)
-        if h_mask is not None:
-            dh_new = dh_new * h_mask
-        if z_h is not None:
-            dh_new = dh_new + z_h[t] * dh_t
-        if keep is not None:
-            dg = dg * keep
-            dc_new = torch.where(keep, dc_new, dc)
-            dh_new = torch.where(keep, dh_new, dh)
-        if reset is not None:  # nothing flows past a reset
-            r = reset[t].unsqueeze(1)
-            dc_new, dh_new = dc_new.masked_fill(r, 0.0), dh_new.masked_fill(r, 0.0)
-        d_gates[t] = dg
-        dh, dc = dh_new, dc_new
-    h_prev = _previous_states(out, h0, lengths, reverse)
-    if reset is not None:
-        h_prev = h_prev.masked_fill(reset.unsqueeze(2), 0.0)
-    if h_mask is not None:
-        h_prev = h_prev * h_mask
-    grad_w_hh = (d_gh if ln_hh is not None else d_gates).reshape(T * B, G).t() @ h_prev.reshape(T * B, -1)
-    shown_all = c_tilde_all
-    if ln_c_w is not None and ln_c_b is not None:
-        shown_all = (c_tilde_all - ln_stats[..., 1:2]) * ln_stats[..., 2:3] * ln_c_w + ln_c_b
-    grad_w_hr = gates.new_empty(0)  # a fresh empty tensor per absent weight: custom op outputs may not alias
-    if w_hr is not None:
-        m = gates[..., G - H :] * torch.tanh(shown_all)  # (T, B, H): o is the last gate
-        grad_w_hr = d_h_all.reshape(T * B, -1).t() @ m.reshape(T * B, H)
-    grads = [gates.new_empty(0) for _ in range(3)]
-    F_ = 0 if coupled else H
-    if w_cf is not None:
-        grads[1] = (d_gates[..., F_ : F_ + H] * c_prev_all).sum((0, 1))
-    if w_co is not None:
-        grads[2] = (d_gates[..., G - H :] * c_tilde_all).sum((0, 1))
-    if w_ci is not None and not coupled:
-        grads[0] = (d_gates[..., :H] * c_prev_all).sum((0, 1))
-    ln_grads = [gates.new_empty(0) for _ in range(3)]
-    if ln_hh is not None:
-        c_hat_all = (c_tilde_all - ln_stats[..., 1:2]) * ln_stats[..., 2:3]
-        ln_grads = [(d_gates * ln_hat).sum((0, 1)), (d_shown * c_hat_all).sum((0, 1)), d_shown.sum((0, 1))]
-    return (d_gates, dh.clone(), dc.clone(), grad_w_hh, grad_w_hr, *grads, *ln_grads)
+class SLSTMLayer(NamedTuple):
+    """One sLSTM layer in one direction: ``w_hh`` (4H, H), ``h_mask`` (B, H) or None, ``lengths`` (B,) or None."""
+
+    w_hh: Tensor
+    h_mask: Tensor | None = None
+    lengths: Tensor | None = None
+    reverse: bool = False
+
+    def tensors(self) -> list[Tensor | None]:
+        return [self.w_hh, self.h_mask, self.lengths]
 
 
-def _python_slstm_forward(
-    x_proj: Tensor, h0: Tensor, c0: Tensor, n0: Tensor, m0: Tensor, w_hh: Tensor, lengths: Tensor | None,
-    h_mask: Tensor | None, reverse: bool, save: bool,
-) -> tuple[Tensor, ...]:
-    """The sLSTM's loop (reference.slstm_gated_step); returns out, h_n, c_n, n_n, m_n and, when ``save``, the gates
-    [i', f', z, o] (T, B, 4H), cells and normalisers (T, B, H) each (empty tensors otherwise)."""
-    T, B, G = x_proj.shape
-    H = G // 4
-    h, c, n, m = h0, c0, n0, m0
-    outs, gates, cells, norms = [], [], [], []
-    for t in range(T - 1, -1, -1) if reverse else range(T):
-        h_in = h if h_mask is None else h * h_mask
-        zi, zf, zz, zo = (x_proj[t] + h_in @ w_hh.t()).chunk(4, dim=1)
-        a = zf + m  # log f' + m_{t-1}, before stabilising
-        m_new = torch.maximum(a, zi)
-        i, f = torch.exp(zi - m_new), torch.exp(a - m_new)
-        z, o = torch.tanh(zz), torch.sigmoid(zo)
-        c_new, n_new = f * c + i * z, f * n + i
-        h_new = o * (c_new / n_new)
-        act = torch.cat([i, f, z, o], dim=1)
-        keep = _live(t, lengths)
-        if keep is not None:
-            act = act * keep
-            h_new, c_new, n_new, m_new = (
-                torch.where(keep, new, old) for new, old in ((h_new, h), (c_new, c), (n_new, n), (m_new, m))
-            )
-        h, c, n, m = h_new, c_new, n_new, m_new
-        outs.append(h if keep is None else h * keep)
-        gates.append(act)
-        cells.append(c)
-        norms.append(n)
-    if reverse:
-        outs, gates, cells, norms = outs[::-1], gates[::-1], cells[::-1], norms[::-1]
-    out = torch.stack(outs) if T else x_proj.new_empty(0, B, H)
-
-    def saved(seq: list[Tensor], width: int) -> Tensor:
-        if not save:
-            return x_proj.new_empty(0)
-        return torch.stack(seq) if T else x_proj.new_empty(0, B, width)
-
-    return out, h.clone(), c.clone(), n.clone(), m.clone(), saved(gates, G), saved(cells, H), saved(norms, H)
-
-
-def _python_slstm_backward(
-    grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor, grad_nn: Tensor, grad_mn: Tensor, out: Tensor, h0: Tensor,
-    c0: Tensor, n0: Tensor, gates: Tensor, cells: Tensor, norms: Tensor, w_hh: Tensor, lengths: Tensor | None,
-    h_mask: Tensor | None, reverse: bool,
-) -> tuple[Tensor, ...]:
-    """Backward of :func:`_python_slstm_forward`, the chain rule of ``slstm_backward_row`` in the C++ source."""
-    T, B, G = gates.shape
-    dh, dc, dn, dm = grad_hn, grad_cn, grad_nn, grad_mn
-    d_gates = torch.zeros_like(gates)
-    for k, t in enumerate(range(T) if reverse else range(T - 1, -1, -1)):
-        first = k == T - 1
-        tprev = t + 1 if reverse else t - 1
-        keep = _live(t, lengths)
-        dh_t = dh + (grad_out[t] if keep is None else grad_out[t] * keep)
-        i, f, z, o = gates[t].chunk(4, dim=1)
-        c, n = cells[t], norms[t]
-        c_prev, n_prev = (c0, n0) if first else (cells[tprev], norms[tprev])
-        d_c = dc + dh_t * o / n  # h = o c / n
-        d_n = dn - dh_t * o * c / (n * n)
-        d_o = dh_t * c / n
-        d_f, d_i = d_c * c_prev + d_n * n_prev, d_c * z + d_n
-        da, db = d_f * f, d_i * i  # through f' = exp(a - m_t) and i' = exp(~i - m_t)
-        d_m = dm - da - db  # everything that reached m_t = max(a, ~i): to the winner, half each on a tie
-        to_a = torch.where(f == 1, torch.where(i == 1, 0.5, 1.0), 0.0).to(gates.dtype)
-        d_a = da + to_a * d_m
-        dg = torch.cat([db + (1 - to_a) * d_m, d_a, d_c * i * (1 - z * z), d_o * o * (1 - o)], dim=1)
-        dh_new = dg @ w_hh
-        if h_mask is not None:
-            dh_new = dh_new * h_mask
-        dc_new, dn_new, dm_new = d_c * f, d_n * f, d_a
-        if keep is not None:
-            dg = torch.where(keep, dg, 0.0)  # not dg * keep: a row not started yet has n = 0 here, so 0/0 above
-            dh_new, dc_new, dn_new, dm_new = (
-                torch.where(keep, new, old) for new, old in ((dh_new, dh_t), (dc_new, dc), (dn_new, dn), (dm_new, dm))
-            )
-        d_gates[t] = dg
-        dh, dc, dn, dm = dh_new, dc_new, dn_new, dm_new
-    h_prev = _previous_states(out, h0, lengths, reverse)
-    if h_mask is not None:
-        h_prev = h_prev * h_mask
-    grad_w_hh = d_gates.reshape(T * B, G).t() @ h_prev.reshape(T * B, -1)
-    return d_gates, dh.clone(), dc.clone(), dn.clone(), dm.clone(), grad_w_hh
-
-
-def _previous_states(out: Tensor, h0: Tensor, lengths: Tensor | None, reverse: bool) -> Tensor:
-    """The state each step started from, (T, B, P); see ``previous_states`` in the C++ source."""
-    if not reverse:
-        return torch.cat([h0.unsqueeze(0), out[:-1]])
-    prev = torch.cat([out[1:], h0.unsqueeze(0)])
-    if lengths is not None:
-        t1 = torch.arange(1, out.size(0) + 1).unsqueeze(1)  # (T, 1)
-        prev = torch.where((t1 >= lengths.unsqueeze(0)).unsqueeze(2), h0.unsqueeze(0), prev)
-    return prev
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The custom ops (what torch.compile / export see) and the autograd Function
-# ---------------------------------------------------------------------------------------------------------
+def _kernel() -> Any:
+    module = kernel()
+    if module is None:
+        raise RuntimeError(f"the fused engine cannot run: {build_error()}")
+    return module
 
 
 @torch.library.custom_op("lstmkit::fused_lstm_forward", mutates_args=())
 def fused_lstm_forward(
-    x_proj: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None,
-    h_mask: Tensor | None, w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, z_c: Tensor | None,
-    z_h: Tensor | None, ln_hh: Tensor | None, ln_c_w: Tensor | None, ln_c_b: Tensor | None, coupled: bool,
-    reverse: bool, save: bool, reset: Tensor | None = None,
+    x_proj: Tensor, h0: Tensor, c0: Tensor, layer: list[Tensor | None], flags: list[int]
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """One layer, one direction. x_proj (T, B, G) with G = 4H (3H with ``coupled`` gates), h0 (B, P), c0 (B, H),
-    w_hh (G, P), w_hr (P, H) or None, lengths (B,) int64 or None, h_mask (B, P) (recurrent dropout's mask on
-    h_{t-1}) or None, w_ci, w_cf, w_co (H,) peephole weights or None, z_c (T, B, H) and z_h (T, B, P) zoneout's
-    masks in time order or None, ln_hh (G,) the gain of the recurrent product's layer norm and ln_c_w, ln_c_b (H,)
-    those of c~'s, or None (layer_norm off; x_proj then holds b_hh too, with it on the LN of the input part).
-    Returns output (T, B, P), h_n (B, P), c_n (B, H), and when ``save`` what backward needs (empty tensors
-    otherwise): the gate activations (T, B, G), the cell states (T, B, H) and, with layer norm, the normalised
-    recurrent product (T, B, G) and per row and step (1/std of it, mean and 1/std of c~) (T, B, 3).
-    ``reset`` (T, B) bool or None, forward in time only: where set, that row's h and c are 0 before the step."""
-    module = kernel()
-    args = (x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, ln_hh, ln_c_w, ln_c_b, coupled,
-            reverse, save)
-    if module is None:
-        return tuple(t.contiguous() for t in _python_forward(*args, reset))  # type: ignore[return-value]
-    return tuple(module.forward(*args, reset, _use_onednn(x_proj.dtype)))  # type: ignore[return-value]
+    """One LSTM layer, one direction. x_proj (T, B, G) (the input projections and both biases), h0 (B, P), c0 (B, H),
+    ``layer``: :meth:`LSTMLayer.tensors`, ``flags``: [coupled, reverse, save]. Returns output (T, B, P), h_n (B, P),
+    c_n (B, H), and when ``save`` what backward needs (empty tensors otherwise): the gate activations (T, B, G),
+    the cell states (T, B, H) and, with layer norm, the normalised recurrent product (T, B, G) and per row and step
+    (1/std of it, mean and 1/std of c~) (T, B, 3)."""
+    res = _kernel().forward(x_proj, h0, c0, layer, [*flags, _use_onednn(x_proj.dtype)])
+    return tuple(res)  # type: ignore[return-value]
 
 
 @fused_lstm_forward.register_fake
-def _(x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, ln_hh, ln_c_w, ln_c_b, coupled, reverse,
-      save, reset=None):
+def _(x_proj, h0, c0, layer, flags):
     T, B, G = x_proj.shape
     P, H = h0.size(1), c0.size(1)
-    ln = ln_hh is not None
-    gates = x_proj.new_empty(T, B, G) if save else x_proj.new_empty(0)
-    cells = x_proj.new_empty(T, B, H) if save else x_proj.new_empty(0)
-    hats = x_proj.new_empty(T, B, G) if save and ln else x_proj.new_empty(0)
-    stats = x_proj.new_empty(T, B, 3) if save and ln else x_proj.new_empty(0)
-    return x_proj.new_empty(T, B, P), h0.new_empty(B, P), c0.new_empty(B, H), gates, cells, hats, stats
+    save, ln = bool(flags[2]), layer[5] is not None  # ln_hh
+
+    def saved(width: int, on: bool = True) -> Tensor:
+        return x_proj.new_empty(T, B, width) if save and on else x_proj.new_empty(0)
+
+    return x_proj.new_empty(T, B, P), h0.new_empty(B, P), c0.new_empty(B, H), saved(G), saved(H), saved(G, ln), \
+        saved(3, ln)
 
 
 @torch.library.custom_op("lstmkit::fused_lstm_backward", mutates_args=())
 def fused_lstm_backward(
-    grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor, out: Tensor, h0: Tensor, c0: Tensor, gates: Tensor,
-    cells: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None, h_mask: Tensor | None,
-    w_ci: Tensor | None, w_cf: Tensor | None, w_co: Tensor | None, z_c: Tensor | None, z_h: Tensor | None,
-    ln_hat: Tensor, ln_stats: Tensor, ln_hh: Tensor | None, ln_c_w: Tensor | None, ln_c_b: Tensor | None,
-    coupled: bool, reverse: bool, reset: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Backward through time of :func:`fused_lstm_forward`. Returns the gradients of x_proj (T, B, G), h0, c0,
-    w_hh, w_hr, w_ci, w_cf, w_co, ln_hh, ln_c_w and ln_c_b (an empty tensor for each weight that is None)."""
-    module = kernel()
-    args = (grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co,
-            z_c, z_h, ln_hat, ln_stats, ln_hh, ln_c_w, ln_c_b, coupled, reverse)
-    res = _python_backward(*args, reset) if module is None else module.backward(*args, reset, _use_onednn(gates.dtype))
-    return tuple(t.contiguous() for t in res)  # type: ignore[return-value]
+    grads: list[Tensor], saved: list[Tensor], layer: list[Tensor | None], flags: list[int]
+) -> list[Tensor]:
+    """Backward through time of :func:`fused_lstm_forward`. ``grads``: [grad_out, grad_hn, grad_cn]; ``saved``:
+    [out, h0, c0, gates, cells, ln_hat, ln_stats]; ``flags``: [coupled, reverse]. Returns the gradients of x_proj,
+    h0, c0 and of the layer's eight weights in order (an empty tensor for each absent one)."""
+    res = _kernel().backward(grads, saved, layer, [*flags, _use_onednn(saved[3].dtype)])
+    return [t.contiguous() for t in res]
 
 
 @fused_lstm_backward.register_fake
-def _(grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c,
-      z_h, ln_hat, ln_stats, ln_hh, ln_c_w, ln_c_b, coupled, reverse, reset=None):
-    def like(w: Tensor | None) -> Tensor:
-        return w.new_empty(w.shape) if w is not None else gates.new_empty(0)
-
-    return (
-        gates.new_empty(gates.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape), w_hh.new_empty(w_hh.shape),
-        like(w_hr), like(w_ci), like(w_cf), like(w_co), like(ln_hh), like(ln_c_w), like(ln_c_b),
-    )
+def _(grads, saved, layer, flags):
+    _, h0, c0, gates = saved[:4]
+    return [gates.new_empty(gates.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
+            *(w.new_empty(w.shape) if w is not None else gates.new_empty(0) for w in layer[:WEIGHTS])]
 
 
 class FusedLSTMLayer(torch.autograd.Function):
     """One LSTM layer in one direction over a whole sequence, with a hand-written backward through time.
 
-    ``apply(x_proj, h0, c0, w_hh, w_hr, lengths, reverse, h_mask=None, w_ci=None, w_cf=None, w_co=None,
-    coupled=False, z_c=None, z_h=None, ln_hh=None, ln_c_w=None, ln_c_b=None)`` with x_proj (T, B, G) (the input
-    projections and both biases; G = 4H, or 3H with coupled gates), h0 (B, P), c0 (B, H), w_hh (G, P), w_hr (P, H)
-    or None, lengths (B,) int64 (on the CPU) or None, h_mask (B, P) recurrent dropout's mask or None, the peephole
-    weights (H,) or None, zoneout's masks z_c (T, B, H) and z_h (T, B, P) in time order (row t is step t's,
-    whichever the direction) or None, layer norm's gains ln_hh (G,) and ln_c_w, ln_c_b (H,) or None; returns
-    output (T, B, P), h_n (B, P), c_n (B, H).
+    ``apply(flags, x_proj, h0, c0, *layer.tensors())`` with ``flags`` = (coupled, reverse) of an :class:`LSTMLayer`
+    (:func:`lstm_layer` spells it); returns output (T, B, P), h_n (B, P), c_n (B, H).
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, x_proj, h0, c0, w_hh, w_hr, lengths, reverse, h_mask=None, w_ci=None, w_cf=None, w_co=None,
-        coupled=False, z_c=None, z_h=None, ln_hh=None, ln_c_w=None, ln_c_b=None, reset=None,
-    ):
+    def forward(ctx: Any, flags: tuple[bool, bool], x_proj: Tensor, h0: Tensor, c0: Tensor,  # type: ignore[override]
+                *layer: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         save = any(ctx.needs_input_grad)
         out, h_n, c_n, gates, cells, ln_hat, ln_stats = fused_lstm_forward(
-            x_proj, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, ln_hh, ln_c_w, ln_c_b, coupled,
-            reverse, save, reset,
-        )
+            x_proj, h0, c0, list(layer), [*flags, save])
         if save:
-            ctx.save_for_backward(
-                out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, ln_hat, ln_stats,
-                ln_hh, ln_c_w, ln_c_b, reset,
-            )
-        ctx.reverse, ctx.coupled = reverse, coupled
+            ctx.save_for_backward(out, h0, c0, gates, cells, ln_hat, ln_stats, *layer)
+        ctx.flags = flags
         return out, h_n, c_n
 
     @staticmethod
-    def backward(ctx: Any, grad_out, grad_hn, grad_cn):  # type: ignore[override]
-        (out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, ln_hat, ln_stats, ln_hh,
-         ln_c_w, ln_c_b, reset) = ctx.saved_tensors
-        d_x, d_h0, d_c0, d_w_hh, d_w_hr, d_ci, d_cf, d_co, d_ln_hh, d_ln_c_w, d_ln_c_b = fused_lstm_backward(
-            grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co,
-            z_c, z_h, ln_hat, ln_stats, ln_hh, ln_c_w, ln_c_b, ctx.coupled, ctx.reverse, reset,
-        )
+    def backward(ctx: Any, grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor):  # type: ignore[override]
+        saved, layer = ctx.saved_tensors[:7], ctx.saved_tensors[7:]
+        d_x, d_h0, d_c0, *d_weights = fused_lstm_backward(
+            [grad_out, grad_hn, grad_cn], list(saved), list(layer), list(ctx.flags))
+        d_layer = [d if w is not None else None for d, w in zip(d_weights, layer, strict=False)]
+        return None, d_x, d_h0, d_c0, *d_layer, *([None] * (LSTM_TENSORS - WEIGHTS))
 
-        def grad(d: Tensor, w: Tensor | None) -> Tensor | None:
-            return d if w is not None else None
 
-        return (
-            d_x, d_h0, d_c0, d_w_hh, grad(d_w_hr, w_hr), None, None, None,
-            grad(d_ci, w_ci), grad(d_cf, w_cf), grad(d_co, w_co), None, None, None, grad(d_ln_hh, ln_hh),
-            grad(d_ln_c_w, ln_c_w), grad(d_ln_c_b, ln_c_b), None,
-        )
+def lstm_layer(x_proj: Tensor, h0: Tensor, c0: Tensor, layer: LSTMLayer) -> tuple[Tensor, Tensor, Tensor]:
+    """:class:`FusedLSTMLayer` on one :class:`LSTMLayer`: output (T, B, P), h_n (B, P), c_n (B, H)."""
+    return FusedLSTMLayer.apply((layer.coupled, layer.reverse), x_proj, h0, c0, *layer.tensors())
 
 
 @torch.library.custom_op("lstmkit::fused_slstm_forward", mutates_args=())
 def fused_slstm_forward(
-    x_proj: Tensor, h0: Tensor, c0: Tensor, n0: Tensor, m0: Tensor, w_hh: Tensor, lengths: Tensor | None,
-    h_mask: Tensor | None, reverse: bool, save: bool,
+    x_proj: Tensor, states: list[Tensor], layer: list[Tensor | None], flags: list[int]
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """One sLSTM layer, one direction. x_proj (T, B, 4H), the states h0, c0, n0, m0 (B, H) each, w_hh (4H, H),
-    lengths (B,) int64 or None, h_mask (B, H) or None. Returns output (T, B, H), h_n, c_n, n_n, m_n (B, H), and
+    """One sLSTM layer, one direction. x_proj (T, B, 4H), ``states`` [h0, c0, n0, m0] (B, H) each, ``layer``:
+    :meth:`SLSTMLayer.tensors`, ``flags``: [reverse, save]. Returns output (T, B, H), h_n, c_n, n_n, m_n (B, H), and
     when ``save`` the gates [i', f', z, o] (T, B, 4H), cells and normalisers (T, B, H) (empty tensors otherwise)."""
-    module = kernel()
-    args = (x_proj, h0, c0, n0, m0, w_hh, lengths, h_mask, reverse, save)
-    if module is None:
-        return tuple(t.contiguous() for t in _python_slstm_forward(*args))  # type: ignore[return-value]
-    return tuple(module.slstm_forward(*args, _use_onednn(x_proj.dtype)))  # type: ignore[return-value]
+    res = _kernel().slstm_forward(x_proj, states, layer, [*flags, _use_onednn(x_proj.dtype)])
+    return tuple(res)  # type: ignore[return-value]
 
 
 @fused_slstm_forward.register_fake
-def _(x_proj, h0, c0, n0, m0, w_hh, lengths, h_mask, reverse, save):
+def _(x_proj, states, layer, flags):
     T, B, G = x_proj.shape
     H = G // 4
 
     def saved(width: int) -> Tensor:
-        return x_proj.new_empty(T, B, width) if save else x_proj.new_empty(0)
+        return x_proj.new_empty(T, B, width) if flags[1] else x_proj.new_empty(0)
 
-    states = [s.new_empty(B, H) for s in (h0, c0, n0, m0)]
-    return (x_proj.new_empty(T, B, H), *states, saved(G), saved(H), saved(H))
+    return (x_proj.new_empty(T, B, H), *(s.new_empty(B, H) for s in states), saved(G), saved(H), saved(H))
 
 
 @torch.library.custom_op("lstmkit::fused_slstm_backward", mutates_args=())
 def fused_slstm_backward(
-    grad_out: Tensor, grad_hn: Tensor, grad_cn: Tensor, grad_nn: Tensor, grad_mn: Tensor, out: Tensor, h0: Tensor,
-    c0: Tensor, n0: Tensor, gates: Tensor, cells: Tensor, norms: Tensor, w_hh: Tensor, lengths: Tensor | None,
-    h_mask: Tensor | None, reverse: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Backward through time of :func:`fused_slstm_forward`: the gradients of x_proj, h0, c0, n0, m0 and w_hh."""
-    module = kernel()
-    args = (grad_out, grad_hn, grad_cn, grad_nn, grad_mn, out, h0, c0, n0, gates, cells, norms, w_hh, lengths, h_mask,
-            reverse)
-    res = _python_slstm_backward(*args) if module is None else module.slstm_backward(*args, _use_onednn(gates.dtype))
-    return tuple(t.contiguous() for t in res)  # type: ignore[return-value]
+    grads: list[Tensor], saved: list[Tensor], layer: list[Tensor | None], flags: list[int]
+) -> list[Tensor]:
+    """Backward through time of :func:`fused_slstm_forward`. ``grads``: [grad_out, grad_hn, grad_cn, grad_nn,
+    grad_mn]; ``saved``: [out, h0, c0, n0, gates, cells, norms]; ``flags``: [reverse]. Returns the gradients of
+    x_proj, h0, c0, n0, m0 and w_hh."""
+    res = _kernel().slstm_backward(grads, saved, layer, [*flags, _use_onednn(saved[4].dtype)])
+    return [t.contiguous() for t in res]
 
 
 @fused_slstm_backward.register_fake
-def _(grad_out, grad_hn, grad_cn, grad_nn, grad_mn, out, h0, c0, n0, gates, cells, norms, w_hh, lengths, h_mask,
-      reverse):
-    return (gates.new_empty(gates.shape), *(s.new_empty(s.shape) for s in (grad_hn, grad_cn, grad_nn, grad_mn)),
-            w_hh.new_empty(w_hh.shape))
+def _(grads, saved, layer, flags):
+    gates, w_hh = saved[4], layer[0]
+    return [gates.new_empty(gates.shape), *(g.new_empty(g.shape) for g in grads[1:]), w_hh.new_empty(w_hh.shape)]
 
 
 class FusedSLSTMLayer(torch.autograd.Function):
-    """One sLSTM layer in one direction with a hand-written backward through time: ``apply(x_proj, h0, c0, n0, m0,
-    w_hh, lengths, reverse, h_mask=None)``, shapes as :func:`fused_slstm_forward`; returns output (T, B, H) and the
-    final h, c, n, m (B, H) each. Saves the gates, cells and normalisers, 6H numbers per batch row and step."""
+    """One sLSTM layer in one direction with a hand-written backward through time: ``apply(reverse, x_proj, h0, c0,
+    n0, m0, *layer.tensors())`` (:func:`slstm_layer` spells it); returns output (T, B, H) and the final h, c, n, m
+    (B, H) each. Saves the gates, cells and normalisers, 6H numbers per batch row and step."""
 
     @staticmethod
-    def forward(ctx: Any, x_proj, h0, c0, n0, m0, w_hh, lengths, reverse, h_mask=None):  # type: ignore[override]
+    def forward(ctx: Any, reverse: bool, x_proj: Tensor, h0: Tensor, c0: Tensor, n0: Tensor,  # type: ignore[override]
+                m0: Tensor, *layer: Tensor | None):
         save = any(ctx.needs_input_grad)
         out, h_n, c_n, n_n, m_n, gates, cells, norms = fused_slstm_forward(
-            x_proj, h0, c0, n0, m0, w_hh, lengths, h_mask, reverse, save
-        )
+            x_proj, [h0, c0, n0, m0], list(layer), [reverse, save])
         if save:
-            ctx.save_for_backward(out, h0, c0, n0, gates, cells, norms, w_hh, lengths, h_mask)
+            ctx.save_for_backward(out, h0, c0, n0, gates, cells, norms, *layer)
         ctx.reverse = reverse
         return out, h_n, c_n, n_n, m_n
 
     @staticmethod
-    def backward(ctx: Any, grad_out, grad_hn, grad_cn, grad_nn, grad_mn):  # type: ignore[override]
-        out, h0, c0, n0, gates, cells, norms, w_hh, lengths, h_mask = ctx.saved_tensors
+    def backward(ctx: Any, *grads: Tensor):  # type: ignore[override]
+        saved, layer = ctx.saved_tensors[:7], ctx.saved_tensors[7:]
         d_x, d_h0, d_c0, d_n0, d_m0, d_w_hh = fused_slstm_backward(
-            grad_out, grad_hn, grad_cn, grad_nn, grad_mn, out, h0, c0, n0, gates, cells, norms, w_hh, lengths, h_mask,
-            ctx.reverse,
-        )
-        return d_x, d_h0, d_c0, d_n0, d_m0, d_w_hh, None, None, None
+            list(grads), list(saved), list(layer), [ctx.reverse])
+        return None, d_x, d_h0, d_c0, d_n0, d_m0, d_w_hh, None, None
 
+
+def slstm_layer(x_proj: Tensor, states: States, layer: SLSTMLayer) -> tuple[Tensor, ...]:
+    """:class:`FusedSLSTMLayer` on one :class:`SLSTMLayer`: output (T, B, H) and the final h, c, n, m."""
+    return FusedSLSTMLayer.apply(layer.reverse, x_proj, *states, *layer.tensors())
 
 # ---------------------------------------------------------------------------------------------------------
 # The engine
@@ -645,7 +358,7 @@ class FusedEngine:
 
     def runs_reset(self, spec: RNNSpec) -> bool:
         """The LSTM's loop resets rows itself (``reset`` in each layer's weights); the sLSTM's does not."""
-        return spec.cell == "lstm"
+        return spec.variants.cell == "lstm"
 
     def unsupported(self, spec: RNNSpec, device: torch.device, dtype: torch.dtype) -> str | None:
         if spec.mode != "LSTM":
@@ -654,25 +367,15 @@ class FusedEngine:
             return f"the fused engine's kernel is CPU code; the weights are on {device}"
         if dtype not in (torch.float32, torch.float64):
             return f"the fused engine runs float32 and float64, not {dtype}"
-        others = [v.name for v in variants.active(spec) if self.name not in v.engines]
-        if spec.cell == "no_c":  # the ablation without a memory cell is the reference engine's alone
+        others = [v.name for v in variants.active(spec.variants) if self.name not in v.engines]
+        if spec.variants.cell == "no_c":  # the ablation without a memory cell is the reference engine's alone
             others.append("cell='no_c'")
         if others:
             runs = ", ".join(v.name for v in variants.VARIANTS if self.name in v.engines or v.init_only or v.in_module)
             return f"the fused engine runs the LSTM with {runs}, not {', '.join(others)}; use engine='reference'"
-        return None
-
-    def forward_with_gates(
-        self,
-        spec: RNNSpec,
-        x: Tensor,
-        hx: States,
-        weights: Sequence[LayerWeights],
-        lengths: Tensor | None,
-        training: bool,
-    ) -> tuple[Tensor, States, GateRecord]:
-        """The kernel keeps its gates inside: recorded by the reference equations on the same weights."""
-        return reference.ENGINE.forward_with_gates(spec, x, hx, weights, lengths, training)
+        # Last, since it builds the kernel on first use: with no kernel there is no fused engine (no eager copy of
+        # the loop; the reference engine is the equations).
+        return build_error()
 
     def forward(
         self,
@@ -716,7 +419,7 @@ class FusedEngine:
             layer_input: Tensor, state: States, w: LayerWeights, n: Tensor | None, reverse: bool,
             zoneout_in_time_order: bool = False,
         ) -> tuple[Tensor, States]:
-            if spec.layer_norm:
+            if spec.variants.layer_norm:
                 # Ba et al.: LN of the input part with b_ih as its shift, then b_hh (the recurrent LN's shift,
                 # a constant per step) added here rather than in the loop; autograd differentiates both.
                 x_proj = layer_norm(F.linear(layer_input, w["weight_ih"]), w["layer_norm_ih_weight"], w.get("bias_ih"))
@@ -725,21 +428,20 @@ class FusedEngine:
             else:
                 bias = w["bias_ih"] + w["bias_hh"] if spec.bias else None
                 x_proj = F.linear(layer_input, w["weight_ih"], bias)  # (T, B, 4H), all steps in one GEMM
-            if spec.cell == "slstm":
-                out, *final = FusedSLSTMLayer.apply(
-                    x_proj, *state, w["weight_hh"], n, reverse, w.get("recurrent_dropout_mask")
-                )
+            if spec.variants.cell == "slstm":
+                out, *final = slstm_layer(
+                    x_proj, state, SLSTMLayer(w["weight_hh"], w.get("recurrent_dropout_mask"), n, reverse))
             else:
                 z_c, z_h = (
                     w.get(key) if zoneout_in_time_order else _zoneout_in_time_order(w.get(key), reverse, n)
                     for key in ZONEOUT_KEYS
                 )
-                out, *final = FusedLSTMLayer.apply(
-                    x_proj, *state, w["weight_hh"], w.get("weight_hr"), n, reverse, w.get("recurrent_dropout_mask"),
-                    w.get("weight_ci"), w.get("weight_cf"), w.get("weight_co"), spec.coupled_gates, z_c, z_h,
+                layer = LSTMLayer(
+                    w["weight_hh"], w.get("weight_hr"), w.get("weight_ci"), w.get("weight_cf"), w.get("weight_co"),
                     w.get("layer_norm_hh_weight"), w.get("layer_norm_c_weight"), w.get("layer_norm_c_bias"),
-                    w.get("reset"),
+                    w.get("recurrent_dropout_mask"), z_c, z_h, w.get("reset"), n, spec.variants.coupled_gates, reverse,
                 )
+                out, *final = lstm_layer(x_proj, state[0], state[1], layer)
             return out, tuple(final)
 
         # The loop over layers and directions, and dropout between layers, are every engine's (base.run_stack).

@@ -13,9 +13,7 @@ import torch
 from torch import _VF, Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import reference
 from .base import LayerWeights, RNNSpec, States
-from .gates import GateRecord
 
 _NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
 _FUNCTIONS: dict[str, Any] = {"GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
@@ -101,8 +99,9 @@ class NativeEngine:
     def unsupported(self, spec: RNNSpec, device: torch.device, dtype: torch.dtype) -> str | None:
         if spec.mode not in _GATES:
             return f"torch has no fused kernel for {spec.mode}"
-        if spec.variants:
-            return f"{' and '.join(spec.variants)} {'is' if len(spec.variants) == 1 else 'are'} not in torch.nn.LSTM"
+        if spec.switched_on:
+            on = spec.switched_on
+            return f"{' and '.join(on)} {'is' if len(on) == 1 else 'are'} not in torch.nn.LSTM"
         return kernel_failure(spec.mode, device, dtype)
 
     def forward(
@@ -125,19 +124,6 @@ class NativeEngine:
         out_packed = PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
         out, _ = pad_packed_sequence(out_packed, total_length=x.size(0))
         return out, tuple(s.index_select(1, packed.unsorted_indices) for s in states)
-
-    def forward_with_gates(
-        self,
-        spec: RNNSpec,
-        x: Tensor,
-        hx: States,
-        weights: Sequence[LayerWeights],
-        lengths: Tensor | None,
-        training: bool,
-    ) -> tuple[Tensor, States, GateRecord]:
-        """oneDNN and cuDNN keep their gates inside: recorded by the reference equations on the same weights
-        (the tests check that the recorded h and c equal this engine's outputs)."""
-        return reference.ENGINE.forward_with_gates(spec, x, hx, weights, lengths, training)
 
 
 ENGINE = NativeEngine()

@@ -120,28 +120,28 @@ def lstm_variant_gated_step(
     h = h_prev
     if "recurrent_dropout_mask" in w:
         h = h * w["recurrent_dropout_mask"]  # Gal & Ghahramani: the same units of h_{t-1} dropped at every step
-    if spec.layer_norm:
+    if spec.variants.layer_norm:
         # Ba et al.: the recurrent part is normalised on its own (its statistics differ from the input's).
         gates = x_proj + layer_norm(F.linear(h, w["weight_hh"]), w["layer_norm_hh_weight"], w.get("bias_hh"))
     else:
         gates = x_proj + F.linear(h, w["weight_hh"], w.get("bias_hh"))  # (B, gates * H)
-    if spec.coupled_gates:
+    if spec.variants.coupled_gates:
         f, g, o = gates.chunk(3, dim=1)  # CIFG: no input-gate rows
     else:
         i, f, g, o = gates.chunk(4, dim=1)
-    if spec.peephole:
+    if spec.variants.peephole:
         # Gers & Schmidhuber: the gates that decide about the memory look at it (diagonal weights).
         f = f + w["weight_cf"] * c_prev
-        if not spec.coupled_gates:
+        if not spec.variants.coupled_gates:
             i = i + w["weight_ci"] * c_prev
     f = torch.sigmoid(f)  # forget gate
-    i = 1 - f if spec.coupled_gates else torch.sigmoid(i)  # input gate; CIFG writes exactly what it forgets
+    i = 1 - f if spec.variants.coupled_gates else torch.sigmoid(i)  # input gate; CIFG writes exactly what it forgets
     g = torch.tanh(g)  # candidate memory
     c = f * c_prev + i * g
-    if spec.peephole:
+    if spec.variants.peephole:
         o = o + w["weight_co"] * c  # the output gate sees the new cell c_t
     o = torch.sigmoid(o)
-    shown = layer_norm(c, w["layer_norm_c_weight"], w["layer_norm_c_bias"]) if spec.layer_norm else c
+    shown = layer_norm(c, w["layer_norm_c_weight"], w["layer_norm_c_bias"]) if spec.variants.layer_norm else c
     h = o * torch.tanh(shown)
     if "weight_hr" in w:
         h = F.linear(h, w["weight_hr"])  # projection (B, H) -> (B, proj_size)
@@ -200,18 +200,18 @@ def no_c_gated_step(x_proj: Tensor, state: States, w: LayerWeights) -> tuple[Sta
 
 def gated_step_for(spec: RNNSpec) -> GatedStep:
     """The gated LSTM step that computes ``spec``: the plain one, a variant's, the sLSTM's or the no-C ablation."""
-    if spec.cell == "slstm":
+    if spec.variants.cell == "slstm":
         return slstm_gated_step
-    if spec.cell == "no_c":
+    if spec.variants.cell == "no_c":
         return no_c_gated_step
-    if spec.variants:
+    if spec.switched_on:
         return partial(lstm_variant_gated_step, spec=spec)
     return lstm_gated_step
 
 
 def step_for(spec: RNNSpec) -> Step:
     """The step that computes ``spec`` (any mode, any variant)."""
-    if spec.mode != "LSTM" or not spec.variants:
+    if spec.mode != "LSTM" or not spec.switched_on:
         return STEPS[spec.mode]
     gated = gated_step_for(spec)
     return lambda x_proj, state, w: gated(x_proj, state, w)[0]
@@ -292,7 +292,7 @@ def lstm_one_step(spec: RNNSpec, x: Tensor, hx: States, weights: Sequence[LayerW
 
 def one_step_applies(spec: RNNSpec, steps: int) -> bool:
     """Whether :func:`lstm_one_step` computes ``spec`` for a call of ``steps`` time steps."""
-    return steps == 1 and spec.mode == "LSTM" and spec.proj_size == 0 and not spec.variants
+    return steps == 1 and spec.mode == "LSTM" and spec.proj_size == 0 and not spec.switched_on
 
 
 class ReferenceEngine:
@@ -316,53 +316,56 @@ class ReferenceEngine:
         training: bool,
     ) -> tuple[Tensor, States]:
         step = step_for(spec)
-        project = partial(input_projection, layer_norm_on=spec.layer_norm)
+        project = partial(input_projection, layer_norm_on=spec.variants.layer_norm)
 
         def layer_fn(inp: Tensor, state: States, w: LayerWeights, n: Tensor | None) -> tuple[Tensor, States]:
             return run_layer(step, inp, state, w, n, project)
 
         return run_stack(layer_fn, spec, x, hx, weights, lengths, training)
 
-    def forward_with_gates(
-        self,
-        spec: RNNSpec,
-        x: Tensor,
-        hx: States,
-        weights: Sequence[LayerWeights],
-        lengths: Tensor | None,
-        training: bool,
-    ) -> tuple[Tensor, States, GateRecord]:
-        """``forward`` with a tap on each step: the same step function (``gated_step_for``, variants included)
-        and input projection, keeping every step's gates and states. For CIFG the recorded ``i`` is ``1 - f``;
-        for the sLSTM, ``i`` and ``f`` are the stabilised exponential gates and ``c`` the stabilised cell state.
-        """
-        if spec.mode != "LSTM":
-            raise ValueError(f"gates are recorded for the LSTM only, got a {spec.mode} stack")
-        gated_step = gated_step_for(spec)
-        project = partial(input_projection, layer_norm_on=spec.layer_norm)
-        traces: list[dict[str, Tensor]] = []
-
-        def layer_fn(inp: Tensor, state: States, w: LayerWeights, n: Tensor | None) -> tuple[Tensor, States]:
-            tape: list[dict[str, Tensor]] = []
-
-            def step(x_proj: Tensor, st: States, w: LayerWeights) -> States:
-                new, gates = gated_step(x_proj, st, w)
-                tape.append({**gates, "h": new[0], "c": new[1]})
-                return new
-
-            out, final = run_layer(step, inp, state, w, n, project)
-            direction = len(traces) % spec.num_directions
-            trace = {}
-            for name in GATE_NAMES:
-                values = torch.stack([entry[name] for entry in tape])  # (T, B, size)
-                # run_stack feeds the backward direction its input reversed in time: put the record back in order.
-                trace[name] = reverse_padded(values, n) if direction == 1 else values
-            traces.append(trace)
-            return out, final
-
-        out, final = run_stack(layer_fn, spec, x, hx, weights, lengths, training)
-        gates = {name: torch.stack([t[name] for t in traces]) for name in GATE_NAMES}  # (L*D, T, B, size)
-        return out, final, GateRecord.from_stack(gates, spec.num_layers, spec.num_directions, lengths, self.name)
-
 
 ENGINE = ReferenceEngine()
+
+
+def record_gates(
+    spec: RNNSpec,
+    x: Tensor,
+    hx: States,
+    weights: Sequence[LayerWeights],
+    lengths: Tensor | None,
+    training: bool,
+) -> tuple[Tensor, States, GateRecord]:
+    """The reference engine's ``forward`` with a tap on each step: the same step function (``gated_step_for``,
+    variants included) and input projection, keeping every step's gates and states (LSTM stacks only;
+    ValueError otherwise). The module asks this for gate recording whichever engine runs its other calls: the
+    fast kernels keep their gates inside. For CIFG the recorded ``i`` is ``1 - f``; for the sLSTM, ``i`` and
+    ``f`` are the stabilised exponential gates and ``c`` the stabilised cell state.
+    """
+    if spec.mode != "LSTM":
+        raise ValueError(f"gates are recorded for the LSTM only, got a {spec.mode} stack")
+    gated_step = gated_step_for(spec)
+    project = partial(input_projection, layer_norm_on=spec.variants.layer_norm)
+    traces: list[dict[str, Tensor]] = []
+
+    def layer_fn(inp: Tensor, state: States, w: LayerWeights, n: Tensor | None) -> tuple[Tensor, States]:
+        tape: list[dict[str, Tensor]] = []
+
+        def step(x_proj: Tensor, st: States, w: LayerWeights) -> States:
+            new, gates = gated_step(x_proj, st, w)
+            tape.append({**gates, "h": new[0], "c": new[1]})
+            return new
+
+        out, final = run_layer(step, inp, state, w, n, project)
+        direction = len(traces) % spec.num_directions
+        trace = {}
+        for name in GATE_NAMES:
+            values = torch.stack([entry[name] for entry in tape])  # (T, B, size)
+            # run_stack feeds the backward direction its input reversed in time: put the record back in order.
+            trace[name] = reverse_padded(values, n) if direction == 1 else values
+        traces.append(trace)
+        return out, final
+
+    out, final = run_stack(layer_fn, spec, x, hx, weights, lengths, training)
+    gates = {name: torch.stack([t[name] for t in traces]) for name in GATE_NAMES}  # (L*D, T, B, size)
+    return out, final, GateRecord.from_stack(gates, spec.num_layers, spec.num_directions, lengths, "reference")
+

@@ -1007,37 +1007,46 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
           or_empty(grad_ln_hh), or_empty(grad_ln_c_w), or_empty(grad_ln_c_b)};
 }
 
-std::vector<Tensor> lstm_forward(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
-                                 const std::optional<Tensor>& w_hr, const std::optional<Tensor>& lengths,
-                                 const std::optional<Tensor>& h_mask, const std::optional<Tensor>& w_ci,
-                                 const std::optional<Tensor>& w_cf, const std::optional<Tensor>& w_co,
-                                 const std::optional<Tensor>& z_c, const std::optional<Tensor>& z_h,
-                                 const std::optional<Tensor>& ln_hh, const std::optional<Tensor>& ln_c_w,
-                                 const std::optional<Tensor>& ln_c_b, bool coupled, bool reverse, bool save,
-                                 const std::optional<Tensor>& reset, bool use_onednn) {
+// One layer and direction as the ops take it: its weights and masks in one list (engines/fused.py: LSTM_LAYER,
+// in this order; absent ones are None) and its flags in another.
+enum LstmField { W_HH, W_HR, W_CI, W_CF, W_CO, LN_HH, LN_C_W, LN_C_B, H_MASK, Z_C, Z_H, RESET, LENGTHS, LSTM_FIELDS };
+using Layer = c10::List<std::optional<Tensor>>;
+
+std::optional<Tensor> field(const Layer& layer, int64_t k) { return layer.get(k); }
+
+// flags: [coupled, reverse, save, onednn]
+std::vector<Tensor> lstm_forward(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, const Layer& layer,
+                                 at::IntArrayRef flags) {
+  TORCH_CHECK(layer.size() == LSTM_FIELDS && flags.size() == 4, "forward takes 13 layer fields and 4 flags");
+  const bool coupled = flags[0], reverse = flags[1], save = flags[2], onednn = flags[3];
+  const auto reset = field(layer, RESET);
   TORCH_CHECK(!(reset.has_value() && reverse), "reset runs forward in time only");
   TORCH_CHECK(x_proj.dim() == 3 && x_proj.size(2) % (coupled ? 3 : 4) == 0, "x_proj must be (T, B, 4H or 3H)");
+  TORCH_CHECK(field(layer, W_HH).has_value(), "w_hh is required");
   Tensor xp = x_proj.contiguous();
   return AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "lstmkit_fused_forward", [&] {
-    return forward_impl<scalar_t>(xp, h0, c0, w_hh, w_hr, lengths, h_mask, w_ci, w_cf, w_co, z_c, z_h, ln_hh,
-                                  ln_c_w, ln_c_b, coupled, reverse, save, reset, use_onednn);
+    return forward_impl<scalar_t>(xp, h0, c0, *field(layer, W_HH), field(layer, W_HR), field(layer, LENGTHS),
+                                  field(layer, H_MASK), field(layer, W_CI), field(layer, W_CF), field(layer, W_CO),
+                                  field(layer, Z_C), field(layer, Z_H), field(layer, LN_HH), field(layer, LN_C_W),
+                                  field(layer, LN_C_B), coupled, reverse, save, reset, onednn);
   });
 }
 
-std::vector<Tensor> lstm_backward(const Tensor& grad_out, const Tensor& grad_hn, const Tensor& grad_cn,
-                                  const Tensor& out, const Tensor& h0, const Tensor& c0, const Tensor& gates,
-                                  const Tensor& cells, const Tensor& w_hh, const std::optional<Tensor>& w_hr,
-                                  const std::optional<Tensor>& lengths, const std::optional<Tensor>& h_mask,
-                                  const std::optional<Tensor>& w_ci, const std::optional<Tensor>& w_cf,
-                                  const std::optional<Tensor>& w_co, const std::optional<Tensor>& z_c,
-                                  const std::optional<Tensor>& z_h, const Tensor& ln_hat, const Tensor& ln_stats,
-                                  const std::optional<Tensor>& ln_hh, const std::optional<Tensor>& ln_c_w,
-                                  const std::optional<Tensor>& ln_c_b, bool coupled, bool reverse,
-                                  const std::optional<Tensor>& reset, bool use_onednn) {
+// grads: [grad_out, grad_hn, grad_cn]; saved: [out, h0, c0, gates, cells, ln_hat, ln_stats]; flags: [coupled,
+// reverse, onednn]. Returns the gradients of x_proj, h0, c0 and of the layer's weights W_HH .. LN_C_B in order.
+std::vector<Tensor> lstm_backward(at::TensorList grads, at::TensorList saved, const Layer& layer,
+                                  at::IntArrayRef flags) {
+  TORCH_CHECK(grads.size() == 3 && saved.size() == 7 && layer.size() == LSTM_FIELDS && flags.size() == 3,
+              "backward takes 3 gradients, 7 saved tensors, 13 layer fields and 3 flags");
+  const bool coupled = flags[0], reverse = flags[1], onednn = flags[2];
+  const Tensor& gates = saved[3];
   return AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstmkit_fused_backward", [&] {
-    return backward_impl<scalar_t>(grad_out, grad_hn, grad_cn, out, h0, c0, gates, cells, w_hh, w_hr, lengths,
-                                   h_mask, w_ci, w_cf, w_co, z_c, z_h, ln_hat, ln_stats, ln_hh, ln_c_w, ln_c_b,
-                                   coupled, reverse, reset, use_onednn);
+    return backward_impl<scalar_t>(grads[0], grads[1], grads[2], saved[0], saved[1], saved[2], gates, saved[4],
+                                   *field(layer, W_HH), field(layer, W_HR), field(layer, LENGTHS),
+                                   field(layer, H_MASK), field(layer, W_CI), field(layer, W_CF), field(layer, W_CO),
+                                   field(layer, Z_C), field(layer, Z_H), saved[5], saved[6], field(layer, LN_HH),
+                                   field(layer, LN_C_W), field(layer, LN_C_B), coupled, reverse,
+                                   field(layer, RESET), onednn);
   });
 }
 
@@ -1224,46 +1233,44 @@ std::vector<Tensor> slstm_backward_impl(const Tensor& grad_out_in, const Tensor&
   return {d_gates, dh, dc, dn, dm, grad_w_hh};
 }
 
-std::vector<Tensor> slstm_forward(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, const Tensor& n0,
-                                  const Tensor& m0, const Tensor& w_hh, const std::optional<Tensor>& lengths,
-                                  const std::optional<Tensor>& h_mask, bool reverse, bool save, bool use_onednn) {
+// The sLSTM's layer: [w_hh, h_mask, lengths] (engines/fused.py: SLSTM_LAYER); states [h0, c0, n0, m0].
+enum SlstmField { S_W_HH, S_H_MASK, S_LENGTHS, SLSTM_FIELDS };
+
+// flags: [reverse, save, onednn]
+std::vector<Tensor> slstm_forward(const Tensor& x_proj, at::TensorList states, const Layer& layer,
+                                  at::IntArrayRef flags) {
+  TORCH_CHECK(states.size() == 4 && layer.size() == SLSTM_FIELDS && flags.size() == 3,
+              "slstm_forward takes 4 states, 3 layer fields and 3 flags");
   TORCH_CHECK(x_proj.dim() == 3 && x_proj.size(2) % 4 == 0, "x_proj must be (T, B, 4H)");
   Tensor xp = x_proj.contiguous();
   return AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "lstmkit_fused_slstm_forward", [&] {
-    return slstm_forward_impl<scalar_t>(xp, h0, c0, n0, m0, w_hh, lengths, h_mask, reverse, save, use_onednn);
+    return slstm_forward_impl<scalar_t>(xp, states[0], states[1], states[2], states[3], *field(layer, S_W_HH),
+                                        field(layer, S_LENGTHS), field(layer, S_H_MASK), flags[0], flags[1],
+                                        flags[2]);
   });
 }
 
-std::vector<Tensor> slstm_backward(const Tensor& grad_out, const Tensor& grad_hn, const Tensor& grad_cn,
-                                   const Tensor& grad_nn, const Tensor& grad_mn, const Tensor& out, const Tensor& h0,
-                                   const Tensor& c0, const Tensor& n0, const Tensor& gates, const Tensor& cells,
-                                   const Tensor& norms, const Tensor& w_hh, const std::optional<Tensor>& lengths,
-                                   const std::optional<Tensor>& h_mask, bool reverse, bool use_onednn) {
+// grads: [grad_out, grad_hn, grad_cn, grad_nn, grad_mn]; saved: [out, h0, c0, n0, gates, cells, norms];
+// flags: [reverse, onednn]. Returns the gradients of x_proj, h0, c0, n0, m0 and w_hh.
+std::vector<Tensor> slstm_backward(at::TensorList grads, at::TensorList saved, const Layer& layer,
+                                   at::IntArrayRef flags) {
+  TORCH_CHECK(grads.size() == 5 && saved.size() == 7 && layer.size() == SLSTM_FIELDS && flags.size() == 2,
+              "slstm_backward takes 5 gradients, 7 saved tensors, 3 layer fields and 2 flags");
+  const Tensor& gates = saved[4];
   return AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstmkit_fused_slstm_backward", [&] {
-    return slstm_backward_impl<scalar_t>(grad_out, grad_hn, grad_cn, grad_nn, grad_mn, out, h0, c0, n0, gates,
-                                         cells, norms, w_hh, lengths, h_mask, reverse, use_onednn);
+    return slstm_backward_impl<scalar_t>(grads[0], grads[1], grads[2], grads[3], grads[4], saved[0], saved[1],
+                                         saved[2], saved[3], gates, saved[5], saved[6], *field(layer, S_W_HH),
+                                         field(layer, S_LENGTHS), field(layer, S_H_MASK), flags[0], flags[1]);
   });
 }
 
 }  // namespace
 
 TORCH_LIBRARY(lstmkit_kernel, m) {
-  m.def("forward(Tensor x_proj, Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor? lengths, Tensor? h_mask, "
-        "Tensor? w_ci, Tensor? w_cf, Tensor? w_co, Tensor? z_c, Tensor? z_h, Tensor? ln_hh, Tensor? ln_c_w, "
-        "Tensor? ln_c_b, bool coupled, bool reverse, bool save, Tensor? reset, bool onednn) -> Tensor[]");
-  m.def("backward(Tensor grad_out, Tensor grad_hn, Tensor grad_cn, Tensor out, Tensor h0, Tensor c0, "
-        "Tensor gates, Tensor cells, Tensor w_hh, Tensor? w_hr, Tensor? lengths, Tensor? h_mask, Tensor? w_ci, "
-        "Tensor? w_cf, Tensor? w_co, Tensor? z_c, Tensor? z_h, Tensor ln_hat, Tensor ln_stats, Tensor? ln_hh, "
-        "Tensor? ln_c_w, Tensor? ln_c_b, bool coupled, bool reverse, Tensor? reset, bool onednn) "
-        "-> Tensor[]");
-}
-
-TORCH_LIBRARY_FRAGMENT(lstmkit_kernel, m) {
-  m.def("slstm_forward(Tensor x_proj, Tensor h0, Tensor c0, Tensor n0, Tensor m0, Tensor w_hh, Tensor? lengths, "
-        "Tensor? h_mask, bool reverse, bool save, bool onednn) -> Tensor[]");
-  m.def("slstm_backward(Tensor grad_out, Tensor grad_hn, Tensor grad_cn, Tensor grad_nn, Tensor grad_mn, "
-        "Tensor out, Tensor h0, Tensor c0, Tensor n0, Tensor gates, Tensor cells, Tensor norms, Tensor w_hh, "
-        "Tensor? lengths, Tensor? h_mask, bool reverse, bool onednn) -> Tensor[]");
+  m.def("forward(Tensor x_proj, Tensor h0, Tensor c0, Tensor?[] layer, int[] flags) -> Tensor[]");
+  m.def("backward(Tensor[] grads, Tensor[] saved, Tensor?[] layer, int[] flags) -> Tensor[]");
+  m.def("slstm_forward(Tensor x_proj, Tensor[] states, Tensor?[] layer, int[] flags) -> Tensor[]");
+  m.def("slstm_backward(Tensor[] grads, Tensor[] saved, Tensor?[] layer, int[] flags) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(lstmkit_kernel, CPU, m) {
