@@ -18,8 +18,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import operator
 import warnings
 import weakref
+from collections.abc import Callable
 from typing import Any, cast
 
 import torch
@@ -240,40 +242,43 @@ class _RNNBase(nn.Module):
             self.bias, self.bidirectional, self.proj_size, self.dropout, self._variant_args,
         )
 
-    @property
-    def _parameter_names(self) -> list[str]:
-        return [name for names in self._all_weights for name in names]
-
     def _prepared(self, traced: bool) -> _Prepared:
         """What every call of this module shares while its configuration and parameters stay the same: the spec,
         the weights by layer, the engine chosen per kind of call. Kept beside the module (``_PREPARED``) and
         checked against it at each call: the parameters are fetched with getattr every time (functional_call and
         parametrizations substitute them) and a new tensor, dtype or device, or another configuration, makes it
         anew. Under torch.compile/export and torch.func transforms nothing is kept: it is made for the call."""
-        names = self._parameter_names
-        params = tuple(getattr(self, name) for name in names)
-        if traced:
-            return _Prepared.make(self, self._config_key(), params)
-        prep = _PREPARED.get(self)
+        prep = None if traced else _PREPARED.get(self)
+        if prep is None:
+            params = tuple(getattr(self, name) for names in self._all_weights for name in names)
+            if traced:
+                return _Prepared.make(self, self._config_key(), params)
+        else:
+            params = prep.fetch(self)  # one C call over the names (operator.attrgetter)
         ref = params[0]
         if prep is None or prep.key != self._config_key() or prep.dtype != ref.dtype or prep.device != ref.device \
-                or any(a is not b for a, b in zip(params, prep.params, strict=True)):
+                or not all(map(operator.is_, params, prep.params)):
             last = prep.last if prep is not None else None
             prep = _PREPARED[self] = _Prepared.make(self, self._config_key(), params)
             prep.last = last
         return prep
 
-    def _choose(self, prep: _Prepared, call: engines.Call, measure: Any = None) -> engines.Engine:
-        """engines.choose for this module (choice.py): the one choice, remembered per kind of call."""
-        tuned = measure is not None and self._engine_request == "auto" and not (call.lengths or call.reset) and \
-            should_tune(call.steps, call.batch, call.grad)
-        facts: tuple[Any, ...] = (call.device, call.dtype, call.lengths, call.reset, call.grad, call.exporting)
+    def _choose(self, prep: _Prepared, x: Tensor, lengths: bool, reset: bool, measure: Any = None
+                ) -> engines.Engine:
+        """engines.choose for this call (choice.py): the one choice, remembered per kind of call."""
+        steps, batch, grad = x.size(0), x.size(1), torch.is_grad_enabled()
+        exporting = torch.compiler.is_exporting()
+        tuned = measure is not None and self._engine_request == "auto" and not (lengths or reset) and \
+            should_tune(steps, batch, grad)
+        # The input's dtype, not the weights': under autocast the LSTM computes in the autocast dtype.
+        facts: tuple[Any, ...] = (x.device, x.dtype, lengths, reset, grad, exporting)
         if tuned:  # the shape class autotune measures for (its cache is process-wide; this one per module)
-            facts += (torch.get_num_threads(), bucket(call.steps), bucket(call.batch))
+            facts += (torch.get_num_threads(), bucket(steps), bucket(batch))
         engine = prep.engines.get(facts)
         if engine is None:
+            call = engines.Call(x.device, x.dtype, steps, batch, lengths, reset, grad, self.training, exporting)
             engine = engines.choose(self._engine_request, prep.spec, call, measure if tuned else None)
-            if not call.exporting:
+            if not exporting:
                 prep.engines[facts] = engine
         return engine
 
@@ -356,8 +361,7 @@ class _RNNBase(nn.Module):
     def _state_sizes(self) -> list[tuple[str, int]]:
         return [("h_0", self.proj_size or self.hidden_size)]
 
-    def _check_input(self, x: Tensor, packed: bool) -> None:
-        ref = self.weight_ih_l0
+    def _check_input(self, x: Tensor, packed: bool, ref: Tensor) -> None:
         if not packed and x.dim() not in (2, 3):
             layout = "(batch, seq_len, input_size)" if self.batch_first else "(seq_len, batch, input_size)"
             raise InputError(
@@ -400,7 +404,8 @@ class _RNNBase(nn.Module):
         if s.device != x.device:
             raise InputError(f"{name} is on {s.device} but the input is on {x.device}")
 
-    def _unpack_hx(self, hx: Any) -> tuple[Tensor, ...] | None:
+    def _unpack_hx(self, hx: Any, names: tuple[str, ...]) -> tuple[Tensor, ...] | None:
+        """``hx`` as a tuple of the states ``names`` (``_state_sizes``' names), or None."""
         if hx is None:
             return None
         if not isinstance(hx, Tensor):
@@ -500,7 +505,7 @@ class _RNNBase(nn.Module):
         if not packed and not isinstance(input, Tensor):
             raise TypeError(f"input must be a Tensor or a PackedSequence, got {type(input).__name__}")
         data = input.data if isinstance(input, PackedSequence) else input
-        self._check_input(data, packed)
+        self._check_input(data, packed, prep.params[0])
 
         lengths: Tensor | None = None
         unbatched = False
@@ -515,10 +520,10 @@ class _RNNBase(nn.Module):
             if with_gates:
                 raise InputError("reset cannot be combined with gate recording (return_gates, forward_with_gates)")
             reset = self._check_reset(reset, x, unbatched)
-        steps, batch = x.size(0), x.size(1)
+        batch = x.size(1)
 
-        states = self._unpack_hx(hx)
         sizes = prep.state_sizes
+        states = self._unpack_hx(hx, prep.state_names)
         if states is None:
             states = tuple(x.new_full((prep.rows, batch, size), initial_state_value(name)) for name, size in sizes)
         else:
@@ -534,13 +539,11 @@ class _RNNBase(nn.Module):
                 x = x.to(torch.get_autocast_dtype(x.device.type))
             states = tuple(s.to(x.dtype) for s in states)
 
-        # The input's dtype, not the weights': under autocast the LSTM computes in the autocast dtype.
-        call = engines.Call(x.device, x.dtype, steps, batch, lengths is not None, reset is not None,
-                            torch.is_grad_enabled(), self.training, torch.compiler.is_exporting())
         if with_gates:
             engine: engines.Engine = engines.ENGINES["reference"]  # the kernels keep their gates inside
         else:
-            engine = self._choose(prep, call, None if traced else self._measure(prep, x, states))
+            measure = None if traced else self._measure(prep, x, states)
+            engine = self._choose(prep, x, lengths is not None, reset is not None, measure)
         return _Call(prep, x, states, lengths, reset, unbatched, engine, traced)
 
     def _measure(self, prep: _Prepared, x: Tensor, states: States) -> Any:
@@ -625,8 +628,10 @@ class _Prepared:
     weights: list[LayerWeights]  # params by layer and direction, as the engines take them
     rows: int  # num_layers * num_directions: the states' first dimension
     state_sizes: tuple[tuple[str, int], ...]  # each state's name and last dimension
+    state_names: tuple[str, ...]
     masks: bool  # a variant draws random masks (variants.draw_masks)
     one_step: bool  # reference.lstm_one_step computes a one-step call of this spec
+    fetch: Callable[[nn.Module], tuple[Tensor, ...]]  # the parameters by name, in params' order
     engines: dict[tuple[Any, ...], engines.Engine]  # the choice per kind of call (_RNNBase._choose)
     last: str | None = None  # the engine of the latest call
 
@@ -639,8 +644,10 @@ class _Prepared:
         return _Prepared(
             key=key, params=params, dtype=params[0].dtype, device=params[0].device, spec=spec, weights=weights,
             rows=spec.num_layers * spec.num_directions, state_sizes=tuple(module._state_sizes()),
+            state_names=tuple(name for name, _ in module._state_sizes()),
             masks=bool(spec.variants.recurrent_dropout > 0 or z_c > 0 or z_h > 0),
             one_step=one_step_applies(spec, 1), engines={},
+            fetch=operator.attrgetter(*(name for names in module._all_weights for name in names)),
         )
 
 
@@ -747,10 +754,9 @@ class LSTM(_RNNBase):
             sizes += [("n_0", self.hidden_size), ("m_0", self.hidden_size)]  # normaliser, stabiliser
         return sizes
 
-    def _unpack_hx(self, hx: Any) -> tuple[Tensor, ...] | None:
+    def _unpack_hx(self, hx: Any, names: tuple[str, ...]) -> tuple[Tensor, ...] | None:
         if hx is None:
             return None
-        names = self.variants.state_names
         what = f"a tuple ({', '.join(names)}) of {len(names)} tensors"
         if not isinstance(hx, (tuple, list)):
             raise TypeError(f"LSTM takes hx as {what}, got {type(hx).__name__}")
