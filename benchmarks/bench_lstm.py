@@ -405,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
 
     if fused.kernel() is None:
-        print("warning: the fused kernel did not build; 'fused' times its eager fallback", file=sys.stderr)
+        print(f"the fused engine is not there ({fused.build_error()}); build it first", file=sys.stderr)
+        return 2
 
     if args.quick:
         grid = [Cell(50, B, H, 1) for B in (1, 16) for H in (128, 256)]

@@ -5,8 +5,8 @@ A request by name gets that engine or a ``ValueError`` saying why it cannot run 
 from the facts of the call (:class:`Call`): the device, the dtype the engine computes in (autocast's when on), the
 variants the engines see, T and B, whether ``lengths`` or ``reset`` is given, whether autograd records.
 
-Every rule of ``auto`` below names the row of ``docs/benchmarks.md`` (or ``/work/shared``'s measurement it was
-copied into) that backs it; a rule whose row changes is revisited with it.
+Every rule of ``auto`` below names the row of ``docs/benchmarks.md`` that backs it (the table "What
+``engine="auto"`` runs" there lists them); a rule whose row changes is revisited with it.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from .reference import ENGINE as REFERENCE
 ENGINES: dict[str, Engine] = {REFERENCE.name: REFERENCE, NATIVE.name: NATIVE, FUSED.name: FUSED}
 ENGINE_CHOICES: tuple[str, ...] = ("auto", *ENGINES)
 # The order a plain call (no variants, lengths or resets, not measured) takes: torch's oneDNN kernel first.
-# docs/benchmarks.md, "Plain LSTM": the fused engine's inference forward is 0.39-1.06x torch.nn's and its training
-# step 0.49-1.29x, so native (1.0x by definition) is never slower there; fused runs what native cannot far faster
-# than the reference loop ("Variants": 2.3-3.8x over the eager loop).
+# docs/benchmarks.md, "Plain LSTM: speed relative to torch.nn.LSTM": the fused engine's inference forward is
+# 0.39-1.06x torch.nn's and its training step 0.49-1.29x, so native (torch.nn's own kernel) is never slower there;
+# fused runs what native cannot far faster than the reference loop ("Variants: a training step": 2.3-3.8x over the
+# eager loop).
 AUTO_ORDER: tuple[str, ...] = ("native", "fused", "reference")
 CELL_CHOICES: tuple[str, ...] = ("auto", "reference", "native")
 
@@ -94,17 +95,18 @@ def _auto(spec: RNNSpec, call: Call, measure: Measure | None) -> str:
     fused_ok = not call.exporting  # export records standard ops (see choose)
     if spec.switched_on:
         # torch.nn has no variants. docs/benchmarks.md, "Variants: a training step": the fused engine trains
-        # them at 0.62-1.28x torch.nn's plain step, 2.3-3.8x faster than the reference (eager) loop.
+        # them at 0.62-1.28x torch.nn's plain step's time, 2.3-3.8x faster than the reference (eager) loop.
         return "fused" if fused_ok and _able("fused", spec, call) else "reference"
     if (call.lengths or call.reset) and call.device.type == "cpu" and fused_ok and _able("fused", spec, call):
-        # docs/benchmarks.md, "Variable lengths and resets": with lengths= at T=500 B=32 H=256 the fused loop skips
-        # finished rows (training 0.55 s) where torch's packed kernel takes 7.6-16.9 s; with reset= it resets rows
-        # inside its loop, where any other engine runs the sequence in pieces cut at every reset.
+        # docs/benchmarks.md, "Variable lengths: lengths= against PackedSequence": at T=500 B=32 H=256 the fused
+        # loop skips finished rows and trains in 0.256 s, where torch's packed kernel (what native runs) takes
+        # 7.9 s and its padded step 0.311 s. With reset= it resets rows inside its loop, where any other engine
+        # runs the sequence in pieces cut at every reset ("The default engine against torch.nn", reset= row).
         return "fused"
     if measure is not None and not (call.lengths or call.reset) and autotune.should_tune(
             call.steps, call.batch, call.grad):
-        # docs/benchmarks.md, "Small calls": at T=1 the engines' per-call costs differ by 2-3x and which wins
-        # depends on the machine, so auto times them once per shape class (autotune.py).
+        # docs/benchmarks.md, "Small calls: one step per call": at T=1 the engines' per-call costs differ by 2-3x
+        # and which wins depends on the machine, so auto times them once per shape class (autotune.py).
         able = [ENGINES[n] for n in _order() if (n != "fused" or fused_ok) and _able(n, spec, call)]
         if len(able) > 1:
             key = (spec, call.training, call.grad, call.device, call.dtype, torch.get_num_threads(),
@@ -112,8 +114,8 @@ def _auto(spec: RNNSpec, call: Call, measure: Measure | None) -> str:
             return autotune.choose(key, able, measure, call.device).name
     for name in _order():
         # Native first (see AUTO_ORDER). Under autocast/bfloat16 torch's kernel runs where oneDNN has the
-        # primitive (/work/shared/MEASURED.md, Zen 4: trains 1.36x and infers 1.65x faster than in fp32); where it
-        # does not (Zen 3) native reports it, and the reference equations run (fused is float32/float64 only).
+        # primitive (docs/dropin.md, note 12: it raises on CPUs without AVX-512, and native's probe reports that);
+        # there the reference equations run (fused is float32/float64 only).
         if (name != "fused" or fused_ok) and _able(name, spec, call):
             return name
     return "reference"
