@@ -14,13 +14,14 @@ products per forward one). The sections:
    (target: <= 1.15x its time).
 4. Plain LSTM at T=100, B=64 H=256 and B=16 H=512 (I = H/2): torch.nn, the default engine and each engine,
    inference forward (no_grad) and training step, speed ratio and GFLOP/s (targets: fused forward >= 1x torch.nn;
-   the default engine never slower than torch.nn).
+   the default engine never slower than torch.nn), and where the fused forward's time goes: its step GEMMs and
+   its input projection alone against torch.nn's whole forward.
 5. Every variant's training step with the default engine at the same sizes, as time / plain torch.nn's
    (target: <= 1.3).
 6. The small call: T=1 B=1 H=256, 2 layers, one thread, inference: the default engine against the bare step (two
    addmm and the pointwise ops per layer; target <= 1.5x) and torch.nn.
 
-About four minutes on 2 cores at the defaults (the PackedSequence steps are most of it). Run it on a quiet
+Two to four minutes on 2 cores at the defaults (the PackedSequence steps are most of it). Run it on a quiet
 machine; it prints markdown tables and the load average before and after.
 
     python benchmarks/bench_default.py --threads 2
@@ -192,6 +193,50 @@ def section_plain(sizes: list[tuple[int, int, int]], repeats: int, clock: Callab
             "Targets: fused fwd >= 1.00; default >= 1.00 in fwd and train (it runs native for plain calls).", ""]
 
 
+def step_gemms(T: int, B: int, w_hh: Tensor, onednn: bool) -> Callable[[], None]:
+    """T products h @ W_hh^T as the fused kernel makes them: oneDNN with a prepacked weight, or torch.mm."""
+    h = torch.randn(B, w_hh.size(1))
+    packed = torch.ops.mkldnn._reorder_linear_weight(w_hh, B) if onednn else None
+
+    def run() -> None:
+        for _ in range(T):
+            if packed is not None:
+                torch.ops.mkldnn._linear_pointwise(h, packed, None, "none", [], "")
+            else:
+                torch.mm(h, w_hh.t())
+
+    return run
+
+
+def projection(x: Tensor, w_ih: Tensor, bias: Tensor) -> Callable[[], None]:
+    """The input projection of all steps, one F.linear, as the fused engine computes it."""
+    return lambda: torch.nn.functional.linear(x, w_ih, bias)
+
+
+def section_fused_profile(sizes: list[tuple[int, int, int]], repeats: int, clock: Callable[[], float]) -> list[str]:
+    """Where the fused forward's time goes, beside torch.nn's whole forward: its two kinds of GEMM alone (the
+    T recurrent products through oneDNN with a prepacked weight, as the kernel calls them for these shapes, and
+    the input projection of all steps, one F.linear) against the whole fused forward."""
+    lines = ["### The fused inference forward: its GEMMs alone against torch.nn's whole forward", "",
+             "| T, B, H | torch.nn fwd ms | fused fwd ms | T step GEMMs ms | input projection ms | "
+             "GEMMs alone / torch.nn fwd |", "|---|---|---|---|---|---|"]
+    for T, B, H in sizes:
+        I = H // 2  # noqa: E741
+        theirs, fast = pair(I, H, engine="fused")
+        x = torch.randn(T, B, I)
+        w_hh, w_ih = theirs.weight_hh_l0.detach(), theirs.weight_ih_l0.detach()
+        bias = (theirs.bias_ih_l0 + theirs.bias_hh_l0).detach()
+        onednn = torch.backends.mkldnn.is_available() and B * 4 * H * H > 1 << 20  # the kernel's rule (StepGemm)
+        jobs = {"torch.nn": infer(theirs, x), "fused": infer(fast, x), "steps": step_gemms(T, B, w_hh, onednn),
+                "x_proj": projection(x, w_ih, bias)}
+        t = interleaved(jobs, repeats, clock)
+        gemms = t["steps"] + t["x_proj"]
+        lines.append(f"| {T}, {B}, {H} | {t['torch.nn'] * 1e3:.1f} | {t['fused'] * 1e3:.1f} | {t['steps'] * 1e3:.1f} "
+                     f"| {t['x_proj'] * 1e3:.1f} | {gemms / t['torch.nn']:.2f} |")
+    return [*lines, "", "Above 1.00 in the last column, no pointwise work can bring the fused forward to torch.nn's "
+            "speed: its GEMMs alone cost more than torch.nn's whole oneDNN LSTM primitive.", ""]
+
+
 def section_variants(sizes: list[tuple[int, int, int]], repeats: int, clock: Callable[[], float]) -> list[str]:
     lines = ["### Variants: training step with the default engine, time / plain torch.nn's (target <= 1.3)", "",
              "| T, B, H | variant | engine | ms | time / torch.nn plain |", "|---|---|---|---|---|"]
@@ -283,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         section_lengths(*lengths_cell, max(3, args.repeats // 2), clock),
         section_reset(sizes, args.repeats, clock),
         section_plain(sizes, args.repeats, clock, peak),
+        section_fused_profile(sizes, args.repeats, clock),
         section_variants(sizes, args.repeats, clock),
         section_small_call(max(args.repeats, 15), clock),
     ):
