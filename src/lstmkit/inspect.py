@@ -2,8 +2,8 @@
 
 :func:`record` runs an LSTM and returns a :class:`GateRecord`: for every layer, direction and time step, the
 gates ``i, f, g, o`` and the states ``c`` and ``h`` that the LSTM computed (see ``engines/reference.py`` for
-the equations). Recording is an engine's capability, declared in the ``Engine`` protocol
-(``engines/base.py``: ``forward_with_gates``; the record itself is ``engines/gates.py``):
+the equations). The module records them with the reference equations (``reference.record_gates``; the
+record itself is ``engines/gates.py``):
 
 * the reference engine records them from its step function (``reference.gated_step_for(spec)``: the plain
   LSTM's ``lstm_gated_step`` or a variant's): the same run of the equations that gives the output. For CIFG the

@@ -1,8 +1,9 @@
-"""A record of every gate and state an LSTM computed, step by step: what an engine returns when asked to
-record (``Engine.forward_with_gates``, see ``base.py``), and what :mod:`lstmkit.inspect` analyses.
+"""A record of every gate and state an LSTM computed, step by step: what the reference equations return when
+asked to record (``reference.record_gates``, which the module calls whichever engine runs its other calls), and
+what :mod:`lstmkit.inspect` analyses.
 
-It lives here, below the modules and beside the engines that fill it, so that recording is an engine's
-capability and analysis (``lstmkit.inspect``) sits above both: imports point down only.
+It lives here, below the modules and beside the equations that fill it, so that analysis (``lstmkit.inspect``)
+sits above both: imports point down only.
 """
 
 from __future__ import annotations
