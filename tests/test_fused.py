@@ -550,3 +550,24 @@ def test_saved_for_backward_by_variant(kwargs: dict[str, Any], expected: list[tu
         model(torch.randn(T, B, I))
     per_step = sorted(tuple(t.shape) for t in saved if t.dim() == 3 and t.shape[:2] == (T, B))
     assert per_step == sorted((T, B, k * H if per_h else k) for k, per_h in expected)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"layer_norm": True, "num_layers": 2}], ids=["plain", "layer-norm"])
+def test_inference_input_projection_follows_the_parameters(kwargs: dict[str, Any]) -> None:
+    """Without a gradient the input projection runs on a weight prepacked once per parameter version: an in-place
+    update (an optimiser's step), a replaced weight and functional_call are each seen at the next call."""
+    reference, fast = _pair(kwargs)
+    x, hx = _inputs(fast, T=7, B=4)
+    with torch.no_grad():
+        _assert_close([fast(x, hx)[0]], [reference(x, hx)[0]])
+        for p, q in zip(fast.parameters(), reference.parameters(), strict=True):
+            p.mul_(0.5), q.mul_(0.5)
+        _assert_close([fast(x, hx)[0]], [reference(x, hx)[0]])
+        fast.weight_ih_l0 = nn.Parameter(torch.randn_like(fast.weight_ih_l0))
+        reference.weight_ih_l0 = nn.Parameter(fast.weight_ih_l0.detach().clone())
+        _assert_close([fast(x, hx)[0]], [reference(x, hx)[0]])
+        zeros = {name: torch.zeros_like(p) for name, p in fast.named_parameters()}
+        out, _ = torch.func.functional_call(fast, zeros, (x, hx))
+        expected, _ = torch.func.functional_call(reference, zeros, (x, hx))
+        _assert_close([out], [expected])
+    assert any(e[0]() is fast.weight_ih_l0 for e in fused._PACKED.values())

