@@ -204,7 +204,9 @@ def test_equivalent_at_realistic_sizes(mode):
     """Hidden 64, 50 steps, two bidirectional layers, with a projection for the LSTM.
 
     Weight gradients here sum 400 terms and reach 50 or more, where float32's own rounding (its epsilon is
-    1.2e-7) in a different summation order is about 2e-5: so 1e-5 is checked relative to the size of each value.
+    1.2e-7) in a different summation order is about 2e-5, in small entries of such a tensor too (measured: 2.0e-5
+    on an entry of 0.49 of the GRU's dW_ih, AVX-512 oneDNN against the reference's sum order): so the absolute
+    tolerance scales with the largest entry of each tensor (1e-5 per 10), beside 1e-5 relative to each value.
     """
     kwargs: dict[str, Any] = {"num_layers": 2, "bidirectional": True}
     if mode == "LSTM":
@@ -213,7 +215,8 @@ def test_equivalent_at_realistic_sizes(mode):
     x = torch.randn(50, 8, 32)
     expected, actual = run(ref, x, None, lambda v: v), run(ours, x, None, lambda v: v)
     for key, e in expected.items():
-        torch.testing.assert_close(actual[key], e, atol=ATOL, rtol=ATOL, msg=lambda m, k=key: f"{k}: {m}")
+        scale = max(1.0, float(e.abs().max()) / 10)
+        torch.testing.assert_close(actual[key], e, atol=ATOL * scale, rtol=ATOL, msg=lambda m, k=key: f"{k}: {m}")
 
 
 # -- the cells ------------------------------------------------------------------------------------------
