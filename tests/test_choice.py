@@ -126,6 +126,15 @@ def test_autocast_never_takes_the_float32_only_engine(dtype):
         assert said == ("native" if native_ok and not kwargs else "reference")
 
 
+def test_recording_the_gates_runs_the_reference_equations():
+    ours = lstmkit.LSTM(I, H, return_gates=True)
+    assert _call_and_check(ours, torch.randn(5, 2, I)) == "reference"
+    plain = lstmkit.LSTM(I, H)
+    plain.forward_with_gates(torch.randn(30, 4, I))
+    assert plain.last_engine == "reference"
+    assert _call_and_check(plain, torch.randn(30, 4, I)) == "native"
+
+
 def test_a_named_engine_is_kept_and_refused_with_its_reason():
     ours = lstmkit.LSTM(I, H, engine="native")
     assert _call_and_check(ours, torch.randn(5, 2, I), lengths=torch.tensor([5, 3])) == "native"

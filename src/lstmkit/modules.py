@@ -325,7 +325,7 @@ class _RNNBase(nn.Module):
         resolved (measuring now when ``auto`` measures this shape and has not met its class yet). Nothing is
         computed. For a record of the choice, as in a checkpoint: pin it later with ``module.engine = name`` to
         compute the same bits."""
-        return self._prepare_call(input, hx, False, lengths, reset).engine.name
+        return self._prepare_call(input, hx, self.return_gates, lengths, reset).engine.name
 
     # -- torch.nn.LSTM's surface -----------------------------------------------------------------------
     @property
