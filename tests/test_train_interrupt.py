@@ -50,3 +50,12 @@ def test_an_interrupted_run_saves_last_and_resumes_exactly(tmp_path, capsys):
     b = load_checkpoint(tmp_path / "cut" / "last").state_dict
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["train_loss"] for r in whole.history] == [r["train_loss"] for r in resumed.history]
+
+
+def test_a_run_with_no_out_stops_on_a_signal_and_says_nothing_was_saved(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = dict(lr=0.02, eval_every=8, patience=0, device="cpu", schedule="constant", max_steps=40)
+    with pytest.raises(TrainingInterrupted):
+        train(Regression(), TrainConfig(**config), None, progress=False, callbacks=[SignalAt(5)])
+    assert "stopped after step 5 (nothing is saved" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

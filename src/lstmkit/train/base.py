@@ -90,6 +90,7 @@ class FitResult:
     seconds: float
     history: list[dict[str, float]]
     skipped: int = 0  # steps skipped for a non-finite loss or gradient (``skip_nonfinite``)
+    best_step: int = 0  # the step of the evaluation with the lowest validation loss (0: none ran)
 
 
 def resolve_device(request: str) -> torch.device:
