@@ -301,7 +301,7 @@ def test_variants_train_and_generate(tmp_path, capsys, variant):
     capsys.readouterr()
     assert main(["generate", "--checkpoint", out, "--prompt", "the", "--length", "10", "--seed", "0"]) == 0
     assert len(capsys.readouterr().out) == 3 + 10 + 1
-    saved = load_checkpoint(out).config["model"]
+    saved = load_checkpoint(out).config["model"]["variants"]
     if variant[0] == "--weight-drop":
         assert saved["weight_drop"] == 0.3
         return

@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from lstmkit.apps.forecast import ForecastError
 from lstmkit.apps.forecast import panel as P
-from lstmkit.checkpoint import CheckpointError
 from lstmkit.cli import main
+from lstmkit.errors import CheckpointError, ForecastError
 
 SEASON = 12
 

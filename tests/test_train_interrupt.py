@@ -10,7 +10,8 @@ import torch
 from train_toy import Regression
 
 from lstmkit.checkpoint import load_checkpoint
-from lstmkit.train import Callback, TrainConfig, TrainingInterrupted, train
+from lstmkit.errors import TrainingInterrupted
+from lstmkit.train import Callback, TrainConfig, train
 from lstmkit.train.interrupt import StopSignals
 
 

@@ -9,7 +9,8 @@ import torch
 from train_toy import Regression
 
 from lstmkit.checkpoint import load_checkpoint
-from lstmkit.train import TrainConfig, TrainingDiverged, train
+from lstmkit.errors import TrainingDiverged
+from lstmkit.train import TrainConfig, train
 
 CONFIG = dict(lr=0.02, eval_every=8, patience=0, device="cpu", schedule="constant")
 
@@ -84,7 +85,8 @@ def test_an_out_needs_what_its_checkpoints_say_they_are(tmp_path):
 
 
 def test_a_trainer_state_from_an_older_lstmkit_is_refused_with_one_line(tmp_path):
-    from lstmkit.checkpoint import CheckpointError, save_checkpoint
+    from lstmkit.checkpoint import save_checkpoint
+    from lstmkit.errors import CheckpointError
 
     _run(tmp_path / "run", max_steps=16)
     saved = load_checkpoint(tmp_path / "run" / "last", trainer=True)

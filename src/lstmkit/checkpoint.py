@@ -36,13 +36,13 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 from torch import Tensor, nn
 
+from .errors import CheckpointError
 from .fileio import atomic_write
 
 __all__ = [
     "FORMAT",
     "VERSION",
     "Checkpoint",
-    "CheckpointError",
     "load_checkpoint",
     "resolve_checkpoint",
     "save_checkpoint",
@@ -55,9 +55,6 @@ CONFIG = "config.json"
 TRAINER = "trainer.pt"
 # In a run directory (``lstmkit train --out DIR``) the checkpoints are these subdirectories.
 BEST, LAST = "best", "last"
-
-
-from .errors import CheckpointError  # noqa: E402 (its home is errors.py; importable from here too)
 
 
 @dataclass(frozen=True)

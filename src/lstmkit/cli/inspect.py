@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .common import UsageError, ranged
+from ..errors import UsageError
+from .common import ranged
 
 MAX_CHARS = 5000  # the page holds every gate of every cell at every character: keep it a size a browser likes
 
@@ -37,7 +38,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..apps.gate_viewer import inspect_charlm
-    from ..checkpoint import CheckpointError
+    from ..errors import CheckpointError
 
     text = Path(args.text_file).read_text(encoding="utf-8") if args.text_file else args.text
     if not text:

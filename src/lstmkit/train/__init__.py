@@ -27,12 +27,8 @@ from .base import (
     SCHEDULES,
     Callback,
     FitResult,
-    RunLocked,
     Task,
     TrainConfig,
-    TrainingDiverged,
-    TrainingError,
-    TrainingInterrupted,
     resolve_device,
 )
 from .best_weights import BestWeights
@@ -42,10 +38,8 @@ from .loop import Trainer, default_callbacks, train
 from .metrics_csv import MetricsCSV, plot_curves, write_metrics
 from .optim import make_optimizer, make_scheduler
 from .progress import ProgressBar, ProgressReport
-from .streams import METRICS, TokenStreamTask, contiguous_batches, fit, score_stream
 
 __all__ = [
-    "METRICS",
     "OPTIMIZERS",
     "SCHEDULES",
     "BestWeights",
@@ -56,22 +50,14 @@ __all__ = [
     "MetricsCSV",
     "ProgressBar",
     "ProgressReport",
-    "RunLocked",
     "Task",
-    "TokenStreamTask",
     "TrainConfig",
     "Trainer",
-    "TrainingDiverged",
-    "TrainingError",
-    "TrainingInterrupted",
-    "contiguous_batches",
     "default_callbacks",
-    "fit",
     "make_optimizer",
     "make_scheduler",
     "plot_curves",
     "resolve_device",
-    "score_stream",
     "train",
     "write_metrics",
 ]

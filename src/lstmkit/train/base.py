@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import RunLocked, TrainingDiverged, TrainingError, TrainingInterrupted  # noqa: F401 (home: errors.py)
-
 if TYPE_CHECKING:
     from .loop import Trainer
 

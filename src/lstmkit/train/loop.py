@@ -14,14 +14,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..checkpoint import LAST, CheckpointError, load_checkpoint
-from ..errors import TrainingInterrupted
+from ..checkpoint import LAST, Checkpoint, load_checkpoint
+from ..errors import CheckpointError, RunExists, TrainingInterrupted
 from .base import Callback, FitResult, Task, TrainConfig, resolve_device
 from .best_weights import BestWeights
 from .checkpoints import Checkpoints
 from .distributed import agree, any_rank, broadcast, gather, world
 from .early_stopping import EarlyStopping
-from .interrupt import StopSignals
+from .interrupt import StopEvaluation, StopSignals
 from .lock import RunLock
 from .metrics_csv import MetricsCSV
 from .nonfinite import NonFiniteGuard, gradient_norm
@@ -44,7 +44,7 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 # What ``last/``'s trainer state holds (see :meth:`Trainer.resume_state`); a state without them is refused.
 RESUME_KEYS = ("optimizer", "scheduler", "step", "epoch", "position", "best", "best_step", "elapsed", "cpu",
-               "history", "ranks", "world_size", "interval", "hooks", "guard")
+               "history", "ranks", "world_size", "interval", "hooks", "guard", "evaluation_due")
 
 
 class Trainer:
@@ -58,7 +58,8 @@ class Trainer:
     """
 
     def __init__(self, task: Task, config: TrainConfig, out: str | Path | None = None, *,
-                 callbacks: Sequence[Callback] = (), resume: bool = False, resume_hint: str = "") -> None:
+                 callbacks: Sequence[Callback] = (), resume: bool = False, resume_hint: str = "",
+                 resume_from: Checkpoint | None = None) -> None:
         if resume and out is None:
             raise ValueError("resume needs the output directory of the run to continue (out), got None")
         self.task = task
@@ -67,6 +68,8 @@ class Trainer:
         self.out = None if out is None else Path(out)
         self.callbacks = list(callbacks)
         self.resumed = resume
+        self.resume_from = resume_from  # out/last already read (with its trainer state), or None: read it here
+        self.evaluation_due = False  # an evaluation a signal cut short: the resumed run does it first
         self.resume_hint = resume_hint
         self.guard = NonFiniteGuard(config.skip_nonfinite)
         self.step = self.epoch = self.position = 0
@@ -100,6 +103,7 @@ class Trainer:
             "elapsed": self.elapsed,
             "cpu": self.cpu, "history": self.history, "ranks": gather(mine), "world_size": self.world,
             "interval": list(self._interval), "hooks": hooks, "guard": self.guard.state_dict(),
+            "evaluation_due": self.evaluation_due,
         }
 
     def _load(self, state: dict[str, Any]) -> None:
@@ -125,6 +129,7 @@ class Trainer:
         for callback in self.callbacks:
             callback.load_state_dict(state["hooks"].get(type(callback).__name__, {}))
         self.guard.load_state_dict(state["guard"])
+        self.evaluation_due = bool(state["evaluation_due"])
         mine = state["ranks"][self.rank]
         _set_rng_state(mine["rng"], self.device)
         self._epoch_rng = mine.get("epoch_rng")
@@ -171,13 +176,14 @@ class Trainer:
 
     def _run(self, signals: StopSignals) -> FitResult:
         config, task, device = self.config, self.task, self.device
-        task.setup(device, self.rank, self.world)
+        self.signals = signals
         last = None if self.out is None else self.out / LAST
         if (not self.resumed and self.rank == 0 and last is not None
                 and (last.exists() or last.with_name(LAST + ".old").exists())):
-            raise ValueError(
+            raise RunExists(
                 f"{self.out} already holds a training run; pass --resume to continue it, or choose another --out"
             )
+        task.setup(device, self.rank, self.world)
         self.model.to(device)
         self.optimizer = make_optimizer(self.model, config)
         per_epoch = task.steps_per_epoch()
@@ -193,9 +199,10 @@ class Trainer:
         if device.type == "cuda":
             torch.cuda.manual_seed(seed)
         if self.resumed and last is not None:
-            saved = load_checkpoint(last, map_location=device, trainer=True)
+            saved = self.resume_from or load_checkpoint(last, map_location=device, trainer=True)
             self.model.load_state_dict(saved.state_dict)
             self._load(saved.trainer or {})
+            self.resume_from = None  # the run owns its state now; the loaded copy can go
         net: nn.Module = self.model
         if self.world > 1:
             net = nn.parallel.DistributedDataParallel(
@@ -205,6 +212,8 @@ class Trainer:
         began = time.monotonic() - self.elapsed
         cpu_began = time.process_time() - self.cpu
         interval_began, interval_step = self.elapsed, self.step
+        if self.evaluation_due:  # a signal cut the last evaluation short: do it before any step
+            self._evaluate(per_epoch, self.position >= per_epoch, plateau)
         if config.max_steps and self.step >= config.max_steps:
             self.stopped = "max_steps"  # a finished run resumed with the same budget: nothing left to do
         elif config.max_epochs and self.epoch >= config.max_epochs:
@@ -290,7 +299,15 @@ class Trainer:
 
     def _evaluate(self, per_epoch: int, end_of_epoch: bool, plateau: bool) -> None:
         self.model.eval()
-        self.val_loss = self.task.evaluate()
+        self.evaluation_due = True
+        try:
+            # A signal stops an evaluation at once (on one process: under DDP the others wait in a collective)
+            with self.signals.urgent(self.world == 1):
+                self.val_loss = self.task.evaluate()
+        except StopEvaluation as stop:
+            self.model.train()
+            self._interrupted(str(stop))
+        self.evaluation_due = False
         self.model.train()
         self.guard.check_model(self.model, self.val_loss, self.device, step=self.step,
                                last=None if self.out is None else self.out / LAST)
@@ -353,14 +370,16 @@ def default_callbacks(out: str | Path | None, config: TrainConfig, *, kind: str 
 def train(task: Task, config: TrainConfig, out: str | Path | None = None, *, kind: str = "", run_config: Any = None,
           extra: dict[str, Any] | None = None, resume: bool = False, progress: bool = True,
           callbacks: Sequence[Callback] = (), metric_fields: Sequence[str] | None = None,
-          resume_hint: str = "", restore_best: bool = False) -> FitResult:
+          resume_hint: str = "", restore_best: bool = False, resume_from: Checkpoint | None = None) -> FitResult:
     """Train ``task`` with the default hooks plus ``callbacks``; see :class:`Trainer` and the package docstring.
 
     out: the run directory (checkpoints, metrics), or None to write nothing (then kind and run_config are not
     needed, and ``resume`` is refused). restore_best: end with the weights of the best evaluation (kept in
-    memory) rather than the last step's. progress: show the tqdm bar.
+    memory) rather than the last step's. progress: show the tqdm bar. resume_from: ``out/last`` when the
+    caller has already read it (``load_checkpoint(..., trainer=True)``), so that it is read once.
     """
     hooks = default_callbacks(out, config, kind=kind, run_config=run_config, extra=extra, progress=progress,
                               metric_fields=metric_fields, restore_best=restore_best)
     hooks[-1:-1] = list(callbacks)  # the progress bar last, so it shows what the others did
-    return Trainer(task, config, out, callbacks=hooks, resume=resume, resume_hint=resume_hint).fit()
+    return Trainer(task, config, out, callbacks=hooks, resume=resume, resume_hint=resume_hint,
+                   resume_from=resume_from).fit()
