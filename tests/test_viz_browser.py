@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from lstmkit.apps.charlm import load_model
+from lstmkit.apps.gate_viewer import record_charlm
 from lstmkit.cli import main
 from lstmkit.inspect import GATE_NAMES
-from lstmkit.viz import record_charlm
 
 TEXT = "the time traveller was expounding a recondite matter to us. his grey eyes shone and twinkled."
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

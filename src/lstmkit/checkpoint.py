@@ -1,21 +1,9 @@
 """Checkpoints: a directory a model can be rebuilt from, written so that a crash never leaves half of one.
 
-A checkpoint is a directory holding
-
-* ``model.safetensors``: the weights (a ``state_dict``), in safetensors (no pickle, so loading runs no code);
-* ``config.json``: what the checkpoint is (``format``, ``version``, ``kind``), the model's config, an ``extra``
-  dict (a vocabulary, a scaler, metrics, ...), and the size and SHA-256 of every other file in it;
-* ``trainer.pt`` (optional): what a resumed run needs beyond the weights (optimizer, scheduler, RNG states,
-  data position), loaded with ``torch.load(weights_only=True)``.
-
-Writing: every file goes into a fresh ``NAME.tmp`` directory (each through :func:`lstmkit.fileio.atomic_write`),
-then ``NAME`` is swapped for it with two renames (``NAME -> NAME.old``, ``NAME.tmp -> NAME``). A reader finds
-either the old checkpoint or the new one, whole; if a crash falls between the two renames, ``NAME.old`` is
-still whole and :func:`resolve_checkpoint` and the next save take it back.
-
-Reading: :func:`load_checkpoint` checks the format, the kind, the sizes and hashes, and that the weights parse,
-and raises :class:`CheckpointError` with one clear sentence for a missing, truncated, corrupted or
-other-model checkpoint.
+A checkpoint holds ``model.safetensors`` (the weights; no pickle), ``config.json`` (``format``, ``version``,
+``kind``, the model's config, an ``extra`` dict, and the size and SHA-256 of every other file) and optionally
+``trainer.pt`` (what a resumed run needs). :func:`save_checkpoint` writes a fresh ``NAME.tmp`` and swaps it in
+with two renames; :func:`load_checkpoint` checks everything and raises :class:`CheckpointError` in one sentence.
 """
 
 from __future__ import annotations
@@ -98,6 +86,10 @@ def save_checkpoint(
     trainer: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint directory at ``path``, replacing any checkpoint there as one step.
+
+    Every file goes into a fresh ``NAME.tmp`` directory (each through :func:`lstmkit.fileio.atomic_write`), then
+    ``NAME`` is swapped for it with two renames (``NAME -> NAME.old``, ``NAME.tmp -> NAME``): a reader finds the
+    old checkpoint or the new one, whole; after a crash between the renames, ``NAME.old`` is taken back.
 
     model: a module (its ``state_dict()`` is saved) or a state dict. config: a dataclass or a JSON-able dict,
     saved under ``"config"``. kind: what model this is (``"charlm"``, ``"forecast"``, ...), checked on load.
