@@ -118,13 +118,17 @@ def save_checkpoint(
     tmp = path.with_name(path.name + ".tmp")
     old = path.with_name(path.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, data in files.items():
-        with atomic_write(tmp / name, "wb") as handle:
-            handle.write(data)
-    with atomic_write(tmp / CONFIG, "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=2, sort_keys=True)
-        handle.write("\n")
+    try:
+        tmp.mkdir(parents=True)
+        for name, data in files.items():
+            with atomic_write(tmp / name, "wb") as handle:
+                handle.write(data)
+        with atomic_write(tmp / CONFIG, "w", encoding="utf-8") as handle:
+            json.dump(manifest, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half checkpoint behind
+        raise
     shutil.rmtree(old, ignore_errors=True)
     if path.exists():
         os.replace(path, old)

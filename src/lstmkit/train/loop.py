@@ -300,11 +300,13 @@ class Trainer:
     def _evaluate(self, per_epoch: int, end_of_epoch: bool, plateau: bool) -> None:
         self.model.eval()
         self.evaluation_due = True
+        rng = _rng_state(self.device)  # last/ saved mid-evaluation must hold the state from before it
         try:
             # A signal stops an evaluation at once (on one process: under DDP the others wait in a collective)
             with self.signals.urgent(self.world == 1):
                 self.val_loss = self.task.evaluate()
         except StopEvaluation as stop:
+            _set_rng_state(rng, self.device)
             self.model.train()
             self._interrupted(str(stop))
         self.evaluation_due = False

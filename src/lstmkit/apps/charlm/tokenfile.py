@@ -169,21 +169,27 @@ def encode_files(files: Sequence[Path], cache: Path, *, vocab: str, val_fraction
     with atomic_write(path, "wb") as handle:
         # (every process under torchrun encodes for itself: a name of its own, then the same atomic rename)
         val_file = path.with_name(f".{path.name}.{os.getpid()}.val.tmp")
-        with open(val_file, "wb") as val_handle:
-            for position, piece in _pieces(files, "encoding", progress):
-                train, val = parts(position, piece)
-                if train:
-                    block = ids(train)
-                    handle.write(block.tobytes())
-                    split += len(block)
-                if val:
-                    block = ids(val)
-                    val_handle.write(block.tobytes())
-                    val_tokens += len(block)
-        with open(val_file, "rb") as val_reader:
-            while data := val_reader.read(CHUNK):
-                handle.write(data)
-        val_file.unlink()
+        try:
+            with open(val_file, "wb") as val_handle:
+                for position, piece in _pieces(files, "encoding", progress):
+                    train, val = parts(position, piece)
+                    if train:
+                        block = ids(train)
+                        handle.write(block.tobytes())
+                        split += len(block)
+                    if val:
+                        block = ids(val)
+                        val_handle.write(block.tobytes())
+                        val_tokens += len(block)
+            with open(val_file, "rb") as val_reader:
+                while data := val_reader.read(CHUNK):
+                    handle.write(data)
+        except OSError as error:
+            if error.filename is None:  # a full disk: say which file could not be written
+                raise OSError(error.errno, error.strerror, str(path)) from error
+            raise
+        finally:
+            val_file.unlink(missing_ok=True)
     meta = {"dtype": dtype.name, "split": split, "tokens": split + val_tokens, "train_chars": n_train,
             "val_chars": n_val, "text_sha256": digest.hexdigest(), "vocabulary": vocabulary,
             "sources": [str(p) for p in files], "settings": settings}
