@@ -98,6 +98,9 @@ def test_an_evaluation_scores_the_same_bounded_sample_spread_over_the_validation
     assert starts[0] == 0 and int(ys[-1, -1]) == int(ids[-1])  # from the first id to the last
     again = evaluation_sample(ids, tokens=1000, rows=8)
     assert torch.equal(again[0], xs) and torch.equal(again[1], ys)
+    huge = torch.zeros(107_000_001, dtype=torch.uint8)  # past float32's exact integers
+    xs, ys = evaluation_sample(huge, tokens=65_536, rows=16)
+    assert xs.shape == (4096, 16)
     short = torch.arange(50)
     xs, ys = evaluation_sample(short, tokens=1000, rows=4)  # shorter than the sample: all of it, in 4 rows
     assert xs.numel() == 48 and torch.equal(xs.t().flatten(), short[:48])

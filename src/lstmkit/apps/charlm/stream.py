@@ -80,7 +80,8 @@ def evaluation_sample(ids: Tensor, tokens: int, rows: int) -> tuple[Tensor, Tens
         starts = [r * length for r in range(rows)]
     else:
         length = max(1, tokens // rows)
-        starts = torch.linspace(0, n - length - 1, rows).long().tolist()
+        last = n - length - 1  # integer arithmetic: a float linspace rounds past the end of a long stream
+        starts = [r * last // max(1, rows - 1) for r in range(rows)]
     windows = torch.stack([ids[s : s + length + 1] for s in starts])  # (rows, L + 1), copied out of a memory map
     return windows[:, :-1].t().contiguous(), windows[:, 1:].t().contiguous()
 
