@@ -30,7 +30,7 @@ from .vocab import RARE, VOCABS, Vocabulary
 
 KIND = "charlm"  # the checkpoint kind (see lstmkit.checkpoint)
 # Validation tokens an evaluation during training scores (a fixed sample; all of a shorter validation part):
-# about 2 s of scoring for the default model on one CPU thread (docs/charlm.md).
+# under a CPU second for the default model on one thread (docs/charlm.md, the 1 GB corpus).
 EVAL_TOKENS = 65_536
 
 
