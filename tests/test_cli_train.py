@@ -211,8 +211,23 @@ def test_out_and_resume_mistakes(trained, tmp_path, capsys):
     fails(["train", "--text", str(text), "--out", str(run), *TINY], "already holds a training run")
     fails(["train", "--out", str(tmp_path / "fresh"), "--resume", "--quiet"], "does not exist")
     fails(["train", "--out", str(run), "--resume", "--hidden-size", "64"], "--hidden-size 64 differs")
+    fails(["train", "--out", str(run), "--resume", "--peephole"], "--peephole True differs")
     (tmp_path / "file").write_text("x")
     fails(["train", "--text", str(text), "--out", str(tmp_path / "file"), *TINY], "is a file")
+
+
+def test_a_resume_reads_its_checkpoint_once(tmp_path, monkeypatch):
+    from lstmkit import checkpoint
+
+    text = tmp_path / "text.txt"
+    text.write_text(generated_text(3000))
+    out = str(tmp_path / "run")
+    assert main(["train", "--text", str(text), "--out", out, "--max-steps", "6", "--eval-every", "3", *TINY]) == 0
+    reads: list[str] = []
+    real = checkpoint.resolve_checkpoint
+    monkeypatch.setattr(checkpoint, "resolve_checkpoint", lambda path: reads.append(str(path)) or real(path))
+    assert main(["train", "--out", out, "--resume", "--max-steps", "9", "--quiet"]) == 0
+    assert reads == [str(tmp_path / "run" / "last")]
 
 
 @pytest.mark.slow
