@@ -407,3 +407,18 @@ def test_a_second_run_on_the_same_out_is_refused_at_once(tmp_path):
     again = lstmkit(tmp_path, "train", "--text", str(text), "--out", str(tmp_path / "run"), "--max-steps", "2",
                     "--eval-every", "2", *TINY)
     assert again.returncode == 0, again.stderr
+
+
+def test_eval_tokens_sets_the_evaluation_sample_and_is_saved(tmp_path, monkeypatch):
+    from lstmkit.apps.charlm import stream
+
+    text = tmp_path / "text.txt"
+    text.write_text(generated_text(30000))  # 3,000 held-out characters
+    scored: list[int] = []
+    real = stream.score_rows
+    monkeypatch.setattr(stream, "score_rows", lambda model, xs, ys: scored.append(ys.numel()) or real(model, xs, ys))
+    out = tmp_path / "run"
+    assert main(["train", "--text", str(text), "--out", str(out), "--max-steps", "4", "--eval-every", "2",
+                 "--eval-tokens", "500", *TINY]) == 0
+    assert scored == [500, 500]  # 4 rows x 125 tokens at each evaluation, not the 3,000
+    assert load_checkpoint(out).config["data"]["eval_tokens"] == 500
