@@ -211,10 +211,26 @@ def test_out_and_resume_mistakes(trained, tmp_path, capsys):
     fails(["train", "--text", str(text), "--out", str(run), *TINY], "already holds a training run")
     fails(["train", "--out", str(tmp_path / "fresh"), "--resume", "--quiet"], "does not exist")
     fails(["train", "--out", str(run), "--resume", "--hidden-size", "64"], "--hidden-size 64 differs")
+    fails(["train", "--out", str(run), "--resume", "--peephole"], "--peephole True differs")
     (tmp_path / "file").write_text("x")
     fails(["train", "--text", str(text), "--out", str(tmp_path / "file"), *TINY], "is a file")
 
 
+def test_a_resume_reads_its_checkpoint_once(tmp_path, monkeypatch):
+    from lstmkit import checkpoint
+
+    text = tmp_path / "text.txt"
+    text.write_text(generated_text(3000))
+    out = str(tmp_path / "run")
+    assert main(["train", "--text", str(text), "--out", out, "--max-steps", "6", "--eval-every", "3", *TINY]) == 0
+    reads: list[str] = []
+    real = checkpoint.resolve_checkpoint
+    monkeypatch.setattr(checkpoint, "resolve_checkpoint", lambda path: reads.append(str(path)) or real(path))
+    assert main(["train", "--out", out, "--resume", "--max-steps", "9", "--quiet"]) == 0
+    assert reads == [str(tmp_path / "run" / "last")]
+
+
+@pytest.mark.slow
 def test_a_bad_input_as_a_real_process_is_one_line_and_exit_2(tmp_path):
     result = lstmkit(tmp_path, "train", "--text", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and result.stdout == ""
@@ -227,6 +243,7 @@ def test_a_bad_input_as_a_real_process_is_one_line_and_exit_2(tmp_path):
 # -- resume after SIGKILL, and data-parallel training -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_killed_by_sigkill_resumes_to_the_same_weights_bit_for_bit(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text(generated_text(6000))
@@ -263,6 +280,7 @@ def test_a_run_killed_by_sigkill_resumes_to_the_same_weights_bit_for_bit(tmp_pat
         tmp_path / "killed" / "metrics.csv").read_text().count("\n")
 
 
+@pytest.mark.slow
 def test_torchrun_trains_data_parallel_with_two_processes(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text(generated_text(8000))
@@ -301,7 +319,7 @@ def test_variants_train_and_generate(tmp_path, capsys, variant):
     capsys.readouterr()
     assert main(["generate", "--checkpoint", out, "--prompt", "the", "--length", "10", "--seed", "0"]) == 0
     assert len(capsys.readouterr().out) == 3 + 10 + 1
-    saved = load_checkpoint(out).config["model"]
+    saved = load_checkpoint(out).config["model"]["variants"]
     if variant[0] == "--weight-drop":
         assert saved["weight_drop"] == 0.3
         return
@@ -311,6 +329,7 @@ def test_variants_train_and_generate(tmp_path, capsys, variant):
 # -- what users do: Ctrl-C, a learning rate that diverges, two runs on one directory -----------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_run_saves_last_says_how_to_resume_and_resumes_bit_for_bit(tmp_path, sig):
     text = tmp_path / "text.txt"
@@ -363,6 +382,7 @@ def test_a_diverging_run_stops_with_a_clear_message_and_keeps_a_finite_checkpoin
     assert skipping == 1 and "weights or the validation loss (nan) are no longer finite" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_out_is_refused_at_once(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text(generated_text(6000))
@@ -387,3 +407,18 @@ def test_a_second_run_on_the_same_out_is_refused_at_once(tmp_path):
     again = lstmkit(tmp_path, "train", "--text", str(text), "--out", str(tmp_path / "run"), "--max-steps", "2",
                     "--eval-every", "2", *TINY)
     assert again.returncode == 0, again.stderr
+
+
+def test_eval_tokens_sets_the_evaluation_sample_and_is_saved(tmp_path, monkeypatch):
+    from lstmkit.apps.charlm import stream
+
+    text = tmp_path / "text.txt"
+    text.write_text(generated_text(30000))  # 3,000 held-out characters
+    scored: list[int] = []
+    real = stream.score_rows
+    monkeypatch.setattr(stream, "score_rows", lambda model, xs, ys: scored.append(ys.numel()) or real(model, xs, ys))
+    out = tmp_path / "run"
+    assert main(["train", "--text", str(text), "--out", str(out), "--max-steps", "4", "--eval-every", "2",
+                 "--eval-tokens", "500", *TINY]) == 0
+    assert scored == [500, 500]  # 4 rows x 125 tokens at each evaluation, not the 3,000
+    assert load_checkpoint(out).config["data"]["eval_tokens"] == 500

@@ -5,15 +5,10 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-
-from ..errors import RunLocked, TrainingDiverged, TrainingError, TrainingInterrupted  # noqa: F401 (home: errors.py)
-
-if TYPE_CHECKING:
-    from .loop import Trainer
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("auto", "cosine", "plateau", "constant")
@@ -26,14 +21,8 @@ def _check(condition: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train: optimizer, schedule, when to evaluate and when to stop (and the token streams' batches)."""
+    """How to train: optimizer, schedule, when to evaluate and when to stop. (Batches are the task's.)"""
 
-    # token streams: steps of backpropagation through time per batch; 64 rather than 100 gives more updates for
-    # the same CPU time, which learned more on held-out text in a few CPU minutes (docs/charlm.md)
-    seq_len: int = 64
-    # token streams: contiguous rows per batch (per rank under DDP); 16 rather than 32 gives twice the updates
-    # for the same CPU time, which learned more in a few CPU minutes (docs/charlm.md)
-    batch_size: int = 16
     optimizer: str = "adamw"  # "adamw" or "sgd"
     lr: float = 6e-3  # with the cosine decay, higher than char-rnn's 2e-3 learned faster (docs/charlm.md)
     weight_decay: float = 0.01  # AdamW's decoupled weight decay (Loshchilov & Hutter 2019)
@@ -55,8 +44,6 @@ class TrainConfig:
     skip_nonfinite: bool = False
 
     def __post_init__(self) -> None:
-        _check(self.seq_len >= 1, f"seq_len must be >= 1, got {self.seq_len}")
-        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.optimizer in OPTIMIZERS,
                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         _check(self.lr > 0 and math.isfinite(self.lr), f"lr must be a finite number > 0, got {self.lr}")
@@ -90,6 +77,7 @@ class FitResult:
     seconds: float
     history: list[dict[str, float]]
     skipped: int = 0  # steps skipped for a non-finite loss or gradient (``skip_nonfinite``)
+    best_step: int = 0  # the step of the evaluation with the lowest validation loss (0: none ran)
 
 
 def resolve_device(request: str) -> torch.device:
@@ -168,6 +156,9 @@ class Task(ABC):
 class Callback:
     """A hook around the loop (Keras's callbacks). Each method is called on every rank; write files on rank 0.
 
+    ``trainer`` is the :class:`lstmkit.train.Trainer` running the loop (typed ``Any`` here: the loop imports
+    this module, not the other way round); its attributes are listed in its docstring.
+
     A hook with state that must survive a resume returns it from :meth:`state_dict` (saved in ``last/``).
     """
 
@@ -177,17 +168,17 @@ class Callback:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
-    def on_train_begin(self, trainer: Trainer) -> None:
+    def on_train_begin(self, trainer: Any) -> None:
         """After the model, optimizer and (on resume) the saved state are in place."""
 
-    def on_step_end(self, trainer: Trainer) -> None:
+    def on_step_end(self, trainer: Any) -> None:
         """After each step (``trainer.last_loss`` holds its loss)."""
 
-    def on_evaluate(self, trainer: Trainer, row: dict[str, float]) -> None:
+    def on_evaluate(self, trainer: Any, row: dict[str, float]) -> None:
         """After an evaluation; ``row`` was just appended to ``trainer.history``."""
 
-    def on_interrupt(self, trainer: Trainer) -> None:
+    def on_interrupt(self, trainer: Any) -> None:
         """SIGINT/SIGTERM: the step in flight is done; save what resuming needs."""
 
-    def on_train_end(self, trainer: Trainer) -> None:
+    def on_train_end(self, trainer: Any) -> None:
         """After the loop (not after an error)."""
