@@ -7,6 +7,7 @@ of :func:`md` and :func:`code` cells. ``build.py`` turns them into ``en/<SLUG>.i
 
 from __future__ import annotations
 
+import re
 import textwrap
 from dataclasses import dataclass
 
@@ -23,9 +24,20 @@ def _clean(source: str) -> str:
     return textwrap.dedent(source).strip("\n")
 
 
+# A line break between two Chinese characters shows as a space in rendered Markdown; Chinese text has none.
+# Joined: a break after a Chinese character or punctuation mark, before a line that starts no block (list item,
+# heading, quote, table row, display math).
+_CJK_BREAK = re.compile(r"(?<=[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef])\n *(?!\$\$|[-*>#|] |\d+\. )(?=\S)")
+
+
+def join_chinese_lines(text: str) -> str:
+    """``text`` with the line breaks inside Chinese paragraphs removed."""
+    return _CJK_BREAK.sub("", text)
+
+
 def md(en: str, zh: str) -> Cell:
     """A Markdown cell, written once per language."""
-    return Cell("markdown", {"en": _clean(en), "zh-CN": _clean(zh)})
+    return Cell("markdown", {"en": _clean(en), "zh-CN": join_chinese_lines(_clean(zh))})
 
 
 def code(source: str | None = None, *, en: str | None = None, zh: str | None = None) -> Cell:

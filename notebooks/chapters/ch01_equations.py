@@ -58,7 +58,7 @@ CELLS = [
     ),
     code(
         """
-        BUDGET = 1  # how many rounds of random sizes the checks run; raise it for a longer check
+        BUDGET = 1  # scales how many random sizes the checks run on; raise it for a longer check
         """
     ),
     code(
@@ -213,7 +213,7 @@ CELLS = [
 
         sizes = [(X, H, 1), (28, 256, 1), (10, 20, 2)]          # the (28, 256) one is D2L's character LSTM
         generator = torch.Generator().manual_seed(1)
-        for _ in range(3 * BUDGET):                              # and a few random ones
+        for _ in range(max(1, round(3 * BUDGET))):               # and a few random ones
             x_size, h_size, layers = (int(v) for v in torch.randint(1, 64, (3,), generator=generator))
             sizes.append((x_size, h_size, 1 + layers % 3))
 

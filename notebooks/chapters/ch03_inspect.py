@@ -255,7 +255,7 @@ CELLS = [
         runs = [longest_run(f[:, j] > OPEN) for j in range(f.shape[1])]
         cell = max(range(len(runs)), key=lambda j: runs[j][1])
         span_start, span = runs[cell]
-        span_end = span_start + span
+        span_end = span_start + max(span, 1)                       # one step at least: the statistics need one
         kept = float(f[span_start:span_end, cell].prod())
         written = float(seq["i"][span_start:span_end, cell].mean())
         c = seq["c"][:, cell]
@@ -283,6 +283,9 @@ CELLS = [
         en="""
         steady = high - low < 0.05
         saturated = c_start * c_end > 0 and abs(c_end) > abs(c_start) > 3   # c grows away from 0 on one side
+        if span == 0:
+            display(Markdown(f"No forget gate rose above {OPEN} in this passage: the model is barely trained "
+                             "(an untrained LSTM's forget gates sit near 1/2). Raise `BUDGET` and run again."))
         Markdown(f\"\"\"
         Across these {span} characters the forget gate of cell {cell} stays above {OPEN}. Left alone (input gate
         shut), the cell would keep {kept:.1%} of what it held at the start: the product of the $f_t$ over the run.
@@ -299,6 +302,9 @@ CELLS = [
         zh="""
         steady = high - low < 0.05
         saturated = c_start * c_end > 0 and abs(c_end) > abs(c_start) > 3   # c grows away from 0 on one side
+        if span == 0:
+            display(Markdown(f"这段文字里没有哪个遗忘门超过 {OPEN}：模型几乎还没训练（未训练的 LSTM 遗忘门都在 1/2 附近）。"
+                             "请调大 `BUDGET` 再运行一次。"))
         Markdown(f\"\"\"
         在这 {span} 个字符上，单元 {cell} 的遗忘门始终高于 {OPEN}。如果输入门关闭、不再写入，记忆元到这段的终点还能保留
         起点内容的 {kept:.1%}，也就是这一段上所有 $f_t$ 的乘积。
@@ -309,7 +315,7 @@ CELLS = [
         这正是教材里说的“传送带”：一个值被带着走过很多步，梯度也随之传回去（见第 4 节）。
         至于这个单元是否在跟踪某种读者叫得出名字的东西（引号、从句、行内的位置），可以借助上面的热力图和查看器自己判断；
         训练得更久（调大 `BUDGET`），单元的行为会更清晰。
-        \"\"\")
+        \"\"\".replace("\\n", ""))  # Chinese runs on without line breaks
         """,
     ),
     md(
