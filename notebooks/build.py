@@ -2,6 +2,7 @@
 
     python notebooks/build.py --execute              # every chapter, both languages (what is committed)
     python notebooks/build.py --execute --only 02    # one chapter
+    python notebooks/build.py --reuse-outputs        # prose changed, code not: keep the stored outputs
     python notebooks/build.py                        # sources only, outputs cleared
 
 Each chapter is one module in ``chapters/``: its code cells are shared by both languages, its prose is written
@@ -100,15 +101,30 @@ def write(nb: nbformat.NotebookNode, path: Path) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             nbformat.write(nb, handle)
+        os.chmod(temp, 0o644)  # mkstemp makes it private; a notebook is for every reader
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
 
 
+def reuse_outputs(nb: nbformat.NotebookNode, path: Path) -> None:
+    """Give ``nb`` the outputs stored in ``path``, whose code cells must be the same, in the same order."""
+    old = nbformat.read(path, as_version=4)
+    old_code = [cell for cell in old.cells if cell.cell_type == "code"]
+    new_code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    if [c.source for c in old_code] != [c.source for c in new_code]:
+        raise SystemExit(f"{path}: its code cells changed; run it again with --execute")
+    for new, stored in zip(new_code, old_code, strict=True):
+        new.outputs, new.execution_count = stored.outputs, stored.execution_count
+    nb.metadata = old.metadata
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--execute", action="store_true", help="run each notebook and store its outputs")
+    parser.add_argument("--reuse-outputs", action="store_true",
+                        help="keep the outputs stored in the notebooks (only when no code cell changed)")
     parser.add_argument("--only", nargs="*", default=[], help="chapter numbers to build, e.g. 01 03 (default: all)")
     parser.add_argument("--lang", nargs="*", default=["en", "zh-CN"], choices=["en", "zh-CN"])
     args = parser.parse_args(argv)
@@ -116,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         for lang in args.lang:
             nb = notebook(chapter, lang)
             path = path_of(chapter, lang)
+            if args.reuse_outputs and not args.execute:
+                reuse_outputs(nb, path)
             if args.execute:
                 wall, cpu = execute(nb)
                 print(f"{path.relative_to(HERE)}: {wall:.1f} s wall, {cpu:.1f} s CPU", flush=True)

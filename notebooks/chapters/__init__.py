@@ -24,10 +24,11 @@ def _clean(source: str) -> str:
     return textwrap.dedent(source).strip("\n")
 
 
-# A line break between two Chinese characters shows as a space in rendered Markdown; Chinese text has none.
-# Joined: a break after a Chinese character or punctuation mark, before a line that starts no block (list item,
-# heading, quote, table row, display math).
-_CJK_BREAK = re.compile(r"(?<=[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef])\n *(?!\$\$|[-*>#|] |\d+\. )(?=\S)")
+# A line break inside a Chinese paragraph shows as a space in rendered Markdown, where Chinese text has none.
+# Joined: a break between two Chinese characters (or marks), and a break before Chinese punctuation. A break
+# between Latin text and a Chinese character stays: it shows as the space that belongs there.
+_CJK = "\\u3000-\\u303f\\u4e00-\\u9fff\\uff00-\\uffef\\u2014\\u2026\\u201c\\u201d"
+_CJK_BREAK = re.compile(f"(?<=[{_CJK}])\\n *(?=[{_CJK}])|\\n *(?=[\\u3000-\\u303f\\uff00-\\uffef])")
 
 
 def join_chinese_lines(text: str) -> str:
