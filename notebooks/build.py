@@ -42,9 +42,20 @@ def notebook(chapter: ModuleType, lang: str) -> nbformat.NotebookNode:
     """The notebook of ``chapter`` in ``lang`` ("en" or "zh-CN"), without outputs."""
     nb = nbformat.v4.new_notebook()
     nb.metadata = {"kernelspec": dict(KERNEL), "language_info": {"name": "python"}}
+    comments = getattr(chapter, "ZH_COMMENTS", {}) if lang == "zh-CN" else {}
+    unused = set(comments)
     for cell in chapter.CELLS:
-        make = nbformat.v4.new_markdown_cell if cell.kind == "markdown" else nbformat.v4.new_code_cell
-        nb.cells.append(make(cell.text[lang]))
+        if cell.kind == "markdown":
+            nb.cells.append(nbformat.v4.new_markdown_cell(cell.text[lang]))
+            continue
+        source = cell.text[lang]
+        for english, chinese in comments.items():  # comments and docstrings only: the code itself is shared
+            if english in source:
+                source = source.replace(english, chinese)
+                unused.discard(english)
+        nb.cells.append(nbformat.v4.new_code_cell(source))
+    if unused:
+        raise ValueError(f"{chapter.__name__}.ZH_COMMENTS: not found in any code cell: {sorted(unused)}")
     for index, cell in enumerate(nb.cells):
         cell["id"] = f"{chapter.SLUG[:2]}-{index:03d}"  # stable ids: a rebuild changes only what changed
     return nb

@@ -6,6 +6,33 @@ from . import code, md
 SLUG = "01-lstm-from-equations"
 TITLE = {"en": "The LSTM from its equations", "zh-CN": "从公式出发写出 LSTM"}
 
+# Chinese for the comments and docstrings of the shared code cells, applied to the zh-CN notebook only.
+ZH_COMMENTS = {
+    '# scales how many random sizes the checks run on; raise it for a longer check': '# 检查多少组随机尺寸；调大它就检查得更多',
+    'One LSTM step for a batch: x (B, X); h, c (B, H); W_x (4H, X); W_h (4H, H); b (4H,).': 'LSTM 的一步（一个批量）：x (B, X)；h、c (B, H)；W_x (4H, X)；W_h (4H, H)；b (4H,)。',
+    '# (B, 4H): the four pre-activations at once': '# (B, 4H)：一次算出四个门的输入',
+    "# torch.nn's order: i, f, g, o": '# torch.nn 的顺序：i、f、g、o',
+    '# input gate, in (0, 1)': '# 输入门，取值在 (0, 1)',
+    '# forget gate, in (0, 1)': '# 遗忘门，取值在 (0, 1)',
+    '# candidate memory, in (-1, 1)': '# 候选记忆元，取值在 (-1, 1)',
+    '# output gate, in (0, 1)': '# 输出门，取值在 (0, 1)',
+    '# the memory cell': '# 记忆元',
+    '# the hidden state': '# 隐状态',
+    'x (T, B, X) -> outputs (T, B, H) and the last (h, c), from a zero state.': 'x (T, B, X) -> 输出 (T, B, H) 和最后的 (h, c)，从零状态开始。',
+    '# one step per time step: this loop is the recurrence': '# 每个时间步走一步：这个循环就是“循环”神经网络的循环',
+    '# input size, hidden size, steps, batch': '# 输入大小、隐藏大小、步数、批量大小',
+    '# any scalar function of the output will do': '# 输出的任意标量函数都可以',
+    "# weights + torch.nn's two bias vectors": '# 权重 + torch.nn 的两组偏置',
+    "# the (28, 256) one is D2L's character LSTM": '# (28, 256) 就是 D2L 的字符级 LSTM',
+    '# and a few random ones': '# 再加几组随机尺寸',
+    'One GRU step: x (B, X); h (B, H); W_x (3H, X); W_h (3H, H); order r, z, n as in torch.nn.': 'GRU 的一步：x (B, X)；h (B, H)；W_x (3H, X)；W_h (3H, H)；顺序与 torch.nn 相同：r、z、n。',
+    '# reset gate': '# 重置门',
+    '# update gate': '# 更新门',
+    '# reset before the matrix': '# 先重置，再乘矩阵',
+    '# torch.nn: reset after it': '# torch.nn：先乘矩阵，再重置',
+    '# keep the old h where z is near 1': '# z 接近 1 的地方保留旧的 h',
+}
+
 CELLS = [
     md(
         """

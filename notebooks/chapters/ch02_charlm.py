@@ -6,6 +6,27 @@ from . import code, md
 SLUG = "02-charlm-time-machine"
 TITLE = {"en": "Train a character-level LSTM on The Time Machine", "zh-CN": "在《时间机器》上训练字符级 LSTM"}
 
+# Chinese for the comments and docstrings of the shared code cells, applied to the zh-CN notebook only.
+ZH_COMMENTS = {
+    "# 1: about two minutes on a 2-core CPU; 8: close to the book's 500 epochs": '# 1：2 核 CPU 上约两分钟；8：接近书中的 500 个周期',
+    '# shipped with lstmkit': '# 随 lstmkit 一起安装',
+    "# D2L's cleaning": '# D2L 的预处理',
+    '# D2L: the first 10,000 characters': '# D2L：前 10,000 个字符',
+    '# the whole training part': '# 整个训练部分',
+    '# a drop-in for torch.nn.LSTM': '# 可直接替换 torch.nn.LSTM',
+    '# h_t -> scores of the next character': '# h_t -> 下一个字符的得分',
+    '# (T, B, H): h_t at every step': '# (T, B, H)：每一步的 h_t',
+    'exp(mean cross-entropy) of each character given the ones before it; rows read side by side.': '根据前文预测每个字符的平均交叉熵取指数；多行并排读取。',
+    "D2L's sequential partitioning: (X, Y) pairs of shape (num_steps, batch_size), Y one step ahead.": 'D2L 的顺序分区：形状为 (num_steps, batch_size) 的 (X, Y)，Y 比 X 超前一步。',
+    'Returns the history: (epoch, training perplexity of that epoch, held-out perplexity).': '返回历史记录：(周期, 该周期的训练困惑度, 留出困惑度)。',
+    '# keep the state, cut the gradient': '# 保留状态，截断梯度',
+    '# D2L clips to norm 1': '# D2L 把梯度裁剪到范数 1',
+    'prompt + length characters; temperature 0 takes the most likely character at each step.': '前缀 + length 个字符；温度为 0 时每一步取最可能的字符。',
+    '# read the prompt (warm-up)': '# 读入前缀（预热）',
+    '# one step, state carried': '# 走一步，状态带下去',
+    'The longest stretch of sample that appears word for word in source.': 'sample 中逐字出现在 source 里的最长片段。',
+}
+
 CELLS = [
     md(
         """

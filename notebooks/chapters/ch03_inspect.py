@@ -6,6 +6,17 @@ from . import code, md
 SLUG = "03-look-inside"
 TITLE = {"en": "Look inside", "zh-CN": "看看 LSTM 内部"}
 
+# Chinese for the comments and docstrings of the shared code cells, applied to the zh-CN notebook only.
+ZH_COMMENTS = {
+    '# 1: under a minute on a 2-core CPU; raise it to train longer': '# 1：2 核 CPU 上不到一分钟；调大它就训练得更久',
+    '# heatmaps (PNG) and the gate viewer (one self-contained HTML page)': '# 热力图（PNG）和门查看器（一个自包含的 HTML 页面）',
+    '# layer 0, forward, sequence 0: {name: (T, cells)}': '# 第 0 层、前向、第 0 条序列：{名称: (T, 单元)}',
+    '# one score per cell, in [0, 1]': '# 每个单元一个得分，在 [0, 1] 之间',
+    '# IPython suggests IFrame, which takes no srcdoc': '# IPython 建议用 IFrame，但它不支持 srcdoc',
+    '(start, length) of the longest run of True in a 1-D boolean tensor.': '一维布尔张量中最长的一段连续 True 的 (起点, 长度)。',
+    '# one step at least: the statistics need one': '# 至少一步：下面的统计量需要',
+}
+
 CELLS = [
     md(
         """

@@ -6,6 +6,15 @@ from . import code, md
 SLUG = "04-remember-and-forget"
 TITLE = {"en": "What an LSTM remembers and a simple RNN forgets", "zh-CN": "LSTM 记得住、简单 RNN 记不住的东西"}
 
+# Chinese for the comments and docstrings of the shared code cells, applied to the zh-CN notebook only.
+ZH_COMMENTS = {
+    '# training steps in units of 1,500; raise it for a longer run': '# 训练步数，以 1,500 步为单位；调大它就训练得更久',
+    '# the sequence length T; try 100 or 200 with a larger BUDGET': '# 序列长度 T；配合更大的 BUDGET 试试 100 或 200',
+    '# (B, 1, 1): the answer, read after the last step': '# (B, 1, 1)：读完最后一步后给出答案',
+    'Returns [(step, held-out MSE)], step 0 included.': '返回 [(步数, 留出数据上的均方误差)]，包括第 0 步。',
+    '# the LSTM: chrono init': '# LSTM 使用 chrono 初始化',
+}
+
 CELLS = [
     md(
         """

@@ -6,6 +6,19 @@ from . import code, md
 SLUG = "05-four-questions"
 TITLE = {"en": "The learners' four questions", "zh-CN": "学习者的四个问题"}
 
+# Chinese for the comments and docstrings of the shared code cells, applied to the zh-CN notebook only.
+ZH_COMMENTS = {
+    '# scales the training steps; raise it for a longer run': '# 训练步数的倍数；调大它就训练得更久',
+    "# the adding problem's sequence length for the training experiments": '# 训练实验中加法问题的序列长度',
+    'Train rnn + a linear head on the adding problem; returns [(step, held-out MSE)].': '在加法问题上训练 rnn 加一个线性输出层；返回 [(步数, 留出均方误差)]。',
+    '# read the answer after the last step': '# 读完最后一步后给出答案',
+    'The first step at which the held-out MSE is below half the chance level.': '留出均方误差首次低于随机水平一半的步数。',
+    "# the forget gate's slice (order i, f, g, o)": '# 遗忘门那一段（顺序为 i、f、g、o）',
+    '# the same holds for torch.nn.GRU': '# torch.nn.GRU 也一样',
+    '# the state update of the figures': '# 就是图中画的状态更新',
+    '# the top layer: (direction, B, H)': '# 最上面一层：(方向, B, H)',
+}
+
 CELLS = [
     md(
         """
