@@ -73,13 +73,10 @@ import inspect
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
-
-if TYPE_CHECKING:  # the engines import this file (the fused engine's support check), never the reverse
-    from .engines.base import RNNSpec
 
 LayerWeights = dict[str, Tensor]  # as engines/base.py's: a layer's parameters and masks by name
 
@@ -419,7 +416,22 @@ def zoneout_mask(z: float, shape: tuple[int, ...], like: Tensor, training: bool)
     return torch.bernoulli(torch.full(shape, z, device=like.device, dtype=like.dtype))
 
 
-def draw_masks(spec: RNNSpec, steps: int, batch: int, like: Tensor, training: bool) -> list[LayerWeights]:
+class _StackShape(Protocol):
+    """What :func:`draw_masks` reads of an ``engines.base.RNNSpec`` (the engines import this file, not the reverse)."""
+
+    @property
+    def num_layers(self) -> int: ...
+    @property
+    def num_directions(self) -> int: ...
+    @property
+    def hidden_size(self) -> int: ...
+    @property
+    def output_size(self) -> int: ...
+    @property
+    def variants(self) -> Variants: ...
+
+
+def draw_masks(spec: _StackShape, steps: int, batch: int, like: Tensor, training: bool) -> list[LayerWeights]:
     """Every random mask of a forward pass, one dict per layer and direction (index ``layer * D + direction``).
 
     Drawn from torch's global generator in a fixed order (layer, direction; recurrent dropout, zoneout c,
