@@ -1,70 +1,9 @@
 """The LSTM variants, each declared once: its name, argument and check, engines, CLI flag, reference step.
 
-Each variant is a field of :class:`Variants` declared with :func:`variant` (as Flax configures a cell by its
-dataclass fields); :data:`VARIANTS` lists the declarations (:class:`Variant`) and everything else derives
-from them: the keyword arguments of :class:`lstmkit.LSTM` and :class:`lstmkit.LSTMCell` and their checks
-(:func:`check_variants`), the engines' view (``RNNSpec.variants`` holds a :class:`Variants`), the fused engine's
-support check, :func:`lstmkit.parameter_count`'s keyword arguments, the flags of ``lstmkit train`` and
-``lstmkit longrange`` (``cli/common.py``: ``add_variant_arguments``) and the long-range lab's options.
-CONTRIBUTING.md has the recipe for adding one. Any combination not refused by :func:`check_variants` may be
-switched on together. The equations are in ONE place, ``engines/reference.py``
-(``lstm_variant_gated_step``, ``slstm_gated_step``, beside the plain ``lstm_step``); each declaration names
-its step. With every variant off, the LSTM is ``torch.nn.LSTM``.
-
-=================  ==========================================================================================
-argument           what changes (``~`` marks a pre-activation, ``*`` is elementwise)
-=================  ==========================================================================================
-``peephole``       Gers & Schmidhuber 2000: the gates see the cell through diagonal weights:
-                   ``i = sig(~i + w_ci*c_{t-1})``, ``f = sig(~f + w_cf*c_{t-1})``, ``o = sig(~o + w_co*c_t)``.
-``layer_norm``     Ba et al. 2016, sec. 3.1: ``gates = LN(W_ih x_t)*a_ih + b_ih + LN(W_hh h_{t-1})*a_hh + b_hh``
-                   (each LN over all gate rows, no shift of its own: torch's two biases are the shifts), and
-                   ``h_t = o * tanh(LN(c_t)*a_c + b_c)``; the state c_t itself is not normalised. eps = 1e-5.
-``coupled_gates``  CIFG (Greff et al. 2017): ``i = 1 - f``. The input gate has no rows: ``weight_ih``,
-                   ``weight_hh`` and the biases have 3H rows in the order ``[f, g, o]``.
-``forget_bias``    Jozefowicz et al. 2015: initialisation only. The forget-gate slice of ``bias_ih`` is set to
-                   the value and that of ``bias_hh`` to 0 (their sum is the textbook's b_f). None: torch.nn's init.
-``recurrent_dropout``  Gal & Ghahramani 2016: in training, ``h_{t-1}`` is multiplied by ONE mask per sequence,
-                   layer and direction (Bernoulli(1-p)/(1-p), shape (B, output_size)) before ``W_hh``. The
-                   outputs are not masked. Off in eval().
-``zoneout``        Krueger et al. 2016, ``(z_c, z_h)``: with fresh per-step masks d (1 = keep the old value,
-                   probability z): ``c_t = d_c*c_{t-1} + (1-d_c)*c~_t``, ``h_t = d_h*h_{t-1} + (1-d_h)*h~_t``,
-                   where ``c~_t = f*c_{t-1} + i*g`` and ``h~_t = o*tanh(c~_t)`` are the plain step's values (the
-                   paper's eq.: h~ uses c~, not the zoned-out c). In eval() d is its expectation z.
-``weight_drop``    Merity et al. 2018 (AWD-LSTM), DropConnect (Wan et al. 2013) on the recurrent weights: in
-                   training, ``W_hh`` is multiplied by ONE mask per forward call and layer and direction
-                   (Bernoulli(1-p)/(1-p), the shape of ``W_hh``), the same at every step. Off in eval(). The
-                   parameter stays ``weight_hh_l{k}`` (no ``_raw`` copy): the module masks it on the way to
-                   the engine, so every engine runs it and autograd carries the mask into ``dW_hh``.
-``cell="slstm"``   Beck et al. 2024 (xLSTM), sLSTM eqs. 8-17, exponential input AND forget gates, one head:
-                   rows ``[i, f, z, o]`` like the LSTM's ``[i, f, g, o]``, and two more states:
-                   ``m_t = max(~f + m_{t-1}, ~i)`` (stabiliser), ``i' = exp(~i - m_t)``,
-                   ``f' = exp(~f + m_{t-1} - m_t)``, ``c_t = f'*c_{t-1} + i'*tanh(~z)``,
-                   ``n_t = f'*n_{t-1} + i'`` (normaliser), ``h_t = sig(~o) * c_t / n_t``.
-=================  ==========================================================================================
-
-Order of operations in one LSTM step with several variants (``lstm_variant_gated_step``): recurrent dropout on
-``h_{t-1}``; the gate pre-activations (layer-normalised parts, biases); peepholes from ``c_{t-1}`` into i, f;
-the gates; ``c~ = f*c_{t-1} + i*g``; the peephole from ``c~`` into o; ``h~ = o*tanh(LN(c~))``; the projection
-``W_hr`` (proj_size); zoneout of c and h last. Zoneout's ``h_{t-1}`` is the state before recurrent dropout.
-
-The sLSTM's states: ``hx`` and the final states are ``(h, c, n, m)``, so
-``output, (h_n, c_n, n_n, m_n) = LSTM(..., cell="slstm")(x)``; LSTMCell likewise takes and returns 4 tensors.
-Every other configuration keeps ``(output, (h_n, c_n))``. When hx is None, h, c and n start at 0 and m at
--inf (:func:`initial_state_value`): a cell with no memory yet, so ``m_1 = ~i_1``, ``f'_1 = 0`` and
-``n_1 = 1``. The stabiliser keeps every exponent <= 0 and ``n_t >= 1`` from then on, so nothing overflows or
-divides by zero in float32 however long the sequence. ``h`` does not depend on m (c and n carry the same
-factor exp(-m_t)), so a hand-written backward may treat m as a constant for the gradient of the outputs.
-
-Extra parameters (:func:`extra_parameters`) follow torch.nn's names with the ``_l{k}``/``_reverse`` suffix and
-are registered after torch.nn's own parameters of their layer and direction, so a plain ``torch.nn.LSTM``
-state_dict maps 1:1 onto the plain parameters, which are initialised first, in torch.nn's order, so that the
-same seed gives the same plain weights.
-
-Random masks are drawn in ONE place, :func:`draw_masks`, which the module calls before the engine; they reach
-the engine inside each layer's weights dict (keys ``recurrent_dropout_mask``, ``zoneout_mask_c``,
-``zoneout_mask_h``), so every engine computes with the same masks and can be compared in training mode. The
-zoneout masks have one row per step, in the order the layer takes its steps (for the reverse direction, step
-s is the s-th step of the reversed sequence). An engine applies a mask when, and only when, its key is there.
+Each variant is a field of :class:`Variants` declared with :func:`variant`; the modules' keyword arguments, the
+engines' view (``RNNSpec.variants``), the fused support check, ``parameter_count`` and the CLI flags derive from
+the declarations. What each variant computes, the order of operations, the sLSTM's states and how the random
+masks reach the engines: docs/variants.md. Adding one: CONTRIBUTING.md.
 """
 
 from __future__ import annotations

@@ -1,33 +1,10 @@
-"""``engine="auto"`` by measurement: the fastest engine for a shape, timed once and remembered (cuDNN's benchmark mode).
+"""``engine="auto"`` by measurement: the fastest engine for a shape class, timed once and remembered (cuDNN's
+benchmark mode).
 
-The engine choice (``choice.py``) asks this module for plain calls that ``should_tune``; which engine is fastest
-there depends on the shape and the machine: one step at a time (T=1, B=1, H=256, one thread),
-torch's oneDNN kernel (``native``) costs several times the reference equations' handful of eager ops, while over
-long sequences it wins. So for a call that ``auto`` may tune, every engine able to run the configuration is run
-on the call's own shapes (a warm-up and up to five timed rounds, the engines taking turns, a clearly slower one
-dropped after two; a few calls of each, some milliseconds in all for a small call) and the fastest is kept for
-that *shape class*: the configuration (mode, sizes, layers, direction, dropout, variants: the ``RNNSpec``),
-training or eval, device, dtype, whether autograd records, torch's thread count and a bucket of the sequence
-length T and of the batch size B (powers of two: 1, 2-3, 4-7, ...).
-
-The measurement has no side effect the caller can see: it runs on detached clones of the inputs, in the caller's
-grad mode (with autograd recording when the call records, so that it times what the call will cost) but never
-calls backward, so no gradient, hook or parameter is touched; and it
-saves and restores torch's random number generators around it (dropout masks are drawn by the module, and a
-resumed run must draw the same ones). It never builds the fused engine's C++ kernel: ``fused`` is a candidate
-only once the kernel is loaded in this process.
-
-When it tunes (the default policy, and how to pin):
-
-* by default, for calls with ``T * B <= SMALL_CALL`` that record no gradient (streaming and generation under
-  ``torch.no_grad()``, one step at a time), where the choice is worth the most and torch.nn's kernel is at its
-  slowest; every other call takes the fixed :data:`lstmkit.engines.AUTO_ORDER`, measured once in
-  ``docs/benchmarks.md``, so that no training step depends on a timing;
-* ``set_auto_tuning(True)`` tunes every shape, ``set_auto_tuning(False)`` (or the environment variable
-  ``LSTMKIT_AUTOTUNE=0``) never: ``auto`` is then the fixed order, the same on every run;
-* engines differ in the last bits of their results, so a run that must be bit-reproducible pins its engine
-  (``module.engine = "native"``) or records the one chosen (``module.engine`` after a call,
-  ``module.resolved_engine(x)``, :func:`cache`) and pins it when it resumes.
+By default only calls with ``T * B <= SMALL_CALL`` that record no gradient are tuned (every other call takes the
+fixed choice of ``choice.py``, so no training step depends on a timing); ``set_auto_tuning`` or
+``LSTMKIT_AUTOTUNE=0`` change that. A measurement runs on detached clones, never calls backward, restores the
+random generators and never builds the fused kernel. Pin ``module.engine`` for bit-reproducible runs.
 """
 
 from __future__ import annotations
