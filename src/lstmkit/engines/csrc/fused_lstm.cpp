@@ -1074,6 +1074,19 @@ using Layer = c10::List<std::optional<Tensor>>;
 
 std::optional<Tensor> field(const Layer& layer, int64_t k) { return layer.get(k); }
 
+// The input projection of an inference forward, x (rows, in) @ w^T + bias through oneDNN, with w's packed copy
+// kept between calls while w holds the same bits (PackedCache).
+Tensor project(const Tensor& x, const Tensor& w, const std::optional<Tensor>& bias) {
+  TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1) && x.scalar_type() == at::kFloat &&
+                  w.scalar_type() == at::kFloat,
+              "project takes float32 x (rows, in) and w (out, in)");
+  static auto linear = c10::Dispatcher::singleton()
+                           .findSchemaOrThrow("mkldnn::_linear_pointwise", "")
+                           .typed<LinearFn>();
+  return linear.call(x, packed_cache().get(w, x.size(0)), bias, "none", c10::List<std::optional<at::Scalar>>(),
+                     std::nullopt);
+}
+
 // flags: [coupled, reverse, save, onednn]
 std::vector<Tensor> lstm_forward(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, const Layer& layer,
                                  at::IntArrayRef flags) {
@@ -1331,6 +1344,7 @@ TORCH_LIBRARY(lstmkit_kernel, m) {
   m.def("backward(Tensor[] grads, Tensor[] saved, Tensor?[] layer, int[] flags) -> Tensor[]");
   m.def("slstm_forward(Tensor x_proj, Tensor[] states, Tensor?[] layer, int[] flags) -> Tensor[]");
   m.def("slstm_backward(Tensor[] grads, Tensor[] saved, Tensor?[] layer, int[] flags) -> Tensor[]");
+  m.def("project(Tensor x, Tensor w, Tensor? bias) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(lstmkit_kernel, CPU, m) {
@@ -1338,4 +1352,5 @@ TORCH_LIBRARY_IMPL(lstmkit_kernel, CPU, m) {
   m.impl("backward", &lstm_backward);
   m.impl("slstm_forward", &slstm_forward);
   m.impl("slstm_backward", &slstm_backward);
+  m.impl("project", &project);
 }
