@@ -7,6 +7,9 @@ interleaved within each repeat (median of ``--repeats``), in CPU time (``--clock
 * the T recurrent step GEMMs ``h (B, H) @ W_hh^T (H, 4H)`` by each path: ``torch.mm``, ``torch.mm`` into a
   preallocated buffer (``out=``), oneDNN through a weight prepacked once (``mkldnn::_linear_pointwise``), and
   oneDNN on mkldnn tensors (``torch._C._nn.mkldnn_linear``);
+* the step GEMMs with each step's slice of the input projection added (the read the kernel's gate code makes of
+  it), with the projection computed once for all steps beforehand (not counted) or in chunks of 4 steps just
+  before their steps (counted): how much reading x_proj back from memory costs;
 * the input projection ``x (T*B, I) @ W_ih^T`` in one GEMM, by ``F.linear`` (MKL) and by oneDNN prepacked;
 * the fused engine's whole inference forward.
 
@@ -79,6 +82,24 @@ def jobs_for(T: int, B: int, I: int, H: int) -> dict[str, Callable[[], object]]:
                 fn()
         return run
 
+    def add_projection(chunks: int, steps_per_chunk: int) -> Callable[[], None]:
+        # The step GEMMs with each step's slice of the input projection added, as the kernel's gate code reads it:
+        # projected once for all steps (chunks=1, its cost not counted), or in chunks just before their steps (all
+        # counted), so that x_proj is read back from cache rather than memory.
+        packed = torch.ops.mkldnn._reorder_linear_weight(w_ih, B * steps_per_chunk)
+        whole = torch.ops.mkldnn._linear_pointwise(x2, packed_ih, bias, "none", [], "").view(T, B, 4 * H)
+
+        def run() -> None:
+            for t0 in range(0, T, steps_per_chunk):
+                if chunks == 1:
+                    part = whole[t0:t0 + steps_per_chunk]
+                else:
+                    rows = x[t0:t0 + steps_per_chunk].reshape(-1, I)
+                    part = torch.ops.mkldnn._linear_pointwise(rows, packed, bias, "none", [], "").view(-1, B, 4 * H)
+                for k in range(part.size(0)):
+                    torch.ops.mkldnn._linear_pointwise(h, packed_hh, None, "none", [], "").add_(part[k])
+        return run
+
     def nn_forward() -> None:
         with torch.no_grad():
             theirs(x)
@@ -95,6 +116,8 @@ def jobs_for(T: int, B: int, I: int, H: int) -> dict[str, Callable[[], object]]:
         "steps: oneDNN prepacked": steps(
             lambda: torch.ops.mkldnn._linear_pointwise(h, packed_hh, None, "none", [], "")),
         "steps: oneDNN mkldnn tensors": steps(lambda: torch._C._nn.mkldnn_linear(h_mk, w_hh_mk, None)),
+        "steps: oneDNN prepacked, + x_proj[t]": add_projection(1, T),
+        "steps + projection by 4 steps, + x_proj[t]": add_projection(4, 4),
         "projection: F.linear": lambda: F.linear(x2, w_ih, bias),
         "projection: oneDNN prepacked": lambda: torch.ops.mkldnn._linear_pointwise(
             x2, packed_ih, bias, "none", [], ""),
@@ -118,7 +141,9 @@ def main() -> None:
         print("| path | ms | / torch.nn forward | GFLOP/s |")
         print("|---|---|---|---|")
         for name, t in times.items():
-            if name.startswith("steps"):
+            if name.startswith("steps + projection"):
+                flops = 2 * T * B * 4 * H * (I + H)
+            elif name.startswith("steps"):
                 flops = 2 * T * B * H * 4 * H
             elif name.startswith("projection"):
                 flops = 2 * T * B * I * 4 * H
