@@ -10,6 +10,8 @@ interleaved within each repeat (median of ``--repeats``), in CPU time (``--clock
 * the step GEMMs with each step's slice of the input projection added (the read the kernel's gate code makes of
   it), with the projection computed once for all steps beforehand (not counted) or in chunks of 4 steps just
   before their steps (counted): how much reading x_proj back from memory costs;
+* the step GEMMs accumulating into x_proj's slices in place (``addmm_``), and the step GEMMs over
+  ``[x_t, h_{t-1}] @ [W_ih; W_hh]^T`` (no x_proj at all, both GEMM kinds in one, counted as the whole forward's);
 * the input projection ``x (T*B, I) @ W_ih^T`` in one GEMM, by ``F.linear`` (MKL) and by oneDNN prepacked;
 * the fused engine's whole inference forward.
 
@@ -100,6 +102,27 @@ def jobs_for(T: int, B: int, I: int, H: int) -> dict[str, Callable[[], object]]:
                     torch.ops.mkldnn._linear_pointwise(h, packed_hh, None, "none", [], "").add_(part[k])
         return run
 
+    def accumulate() -> Callable[[], None]:
+        # Each step's GEMM added into its slice of x_proj inside the GEMM (C = C + h W^T): no separate read of it.
+        xp = F.linear(x2, w_ih, bias).view(T, B, 4 * H)
+
+        def run() -> None:
+            for t in range(T):
+                xp[t].addmm_(h, w_hh_t)
+        return run
+
+    def concatenated() -> Callable[[], None]:
+        # No x_proj at all: each step's GEMM takes [x_t, h_{t-1}] against both weights side by side.
+        packed = torch.ops.mkldnn._reorder_linear_weight(torch.cat([w_ih, w_hh], 1), B)
+        xh = torch.empty(B, I + H)
+
+        def run() -> None:
+            for t in range(T):
+                xh[:, :I].copy_(x[t])
+                xh[:, I:].copy_(h)
+                torch.ops.mkldnn._linear_pointwise(xh, packed, bias, "none", [], "")
+        return run
+
     def nn_forward() -> None:
         with torch.no_grad():
             theirs(x)
@@ -118,6 +141,8 @@ def jobs_for(T: int, B: int, I: int, H: int) -> dict[str, Callable[[], object]]:
         "steps: oneDNN mkldnn tensors": steps(lambda: torch._C._nn.mkldnn_linear(h_mk, w_hh_mk, None)),
         "steps: oneDNN prepacked, + x_proj[t]": add_projection(1, T),
         "steps + projection by 4 steps, + x_proj[t]": add_projection(4, 4),
+        "steps: torch.addmm_ into x_proj[t] (MKL, beta 1)": accumulate(),
+        "steps: [x_t, h] @ [W_ih; W_hh]^T + b, oneDNN prepacked": concatenated(),
         "projection: F.linear": lambda: F.linear(x2, w_ih, bias),
         "projection: oneDNN prepacked": lambda: torch.ops.mkldnn._linear_pointwise(
             x2, packed_ih, bias, "none", [], ""),
@@ -141,7 +166,7 @@ def main() -> None:
         print("| path | ms | / torch.nn forward | GFLOP/s |")
         print("|---|---|---|---|")
         for name, t in times.items():
-            if name.startswith("steps + projection"):
+            if name.startswith("steps + projection") or "[x_t, h]" in name:
                 flops = 2 * T * B * 4 * H * (I + H)
             elif name.startswith("steps"):
                 flops = 2 * T * B * H * 4 * H
