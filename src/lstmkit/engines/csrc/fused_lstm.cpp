@@ -138,7 +138,7 @@ class PackedCache {
   }
 
  private:
-  static constexpr size_t kPackedCacheSize = 16;
+  static constexpr size_t kPackedCacheSize = 64;  // 16 layers of two directions, W_ih and W_hh each
   struct Entry {
     c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl> weight;
     int64_t rows;
