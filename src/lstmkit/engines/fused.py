@@ -4,9 +4,10 @@ Each layer and direction is one :class:`FusedLSTMLayer` (a ``torch.autograd.Func
 
 * outside it, the input projections of all steps are one GEMM, ``x_proj = x W_ih^T + b_ih + b_hh``
   ``(T, B, 4H)``, differentiated by autograd (so ``dW_ih``, ``db`` and ``dx`` are large GEMMs too); without a
-  gradient, through oneDNN with ``W_ih`` prepacked once per parameter version (:func:`_project`);
+  gradient, through oneDNN with ``W_ih`` prepacked once and kept while it holds the same values (:func:`_project`);
 * inside it, a C++ loop (``csrc/fused_lstm.cpp``) runs the steps: one recurrent GEMM per step through oneDNN with
-  a prepacked weight, and the gate nonlinearities and the cell update in one vectorised pass;
+  a prepacked weight (kept between inference calls likewise), and the gate nonlinearities and the cell update in
+  one vectorised pass;
 * it saves for backward only the four gate activations and the cell state of every step, ``5H`` numbers per
   batch row and step (``h_{t-1}`` is the layer's own output, which autograd keeps anyway);
 * backward walks the steps in reverse (one GEMM per step for ``dh_{t-1} = dgates_t W_hh``) and then computes

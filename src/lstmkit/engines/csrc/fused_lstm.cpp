@@ -29,9 +29,10 @@
 // template parameter; the LSTM's per-call choices (which gate functions, zoneout, projection) are template
 // parameters of its cell, so the loops are compiled once per combination and test none of them inside a step.
 //
-// GEMMs: on x86 CPUs the recurrent products go through oneDNN with a weight prepacked once per call
-// (mkldnn::_linear_pointwise), measured 1.6x faster than torch.mm at these shapes (docs/benchmarks.md);
-// float64 and other builds use at::mm.
+// GEMMs: on x86 CPUs the recurrent products go through oneDNN with a weight prepacked once per call, or for an
+// inference forward once while the weight keeps its values (PackedCache) (mkldnn::_linear_pointwise), measured 1.6x
+// faster than torch.mm at these shapes on AMD Zen 4 (docs/benchmarks.md; on an AVX-512 Xeon the two are within 5% at
+// B=64 H=256 and oneDNN is 1.4x at B=16 H=512); float64 and other builds use at::mm.
 
 // Only ATen and torch/library.h (no pybind11, no torch/extension.h): the ops are registered with TORCH_LIBRARY and
 // called as torch.ops.lstmkit_kernel.*, which also halves the first build's compile time.
