@@ -209,14 +209,20 @@ def step_gemms(T: int, B: int, w_hh: Tensor, onednn: bool) -> Callable[[], None]
 
 
 def projection(x: Tensor, w_ih: Tensor, bias: Tensor) -> Callable[[], None]:
-    """The input projection of all steps, one F.linear, as the fused engine computes it."""
-    return lambda: torch.nn.functional.linear(x, w_ih, bias)
+    """The input projection of all steps as the fused engine's inference forward computes it (``fused._project``:
+    oneDNN with the weight's packed copy kept between calls, where oneDNN is there)."""
+
+    def run() -> None:
+        with torch.no_grad():
+            fused._project(x, w_ih, bias)
+
+    return run
 
 
 def section_fused_profile(sizes: list[tuple[int, int, int]], repeats: int, clock: Callable[[], float]) -> list[str]:
     """Where the fused forward's time goes, beside torch.nn's whole forward: its two kinds of GEMM alone (the
     T recurrent products through oneDNN with a prepacked weight, as the kernel calls them for these shapes, and
-    the input projection of all steps, one F.linear) against the whole fused forward."""
+    the input projection of all steps, as the engine's inference forward makes it) against the whole fused forward."""
     lines = ["### The fused inference forward: its GEMMs alone against torch.nn's whole forward", "",
              "| T, B, H | torch.nn fwd ms | fused fwd ms | T step GEMMs ms | input projection ms | "
              "GEMMs alone / torch.nn fwd |", "|---|---|---|---|---|---|"]

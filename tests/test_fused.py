@@ -571,4 +571,35 @@ def test_inference_input_projection_follows_the_parameters(kwargs: dict[str, Any
         out, _ = torch.func.functional_call(fast, zeros, (x, hx))
         expected, _ = torch.func.functional_call(reference, zeros, (x, hx))
         _assert_close([out], [expected])
-    assert any(e[0]() is fast.weight_ih_l0 for e in fused._PACKED.values())
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"proj_size": 64, "num_layers": 2}, {"cell": "slstm"}], ids=["plain", "proj", "slstm"])
+def test_inference_keeps_packed_weights_only_while_they_hold(kwargs: dict[str, Any]) -> None:
+    """At sizes where the step GEMM runs on oneDNN (B * 4H * H above 2^20), an inference forward reuses W_hh's and
+    W_ih's packed copies from the last call while the weights hold the same values: every change is seen at the next
+    call, in place, through ``.data`` (which the version counter misses), or by a replaced parameter."""
+    torch.manual_seed(0)
+    width, hidden, rows = 16, 128, 64
+    reference = lstmkit.LSTM(width, hidden, engine="reference", **kwargs).eval()
+    fast = lstmkit.LSTM(width, hidden, engine="fused", **kwargs).eval()
+    fast.load_state_dict(reference.state_dict())
+    x = torch.randn(3, rows, width)
+
+    def check() -> None:
+        _assert_close([fast(x)[0]], [reference(x)[0]])
+
+    with torch.no_grad():
+        check()
+        check()  # the packed copies from the first call
+        for p, q in zip(fast.parameters(), reference.parameters(), strict=True):
+            p.data.mul_(0.5), q.data.mul_(0.5)
+        check()
+        fast.weight_hh_l0.mul_(-1), reference.weight_hh_l0.mul_(-1)
+        check()
+        fast.weight_hh_l0 = nn.Parameter(torch.randn_like(fast.weight_hh_l0) / 8)
+        reference.weight_hh_l0 = nn.Parameter(fast.weight_hh_l0.detach().clone())
+        check()
+        fast.weight_ih_l0.data = torch.randn_like(fast.weight_ih_l0)
+        reference.weight_ih_l0.data = fast.weight_ih_l0.detach().clone()
+        check()

@@ -4,9 +4,10 @@ Each layer and direction is one :class:`FusedLSTMLayer` (a ``torch.autograd.Func
 
 * outside it, the input projections of all steps are one GEMM, ``x_proj = x W_ih^T + b_ih + b_hh``
   ``(T, B, 4H)``, differentiated by autograd (so ``dW_ih``, ``db`` and ``dx`` are large GEMMs too); without a
-  gradient, through oneDNN with ``W_ih`` prepacked once per parameter version (:func:`_project`);
+  gradient, through oneDNN with ``W_ih`` prepacked once and kept while it holds the same values (:func:`_project`);
 * inside it, a C++ loop (``csrc/fused_lstm.cpp``) runs the steps: one recurrent GEMM per step through oneDNN with
-  a prepacked weight, and the gate nonlinearities and the cell update in one vectorised pass;
+  a prepacked weight (kept between inference calls likewise), and the gate nonlinearities and the cell update in
+  one vectorised pass;
 * it saves for backward only the four gate activations and the cell state of every step, ``5H`` numbers per
   batch row and step (``h_{t-1}`` is the layer's own output, which autograd keeps anyway);
 * backward walks the steps in reverse (one GEMM per step for ``dh_{t-1} = dgates_t W_hh``) and then computes
@@ -48,7 +49,6 @@ from __future__ import annotations
 
 import os
 import threading
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -342,31 +342,20 @@ def slstm_layer(x_proj: Tensor, states: States, layer: SLSTMLayer) -> tuple[Tens
 
 ZONEOUT_KEYS = ("zoneout_mask_c", "zoneout_mask_h")
 
-# Prepacked input weights for inference: id(weight) -> (weakref to it, its _version, rows, oneDNN's packed copy).
-_PACKED: dict[int, tuple[weakref.ref[Tensor], int, int, Tensor]] = {}
-
-
 def _project(x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
     """``x W^T + b`` for all steps at once, ``(T, B, I) -> (T, B, G)``.
 
     A call that records no gradient, in float32 on a CPU with oneDNN, takes oneDNN's linear with W prepacked once
-    per parameter version (``tensor._version``: an optimiser's in-place step makes a new one) and per row count:
-    measured 15.2 -> 11.9 ms for 6400x128 @ 128x1024 on one thread (the reorder, 0.4 ms, is paid once). Every
-    other call is ``F.linear``, which autograd differentiates.
+    per value of the weight and per row count (the kernel's ``project``): measured 15.2 -> 11.9 ms for 6400x128 @
+    128x1024 on one thread (the reorder, 0.4 ms, is paid once). The packed copy is used while the weight holds the
+    bits of a copy kept of it (a memcmp, 0.03 ms for 1024x256), so every change is seen, in-place ones through
+    ``.data`` too, which ``tensor._version`` misses. Every other call is ``F.linear``, which autograd differentiates.
     """
     if (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or (bias is not None and bias.requires_grad))
             or not (x.is_cpu and _use_onednn(x.dtype) and w.dtype == x.dtype)
             or torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()):
         return F.linear(x, w, bias)
-    rows = x.numel() // x.size(-1)
-    entry = _PACKED.get(id(w))
-    if entry is None or entry[0]() is not w or entry[1] != w._version or entry[2] != rows:
-        if len(_PACKED) > 64:  # weights that are gone
-            for key in [k for k, e in _PACKED.items() if e[0]() is None]:
-                del _PACKED[key]
-        entry = (weakref.ref(w), w._version, rows, torch.ops.mkldnn._reorder_linear_weight(w.detach(), rows))
-        _PACKED[id(w)] = entry
-    out = torch.ops.mkldnn._linear_pointwise(x.reshape(rows, x.size(-1)), entry[3], bias, "none", [], "")
+    out = _kernel().project(x.reshape(-1, x.size(-1)), w, bias)  # w itself: its packed copy is kept by tensor
     return out.view(*x.shape[:-1], w.size(0))
 
 

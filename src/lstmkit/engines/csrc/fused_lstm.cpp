@@ -29,9 +29,10 @@
 // template parameter; the LSTM's per-call choices (which gate functions, zoneout, projection) are template
 // parameters of its cell, so the loops are compiled once per combination and test none of them inside a step.
 //
-// GEMMs: on x86 CPUs the recurrent products go through oneDNN with a weight prepacked once per call
-// (mkldnn::_linear_pointwise), measured 1.6x faster than torch.mm at these shapes (docs/benchmarks.md);
-// float64 and other builds use at::mm.
+// GEMMs: on x86 CPUs the recurrent products go through oneDNN with a weight prepacked once per call, or for an
+// inference forward once while the weight keeps its values (PackedCache) (mkldnn::_linear_pointwise), measured 1.6x
+// faster than torch.mm at these shapes on AMD Zen 4 (docs/benchmarks.md; on an AVX-512 Xeon the two are within 5% at
+// B=64 H=256 and oneDNN is 1.4x at B=16 H=512); float64 and other builds use at::mm.
 
 // Only ATen and torch/library.h (no pybind11, no torch/extension.h): the ops are registered with TORCH_LIBRARY and
 // called as torch.ops.lstmkit_kernel.*, which also halves the first build's compile time.
@@ -44,6 +45,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -93,6 +95,66 @@ using LinearFn = Tensor(const Tensor&, const Tensor&, const std::optional<Tensor
                         c10::List<std::optional<at::Scalar>>, std::optional<std::string_view>);
 using ReorderFn = Tensor(const Tensor&, std::optional<int64_t>);
 
+Tensor reorder_for_onednn(const Tensor& w, int64_t rows) {
+  static auto reorder = c10::Dispatcher::singleton()
+                            .findSchemaOrThrow("mkldnn::_reorder_linear_weight", "")
+                            .typed<ReorderFn>();
+  return reorder.call(w, rows);
+}
+
+// oneDNN's copy of a weight that outlives the call (a module's parameter), kept from one call to the next while the
+// weight holds the same values: an inference forward then skips the reorder (0.2 ms at B=64 H=256, 0.5 ms at B=16
+// H=512, one thread: 0.5-1.2% of the forward; training steps do not keep it). An entry keeps a plain copy of the
+// weight and is used only when the weight still equals it byte for byte (a memcmp, 4-5x cheaper than the reorder), so
+// every change is seen, including those through `.data`, which bypass the version counter. One entry per weight
+// tensor, held by a weak reference (a weight that is gone matches nothing); at most kPackedCacheSize weights, the
+// oldest dropped first.
+class PackedCache {
+ public:
+  Tensor get(const Tensor& w, int64_t rows) {
+    if (!w.is_contiguous()) return reorder_for_onednn(w, rows);
+    const size_t bytes = size_t(w.numel()) * w.element_size();
+    {
+      std::lock_guard<std::mutex> guard(mutex_);
+      for (auto& e : entries_) {
+        if (e.weight._unsafe_get_target() != w.unsafeGetTensorImpl() || e.weight.expired()) continue;
+        if (e.rows == rows && e.copy.sizes() == w.sizes() && e.copy.scalar_type() == w.scalar_type() &&
+            std::memcmp(e.copy.data_ptr(), w.data_ptr(), bytes) == 0)
+          return e.packed;
+      }
+    }
+    Tensor packed = reorder_for_onednn(w, rows);
+    Tensor copy = w.detach().clone();
+    std::lock_guard<std::mutex> guard(mutex_);
+    entries_.erase(std::remove_if(entries_.begin(), entries_.end(),
+                                  [&](const Entry& e) {
+                                    return e.weight.expired() ||
+                                           e.weight._unsafe_get_target() == w.unsafeGetTensorImpl();
+                                  }),
+                   entries_.end());
+    if (entries_.size() >= kPackedCacheSize) entries_.erase(entries_.begin());
+    entries_.push_back({c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>(w.getIntrusivePtr()),
+                        rows, copy, packed});
+    return packed;
+  }
+
+ private:
+  static constexpr size_t kPackedCacheSize = 64;  // 16 layers of two directions, W_ih and W_hh each
+  struct Entry {
+    c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl> weight;
+    int64_t rows;
+    Tensor copy;    // the weight's values when packed
+    Tensor packed;  // oneDNN's blocked copy
+  };
+  std::mutex mutex_;
+  std::vector<Entry> entries_;
+};
+
+PackedCache& packed_cache() {
+  static PackedCache* cache = new PackedCache();  // never destroyed: tensors outliving exit are not freed at exit
+  return *cache;
+}
+
 struct StepGemm {
   Tensor w;       // (out, in), contiguous
   Tensor packed;  // oneDNN's blocked copy of w when that path is used
@@ -100,16 +162,14 @@ struct StepGemm {
 
   int64_t rows = 0;  // the most rows a call passes
 
-  StepGemm(const Tensor& weight, int64_t rows_, bool use_onednn) : w(weight.contiguous()), rows(rows_) {
+  // `keep`: w is a weight that outlives the call (the forward's W_hh, W_hr), so its oneDNN copy is kept for later
+  // calls (PackedCache); backward's transposed copies are made per call and are not.
+  StepGemm(const Tensor& weight, int64_t rows_, bool use_onednn, bool keep = false)
+      : w(weight.contiguous()), rows(rows_) {
     // oneDNN's per-call overhead (~15 us) loses to torch.mm below about a million multiply-adds per step
     // (measured: B=1, H=256: 26 us mm vs 33 us oneDNN; B=16, H=512: 521 vs 361 us).
     onednn = use_onednn && w.scalar_type() == at::kFloat && rows * w.size(0) * w.size(1) > (int64_t(1) << 20);
-    if (onednn) {
-      static auto reorder = c10::Dispatcher::singleton()
-                                .findSchemaOrThrow("mkldnn::_reorder_linear_weight", "")
-                                .typed<ReorderFn>();
-      packed = reorder.call(w, rows);
-    }
+    if (onednn) packed = keep ? packed_cache().get(weight, rows) : reorder_for_onednn(w, rows);
   }
 
   // a @ w^T, (rows, out). The oneDNN op allocates its result (it has no out= form); torch.mm writes into a buffer
@@ -722,9 +782,10 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
   Tensor ln_scratch = ln ? at::empty({B, ln_width}, opts) : Tensor();  // lnx (and zhat, stats)
   Tensor ln_hh_c = ln ? ln_hh->contiguous() : Tensor();
 
-  StepGemm rec(w_hh, B, use_onednn);
+  // Kept between calls for inference only: a training step's optimiser changes the weights before the next call.
+  StepGemm rec(w_hh, B, use_onednn, /*keep=*/!save);
   std::optional<StepGemm> prj;
-  if (proj) prj.emplace(*w_hr, B, use_onednn);
+  if (proj) prj.emplace(*w_hr, B, use_onednn, /*keep=*/!save);
   // Zoneout: the masks (T, B, H) and (T, B, P), and c_{t-1} kept aside while the row function updates c in place.
   Tensor zc_t = z_c.has_value() ? z_c->contiguous() : Tensor(), zh_t = z_h.has_value() ? z_h->contiguous() : Tensor();
   Tensor cprev_t = z_c.has_value() ? at::empty({B, H}, opts) : Tensor();
@@ -1014,6 +1075,19 @@ using Layer = c10::List<std::optional<Tensor>>;
 
 std::optional<Tensor> field(const Layer& layer, int64_t k) { return layer.get(k); }
 
+// The input projection of an inference forward, x (rows, in) @ w^T + bias through oneDNN, with w's packed copy
+// kept between calls while w holds the same bits (PackedCache).
+Tensor project(const Tensor& x, const Tensor& w, const std::optional<Tensor>& bias) {
+  TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1) && x.scalar_type() == at::kFloat &&
+                  w.scalar_type() == at::kFloat,
+              "project takes float32 x (rows, in) and w (out, in)");
+  static auto linear = c10::Dispatcher::singleton()
+                           .findSchemaOrThrow("mkldnn::_linear_pointwise", "")
+                           .typed<LinearFn>();
+  return linear.call(x, packed_cache().get(w, x.size(0)), bias, "none", c10::List<std::optional<at::Scalar>>(),
+                     std::nullopt);
+}
+
 // flags: [coupled, reverse, save, onednn]
 std::vector<Tensor> lstm_forward(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, const Layer& layer,
                                  at::IntArrayRef flags) {
@@ -1160,7 +1234,7 @@ std::vector<Tensor> slstm_forward_impl(const Tensor& x_proj, const Tensor& h0, c
   Tensor h = h0.contiguous().clone(), c = c0.contiguous().clone(), n = n0.contiguous().clone();
   Tensor m = m0.contiguous().clone();
   Tensor scratch_t = save ? Tensor() : at::empty({B, G}, opts);
-  StepGemm rec(w_hh, B, use_onednn);
+  StepGemm rec(w_hh, B, use_onednn, /*keep=*/!save);
   const int64_t* len = lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr;
   SlstmForward<T> cell;
   cell.B = B, cell.G = G, cell.H = H;
@@ -1271,6 +1345,7 @@ TORCH_LIBRARY(lstmkit_kernel, m) {
   m.def("backward(Tensor[] grads, Tensor[] saved, Tensor?[] layer, int[] flags) -> Tensor[]");
   m.def("slstm_forward(Tensor x_proj, Tensor[] states, Tensor?[] layer, int[] flags) -> Tensor[]");
   m.def("slstm_backward(Tensor[] grads, Tensor[] saved, Tensor?[] layer, int[] flags) -> Tensor[]");
+  m.def("project(Tensor x, Tensor w, Tensor? bias) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(lstmkit_kernel, CPU, m) {
@@ -1278,4 +1353,5 @@ TORCH_LIBRARY_IMPL(lstmkit_kernel, CPU, m) {
   m.impl("backward", &lstm_backward);
   m.impl("slstm_forward", &slstm_forward);
   m.impl("slstm_backward", &slstm_backward);
+  m.impl("project", &project);
 }
