@@ -1,48 +1,8 @@
 """The fused engine: the LSTM's whole time loop, forward and backward, in compiled code, with a hand-written BPTT.
 
-Each layer and direction is one :class:`FusedLSTMLayer` (a ``torch.autograd.Function``):
-
-* outside it, the input projections of all steps are one GEMM, ``x_proj = x W_ih^T + b_ih + b_hh``
-  ``(T, B, 4H)``, differentiated by autograd (so ``dW_ih``, ``db`` and ``dx`` are large GEMMs too); without a
-  gradient, through oneDNN with ``W_ih`` prepacked once and kept while it holds the same values (:func:`_project`);
-* inside it, a C++ loop (``csrc/fused_lstm.cpp``) runs the steps: one recurrent GEMM per step through oneDNN with
-  a prepacked weight (kept between inference calls likewise), and the gate nonlinearities and the cell update in
-  one vectorised pass;
-* it saves for backward only the four gate activations and the cell state of every step, ``5H`` numbers per
-  batch row and step (``h_{t-1}`` is the layer's own output, which autograd keeps anyway);
-* backward walks the steps in reverse (one GEMM per step for ``dh_{t-1} = dgates_t W_hh``) and then computes
-  ``dW_hh`` (and ``dW_hr``) as one GEMM each over all steps.
-
-The kernel is two ``torch.library`` custom ops, ``lstmkit::fused_lstm_forward`` and
-``lstmkit::fused_lstm_backward``, with fake (meta) implementations, so ``torch.compile`` and ``torch.export``
-can trace through the engine without looking inside the loop. A layer reaches them as one struct,
-:class:`LSTMLayer` (its weights, masks and flags; the ops' schema has one ``Tensor?[]`` and one ``int[]`` for it).
-
-The C++ source is built on first use with ``torch.utils.cpp_extension.load`` (cached under
-``~/.cache/torch_extensions``, or ``TORCH_EXTENSIONS_DIR``; the first build takes about half a minute). Where it
-cannot be built (no compiler, for instance), the engine reports itself unsupported with the build error as the
-reason: ``engine="auto"`` then takes another engine, and ``engine="fused"`` raises ValueError saying why. There is
-no eager copy of the loop: the equations are the reference engine's, once.
-
-Variants run in the kernel: ``peephole``, ``coupled_gates`` (CIFG, 3H gate rows), ``recurrent_dropout`` (the
-module's mask on ``h_{t-1}``), ``zoneout`` (the module's per-step masks, or their expectation z in eval; the saved
-cells are the zoned states, and backward recomputes the un-zoned c~_t from the saved gates, so nothing more is
-saved), ``layer_norm`` (Ba et al.: the input part's LN is outside the loop, with the input projection, and
-differentiated by autograd; the recurrent product's LN and c~'s before tanh are in the loop, and backward through
-them is written out; it saves the normalised recurrent product and three statistics per row and step, ``4H + 3``
-numbers more), and ``forget_bias`` (an initialisation only). ``cell="slstm"`` (with recurrent_dropout and
-forget_bias; check_variants refuses the rest) is its own loop, :class:`FusedSLSTMLayer` over the custom ops
-``lstmkit::fused_slstm_forward``/``fused_slstm_backward``: it saves the gates, c_t and the normaliser n_t, ``6H``
-numbers per row and step, and differentiates through the stabiliser m_t as autograd does through the reference.
-
-Variable lengths: each layer takes its rows sorted longest first (one copy of its input and output), so the rows
-still running at a step lead the batch and the step's GEMMs, forward and backward, cover only them: finished rows
-cost no multiply-adds, as with packing, without per-step copies. Streaming resets (``reset``, the LSTM only,
-forward in time) are applied inside the loop: a reset row starts its step from h = c = 0 and backward stops there.
-The loop over layers and directions and the dropout between layers are ``base.run_stack``, every engine's.
-
-The gate equations themselves are the reference engine's (``engines/reference.py``); this engine is tested
-against it and against ``torch.nn.LSTM`` (``tests/test_fused.py``). Speed and memory: ``docs/benchmarks.md``.
+One ``torch.autograd.Function`` per layer and direction over ``torch.library`` custom ops (``csrc/fused_lstm.cpp``,
+built on first use; where it cannot be built the engine is unsupported, with the build error as the reason). The
+equations are the reference engine's, and this engine is tested against it. How it works: docs/fused.md.
 """
 
 from __future__ import annotations
