@@ -10,9 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from lstmkit.apps.forecast import ForecastError
+from lstmkit.apps.forecast import ForecastConfig, ForecastError
 from lstmkit.apps.forecast import competition as C
-from lstmkit.apps.forecast import panel as P
 from lstmkit.apps.forecast.metrics import naive_forecast, smape
 from lstmkit.cli import main
 
@@ -51,7 +50,7 @@ def tiny_dataset(n: int = 12, seed: int = 0) -> list[C.CompSeries]:
 
 def test_benchmark_protocol_on_an_injected_dataset_without_the_extra():
     series = tiny_dataset()
-    config = P.GlobalConfig(horizon=1, epochs=20, hidden_size=16, num_layers=1, batch_size=32)
+    config = ForecastConfig(horizon=1, validation=0, epochs=20, hidden_size=16, num_layers=1, batch_size=32)
     result = C.run_benchmark(series, config, methods=[])
     assert result["series"] == 12 and result["horizon"] == 6 and result["period"] == 4
     methods = result["methods"]
@@ -64,13 +63,14 @@ def test_benchmark_protocol_on_an_injected_dataset_without_the_extra():
     assert methods["lstmkit"]["owa"] < 1.0, methods
     table = C.markdown_table("tiny", result)
     assert "| lstmkit |" in table and table.count("\n") == 4 + 3
+    assert methods["lstmkit"]["cpu_seconds"] > 0 and "| wall s | CPU s |" in table
 
 
 def test_benchmark_refuses_mixed_horizons_and_unknown_subsets():
     series = tiny_dataset(2)
     mixed = [series[0], C.CompSeries("x", series[1].train, series[1].test[:3], 4)]
     with pytest.raises(ForecastError, match="one horizon"):
-        C.run_benchmark(mixed, P.GlobalConfig(horizon=1), methods=[])
+        C.run_benchmark(mixed, ForecastConfig(horizon=1), methods=[])
     with pytest.raises(ForecastError, match="subset of m1"):
         C.load_dataset("m1", "other")
 
