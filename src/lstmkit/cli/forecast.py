@@ -18,7 +18,8 @@ from typing import Any
 from .. import engines
 from ..apps.forecast.competition import DATASETS, DEFAULT_METHODS, STATS_METHODS
 from ..apps.forecast.config import ForecastConfig
-from .common import UsageError, ranged
+from ..errors import UsageError
+from .common import ranged
 
 _POSITIVE = ranged(float, 0, inclusive=False)
 _FRACTION = ranged(float, 0, 1, inclusive=False, what="a number between 0 and 1")
@@ -133,7 +134,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _library_errors(call: Callable[[], int]) -> int:
-    from ..apps.forecast import ForecastError
+    from ..errors import ForecastError
 
     try:
         return call()

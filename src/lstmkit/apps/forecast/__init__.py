@@ -15,7 +15,7 @@ The layers, each a module a user can call on their own data:
 """
 
 from .backtest import Backtest, backtest
-from .config import KIND, ForecastConfig, ForecastError
+from .config import KIND, ForecastConfig
 from .csv_run import predict_csv, train_csv
 from .data import Panel, TimeStep, panel_from_arrays, read_csv
 from .files import load, plot_forecast, save
@@ -35,7 +35,6 @@ __all__ = [
     "KIND",
     "Backtest",
     "ForecastConfig",
-    "ForecastError",
     "ForecastNet",
     "Model",
     "Panel",

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import ForecastConfig, ForecastError
+from ...errors import ForecastError
+from .config import ForecastConfig
 from .data import Panel
 from .files import read_checkpoint, save
 from .model import Model, Progress, check_lengths, train_model

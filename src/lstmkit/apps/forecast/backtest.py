@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import ForecastConfig, ForecastError
+from ...errors import ForecastError
+from .config import ForecastConfig
 from .data import Panel
 from .metrics import mae, mase, naive_forecast, rmse, seasonal_naive_forecast, smape
 from .model import Model, Progress, resolve_season, train_model

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import ForecastConfig, ForecastError
+from ...errors import ForecastError
+from .config import ForecastConfig
 from .data import Panel
 from .metrics import (
     is_seasonal,

@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from ...checkpoint import BEST, CheckpointError, load_checkpoint, resolve_checkpoint, save_checkpoint
+from ...checkpoint import BEST, load_checkpoint, resolve_checkpoint, save_checkpoint
+from ...errors import CheckpointError, ForecastError
 from ...fileio import atomic_write
 from .backtest import Backtest
-from .config import FORMAT, KIND, ForecastConfig, ForecastError
+from .config import FORMAT, KIND, ForecastConfig
 from .data import Panel
 from .model import ForecastNet, Model
 

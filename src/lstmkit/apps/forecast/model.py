@@ -19,9 +19,7 @@ input windows are combined by their median.
 
 from __future__ import annotations
 
-import copy
 import math
-import tempfile
 import time as _time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -33,9 +31,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ...errors import ForecastError
 from ...modules import LSTM
-from ...train import Callback, Task, TrainConfig, Trainer
-from .config import ForecastConfig, ForecastError
+from ...train import BestWeights, Callback, ProgressReport, Task, TrainConfig, train
+from .config import ForecastConfig
 from .data import Panel
 from .metrics import detect_season, is_seasonal, multiplicative_fits_better, seasonal_indices
 
@@ -431,37 +430,13 @@ class _WindowTask(Task):
             return float(self.loss(self.model, self.probe))
 
 
-class _KeepBest(Callback):
-    """With validation windows: early stopping on their loss, keeping the best epoch's weights in memory."""
+def _member_report(member: int, progress: Progress) -> Progress:
+    """The trainer's step report, with which network of the ensemble it is."""
+    def report(p: dict[str, float]) -> None:
+        progress({"network": member, "epoch": p["epoch"], "step": p["position"], "steps": p["steps_per_epoch"],
+                  "loss": p["loss"]})
 
-    def __init__(self, net: nn.Module, patience: int) -> None:
-        self.net, self.patience = net, patience
-        self.best, self.best_epoch, self.epochs, self.stale = math.inf, 0, 0, 0
-        self.state = copy.deepcopy(net.state_dict())
-
-    def on_evaluate(self, trainer: Any, row: dict[str, float]) -> None:
-        self.epochs += 1
-        val = row["val_loss"]
-        if val < self.best * (1 - 1e-6):  # the loss is >= 0; a gain below 1e-6 is no gain
-            self.best, self.best_epoch, self.stale = val, self.epochs, 0
-            self.state = copy.deepcopy(self.net.state_dict())
-        else:
-            self.stale += 1
-        if self.stale >= self.patience and not trainer.stopped:
-            trainer.stopped = "early_stopping"
-
-
-class _Progress(Callback):
-    """Reports each step to the caller's ``progress`` function, with which network of the ensemble it is."""
-
-    def __init__(self, member: int, report: Progress) -> None:
-        self.member, self.report = member, report
-
-    def on_step_end(self, trainer: Any) -> None:
-        per_epoch = trainer.task.steps_per_epoch()
-        done = trainer.position == 0  # after an epoch's last step the trainer is already at the next epoch
-        self.report({"network": self.member, "epoch": trainer.epoch if done else trainer.epoch + 1,
-                     "step": per_epoch if done else trainer.position, "steps": per_epoch, "loss": trainer.last_loss})
+    return report
 
 
 def train_model(panel: Panel, config: ForecastConfig, progress: Progress | None = None) -> Model:
@@ -514,35 +489,35 @@ def train_model(panel: Panel, config: ForecastConfig, progress: Progress | None 
     losses: list[float] = []
     best_epochs: list[int] = []
     n_windows, n_epochs = 0, 0
-    with tempfile.TemporaryDirectory(prefix="lstmkit-forecast-") as scratch:
-        for member in range(config.ensemble):
-            torch.manual_seed(config.seed + member)  # the initial weights: each network its own seed
-            net = ForecastNet(panel.n_covariates, H, windows[member % len(windows)], len(config.quantiles),
-                              config.hidden_size, config.num_layers, config.dropout, config.engine,
-                              config.linear_skip, len(categories), config.static_dim)
-            task = _WindowTask(model, net, panel, a, train_lengths, val)
-            probe = _WindowTask(model, net, panel, a, train_lengths, val)
-            probe.setup(torch.device("cpu"), *world())  # the schedule needs the number of steps up front
-            per_epoch = probe.steps_per_epoch()
-            epochs = config.epochs if config.epochs is not None else max(8, math.ceil(300 / per_epoch))
-            run = TrainConfig(lr=config.lr, weight_decay=config.weight_decay, clip=config.clip, schedule="cosine",
-                              warmup_steps=max(1, epochs * per_epoch // 10), max_epochs=epochs, eval_every=0,
-                              patience=0, max_minutes=config.max_minutes or 0.0, seed=config.seed + member,
-                              device="cpu")
-            hooks: list[Callback] = [] if progress is None else [_Progress(member + 1, progress)]
-            keep = _KeepBest(net, config.patience) if V else None
-            if keep is not None:
-                hooks.append(keep)
-            result = Trainer(task, run, f"{scratch}/net{member}", callbacks=hooks).fit()
-            if keep is not None:
-                net.load_state_dict(keep.state)
-                losses.append(keep.best)
-                best_epochs.append(keep.best_epoch)
-            else:
-                losses.append(result.val_loss)
-            net.eval()
-            model.nets.append(net)
-            n_windows, n_epochs = len(task.index), epochs
+    for member in range(config.ensemble):
+        torch.manual_seed(config.seed + member)  # the initial weights: each network its own seed
+        net = ForecastNet(panel.n_covariates, H, windows[member % len(windows)], len(config.quantiles),
+                          config.hidden_size, config.num_layers, config.dropout, config.engine,
+                          config.linear_skip, len(categories), config.static_dim)
+        task = _WindowTask(model, net, panel, a, train_lengths, val)
+        probe = _WindowTask(model, net, panel, a, train_lengths, val)
+        probe.setup(torch.device("cpu"), *world())  # the schedule needs the number of steps up front
+        per_epoch = probe.steps_per_epoch()
+        epochs = config.epochs if config.epochs is not None else max(8, math.ceil(300 / per_epoch))
+        # With validation windows: evaluate every epoch of at least 20 steps, stop after ``patience``
+        # evaluations without a better loss, and keep the best evaluation's weights (in memory).
+        run = TrainConfig(lr=config.lr, weight_decay=config.weight_decay, clip=config.clip, schedule="cosine",
+                          warmup_steps=max(1, epochs * per_epoch // 10), max_epochs=epochs,
+                          eval_every=0 if per_epoch >= 20 else 20, patience=config.patience if V else 0,
+                          max_minutes=config.max_minutes or 0.0, seed=config.seed + member, device="cpu")
+        hooks: list[Callback] = []
+        if progress is not None:
+            hooks.append(ProgressReport(_member_report(member + 1, progress), each="step"))
+        keep = BestWeights(restore=True) if V else None
+        if keep is not None:
+            hooks.append(keep)
+        result = train(task, run, None, progress=False, callbacks=hooks)
+        losses.append(result.best_val_loss if V else result.val_loss)
+        if keep is not None and keep.row is not None:
+            best_epochs.append(int(keep.row["epoch"]))
+        net.eval()
+        model.nets.append(net)
+        n_windows, n_epochs = len(task.index), epochs
     if V and config.calibrate and val is not None and len(val):
         model.interval_adjust = _calibration(model, a, panel, val)
     model.history = {"windows": n_windows, "epochs": n_epochs, "final_loss": losses,
