@@ -52,6 +52,8 @@ class ForecastConfig:
     weight_decay: float = 0.0
     clip: float = 1.0  # gradient-norm clipping, the usual guard against an LSTM's rare exploding step
     min_history: int = 2  # a training window needs this many observed points before its origin
+    # train only on the windows of the last this many origins of each series (N-BEATS's history limit); None: all
+    recent_origins: int | None = None
     ensemble: int = 1  # networks from seeds seed, seed+1, ...; the forecast is the median of theirs
     max_minutes: float | None = None  # per network: stop training after this long (the model so far is kept)
     seed: int = 0
@@ -67,7 +69,7 @@ class ForecastConfig:
         for name in ("horizon", "hidden_size", "num_layers", "stride", "patience", "batch_size", "ensemble",
                      "min_history", "static_dim"):
             integer(name)
-        for name in ("window", "season", "backtest", "epochs"):
+        for name in ("window", "season", "backtest", "epochs", "recent_origins"):
             integer(name, allow_none=True)
         integer("validation", minimum=0, allow_none=True)
         if not isinstance(self.target, str) or not self.target:

@@ -384,8 +384,11 @@ class _WindowTask(Task):
 
     def setup(self, device: torch.device, rank: int, world: int) -> None:
         H, lengths, c = self.config.horizon, self.train_lengths, self.config
-        pairs = [(i, o) for i in range(rank, len(self.panel), world)
-                 for o in range(max(1, min(c.min_history, int(lengths[i]) - H)), int(lengths[i]) - H + 1)]
+        def first(i: int) -> int:
+            low = max(1, min(c.min_history, int(lengths[i]) - H))
+            return low if c.recent_origins is None else max(low, int(lengths[i]) - H + 1 - c.recent_origins)
+
+        pairs = [(i, o) for i in range(rank, len(self.panel), world) for o in range(first(i), int(lengths[i]) - H + 1)]
         if not pairs:
             raise ForecastError(f"no series is long enough for one training window: each needs at least "
                                 f"{c.min_history + H} points (min_history + horizon {H})")
