@@ -269,7 +269,7 @@ class Forecaster:
         for name, value in (("n_windows", n_windows), ("step_size", step)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ForecastError(f"{name} must be an integer >= 1, got {value!r}")
-        panel, _, freq = self._panel_of(df, static_df)
+        panel, _, _ = self._panel_of(df, static_df)
         lengths = np.array([len(v) for v in panel.values], dtype=np.int64)
         first = lengths - H - (n_windows - 1) * step  # each series' first cutoff: points before it
         short = int(np.argmin(first))
@@ -295,7 +295,6 @@ class Forecaster:
             part.update({DS: ds, "cutoff": cut, Y: y})
             part.update(self._columns(model, q.reshape(-1, q.shape[-1]), levels))
             frames.append(pd.DataFrame(part))
-        del freq
         return pd.concat(frames, ignore_index=True).sort_values([ID, "cutoff", DS], kind="stable",
                                                                  ignore_index=True)
 
