@@ -148,6 +148,7 @@ def test_import_lstmkit_does_not_import_pandas():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_EXTRA, reason="needs the benchmark extra: pip install 'lstmkit[benchmark]'")
 def test_side_by_side_with_statsforecast_through_utilsforecast_evaluate():
     """docs/forecast.md's example: the frames concatenate and go through utilsforecast.evaluate."""
