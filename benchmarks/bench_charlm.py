@@ -21,8 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from lstmkit.apps import charlm
-from lstmkit.apps.charlm import CharLM, CharLMConfig, TokenStreamTask, contiguous_batches
+from lstmkit.apps.charlm import CharLM, CharLMConfig, DataConfig, TokenStreamTask, contiguous_batches
 from lstmkit.train import TrainConfig, make_optimizer, train
+
+DATA = DataConfig()  # lstmkit train's default batches
+BATCH, STEPS = DATA.batch_size, DATA.seq_len
 
 
 class PlainLM(nn.Module):
@@ -43,7 +46,7 @@ class PlainLM(nn.Module):
 def plain_train(model: nn.Module, ids: torch.Tensor, config: TrainConfig, steps: int) -> float:
     """chars/s of a plain truncated-BPTT loop: the steps fit takes, without its bookkeeping."""
     optimizer = make_optimizer(model, config)
-    xs, ys = contiguous_batches(ids, config.batch_size, config.seq_len, 0)
+    xs, ys = contiguous_batches(ids, BATCH, STEPS, 0)
     state = None
     model.train()
     start = time.perf_counter()
@@ -55,7 +58,7 @@ def plain_train(model: nn.Module, ids: torch.Tensor, config: TrainConfig, steps:
         nn.utils.clip_grad_norm_(model.parameters(), config.clip)
         optimizer.step()
         state = tuple(s.detach() for s in state)
-    return steps * config.batch_size * config.seq_len / (time.perf_counter() - start)
+    return steps * BATCH * STEPS / (time.perf_counter() - start)
 
 
 def lstmkit_train(model: CharLM, ids: torch.Tensor, config: TrainConfig, steps: int) -> float:
@@ -63,7 +66,7 @@ def lstmkit_train(model: CharLM, ids: torch.Tensor, config: TrainConfig, steps: 
     does; nothing written, as with a run directory the checkpoints would add their time)."""
     cut = len(ids) * 9 // 10
     run = TrainConfig(**{**config.__dict__, "max_steps": steps, "eval_every": steps, "schedule": "constant"})
-    task = TokenStreamTask(model, ids[:cut], ids[cut : cut + 2000], run, eval_tokens=2000)
+    task = TokenStreamTask(model, ids[:cut], ids[cut : cut + 2000], batch_size=BATCH, seq_len=STEPS, eval_tokens=2000)
     result = train(task, run, None, progress=False)
     return result.history[-1]["chars_per_second"]
 
@@ -117,7 +120,7 @@ def main() -> None:
         results["plain generate"].append(plain_generate(plain, vocab, "the time traveller", args.chars, r))
     med = {k: statistics.median(v) for k, v in results.items()}
     print(f"model: embedding {config.embedding_dim} -> LSTM {config.num_layers}x{config.hidden_size} -> "
-          f"{config.vocab_size} chars; batch {train.batch_size} x {train.seq_len} steps; {args.threads} thread(s); "
+          f"{config.vocab_size} chars; batch {BATCH} x {STEPS} steps; {args.threads} thread(s); "
           f"engine {ours.lstm.engine}; torch {torch.__version__}; median of {args.rounds} rounds")
     print("| | lstmkit (chars/s) | plain torch.nn.LSTM loop (chars/s) | ratio |")
     print("|---|---|---|---|")

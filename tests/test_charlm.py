@@ -251,7 +251,7 @@ def test_the_d2l_recipe_is_the_books_settings():
     model, data, train = charlm.d2l_recipe()
     assert (model.embedding_dim, model.hidden_size, model.num_layers, model.dropout) == (0, 256, 1, 0.0)
     assert (data.preprocess, data.train_chars, data.corpus) == ("d2l", 10_000, "timemachine")
-    assert (train.seq_len, train.batch_size, train.optimizer, train.lr, train.clip, train.max_epochs) == (
+    assert (data.seq_len, data.batch_size, train.optimizer, train.lr, train.clip, train.max_epochs) == (
         35, 32, "sgd", 1.0, 1.0, 500)
     assert train.schedule == "constant" and train.weight_decay == 0 and train.eval_every == 0
 
@@ -264,7 +264,7 @@ def test_configs_refuse_nonsense_and_survive_json():
     with pytest.raises(ValueError, match="zonout"):
         CharLMConfig(vocab_size=5, variants={"zonout": 0.1})
     with pytest.raises(ValueError, match="batch_size"):
-        TrainConfig(batch_size=0)
+        DataConfig(batch_size=0)
     with pytest.raises(ValueError, match="cosine"):
         TrainConfig(schedule="cosine")
     run = RunConfig(CharLMConfig(vocab_size=5, variants={"layer_norm": True, "zoneout": 0.1}),
@@ -288,11 +288,11 @@ def test_cosine_schedule_warms_up_then_ends_at_a_tenth():
 
 def _run(tmp_path, text: str, **train) -> RunConfig:
     (tmp_path / "text.txt").write_text(text)
-    settings = dict(seq_len=16, batch_size=8, eval_every=10, patience=0, lr=3e-2, device="cpu")
+    settings = dict(eval_every=10, patience=0, lr=3e-2, device="cpu")
     settings.update(train)
     return RunConfig(
         CharLMConfig(vocab_size=1, embedding_dim=8, hidden_size=32, num_layers=2, dropout=0.1),
-        DataConfig(corpus=None, texts=(str(tmp_path / "text.txt"),)),
+        DataConfig(corpus=None, texts=(str(tmp_path / "text.txt"),), seq_len=16, batch_size=8),
         TrainConfig(**settings),
     )
 

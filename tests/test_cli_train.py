@@ -211,8 +211,23 @@ def test_out_and_resume_mistakes(trained, tmp_path, capsys):
     fails(["train", "--text", str(text), "--out", str(run), *TINY], "already holds a training run")
     fails(["train", "--out", str(tmp_path / "fresh"), "--resume", "--quiet"], "does not exist")
     fails(["train", "--out", str(run), "--resume", "--hidden-size", "64"], "--hidden-size 64 differs")
+    fails(["train", "--out", str(run), "--resume", "--peephole"], "--peephole True differs")
     (tmp_path / "file").write_text("x")
     fails(["train", "--text", str(text), "--out", str(tmp_path / "file"), *TINY], "is a file")
+
+
+def test_a_resume_reads_its_checkpoint_once(tmp_path, monkeypatch):
+    from lstmkit import checkpoint
+
+    text = tmp_path / "text.txt"
+    text.write_text(generated_text(3000))
+    out = str(tmp_path / "run")
+    assert main(["train", "--text", str(text), "--out", out, "--max-steps", "6", "--eval-every", "3", *TINY]) == 0
+    reads: list[str] = []
+    real = checkpoint.resolve_checkpoint
+    monkeypatch.setattr(checkpoint, "resolve_checkpoint", lambda path: reads.append(str(path)) or real(path))
+    assert main(["train", "--out", out, "--resume", "--max-steps", "9", "--quiet"]) == 0
+    assert reads == [str(tmp_path / "run" / "last")]
 
 
 @pytest.mark.slow
@@ -392,3 +407,18 @@ def test_a_second_run_on_the_same_out_is_refused_at_once(tmp_path):
     again = lstmkit(tmp_path, "train", "--text", str(text), "--out", str(tmp_path / "run"), "--max-steps", "2",
                     "--eval-every", "2", *TINY)
     assert again.returncode == 0, again.stderr
+
+
+def test_eval_tokens_sets_the_evaluation_sample_and_is_saved(tmp_path, monkeypatch):
+    from lstmkit.apps.charlm import stream
+
+    text = tmp_path / "text.txt"
+    text.write_text(generated_text(30000))  # 3,000 held-out characters
+    scored: list[int] = []
+    real = stream.score_rows
+    monkeypatch.setattr(stream, "score_rows", lambda model, xs, ys: scored.append(ys.numel()) or real(model, xs, ys))
+    out = tmp_path / "run"
+    assert main(["train", "--text", str(text), "--out", str(out), "--max-steps", "4", "--eval-every", "2",
+                 "--eval-tokens", "500", *TINY]) == 0
+    assert scored == [500, 500]  # 4 rows x 125 tokens at each evaluation, not the 3,000
+    assert load_checkpoint(out).config["data"]["eval_tokens"] == 500

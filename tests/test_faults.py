@@ -22,7 +22,6 @@ from lstmkit.apps.charlm import CharLM, CharLMConfig, TokenStreamTask, evaluatio
 from lstmkit.apps.charlm.stream import score_rows
 from lstmkit.checkpoint import load_checkpoint
 from lstmkit.cli import main
-from lstmkit.train import TrainConfig
 
 
 class FullDisk:
@@ -110,8 +109,7 @@ def test_the_task_scores_eval_tokens_and_the_same_value_each_time():
     torch.manual_seed(0)
     model = CharLM(CharLMConfig(vocab_size=11, embedding_dim=4, hidden_size=8, num_layers=1)).eval()
     train_ids, val_ids = torch.randint(0, 11, (5000,)), torch.randint(0, 11, (400_000,))
-    config = TrainConfig(seq_len=8, batch_size=4, device="cpu")
-    task = TokenStreamTask(model, train_ids, val_ids, config, eval_tokens=2000)
+    task = TokenStreamTask(model, train_ids, val_ids, batch_size=4, seq_len=8, eval_tokens=2000)
     task.setup(torch.device("cpu"), 0, 1)
     assert task.val_y.numel() == 2000  # not 400,000
     first = task.evaluate()

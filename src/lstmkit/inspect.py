@@ -1,8 +1,8 @@
 """Look inside an LSTM: record its gates and states (:func:`record`), their saturation, a ranking of the cells.
 
-Recording is an engine's capability (``engines/base.py``: ``forward_with_gates``; the record is
-``engines/gates.py``): the reference engine records from its step function; an engine that keeps its gates
-inside its kernel (native, fused) records by running the reference equations on the same weights.
+The gates are recorded by the reference equations (``engines/reference.py``; the record is
+``engines/gates.py``) on the module's own weights, whatever engine computes its outputs: the tests check that
+the recorded ``h`` and ``c`` equal the outputs.
 
 Reference: A. Karpathy, J. Johnson, L. Fei-Fei. Visualizing and Understanding Recurrent Networks. ICLR 2016
 workshop (cells that track quotes and line length; gate saturation below 0.1 or above 0.9).

@@ -71,8 +71,8 @@ def register(subparsers: Any) -> None:
     add_variant_arguments(p, dest_prefix="variants.")  # into the model config's ``variants`` mapping
 
     g = p.add_argument_group("training")
-    _field(g, "--seq-len", "train", "seq_len", ranged(int, 1), "BPTT steps per batch (64)")
-    _field(g, "--batch-size", "train", "batch_size", ranged(int, 1), "rows per batch, per process (16)")
+    _field(g, "--seq-len", "data", "seq_len", ranged(int, 1), "BPTT steps per batch (64)")
+    _field(g, "--batch-size", "data", "batch_size", ranged(int, 1), "rows per batch, per process (16)")
     _field(g, "--optimizer", "train", "optimizer", str, "adamw or sgd", choices=list(OPTIMIZERS))
     _field(g, "--lr", "train", "lr", ranged(float, 0, inclusive=False), "learning rate (6e-3)")
     _field(g, "--weight-decay", "train", "weight_decay", ranged(float, 0), "weight decay (0.01)")

@@ -21,14 +21,8 @@ def _check(condition: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train: optimizer, schedule, when to evaluate and when to stop (and the token streams' batches)."""
+    """How to train: optimizer, schedule, when to evaluate and when to stop. (Batches are the task's.)"""
 
-    # token streams: steps of backpropagation through time per batch; 64 rather than 100 gives more updates for
-    # the same CPU time, which learned more on held-out text in a few CPU minutes (docs/charlm.md)
-    seq_len: int = 64
-    # token streams: contiguous rows per batch (per rank under DDP); 16 rather than 32 gives twice the updates
-    # for the same CPU time, which learned more in a few CPU minutes (docs/charlm.md)
-    batch_size: int = 16
     optimizer: str = "adamw"  # "adamw" or "sgd"
     lr: float = 6e-3  # with the cosine decay, higher than char-rnn's 2e-3 learned faster (docs/charlm.md)
     weight_decay: float = 0.01  # AdamW's decoupled weight decay (Loshchilov & Hutter 2019)
@@ -50,8 +44,6 @@ class TrainConfig:
     skip_nonfinite: bool = False
 
     def __post_init__(self) -> None:
-        _check(self.seq_len >= 1, f"seq_len must be >= 1, got {self.seq_len}")
-        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.optimizer in OPTIMIZERS,
                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         _check(self.lr > 0 and math.isfinite(self.lr), f"lr must be a finite number > 0, got {self.lr}")

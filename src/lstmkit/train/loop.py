@@ -178,8 +178,8 @@ class Trainer:
         config, task, device = self.config, self.task, self.device
         self.signals = signals
         last = None if self.out is None else self.out / LAST
-        if (not self.resumed and self.rank == 0 and last is not None
-                and (last.exists() or last.with_name(LAST + ".old").exists())):
+        # every rank looks (they share the directory), so that none goes on to wait for the others
+        if not self.resumed and last is not None and (last.exists() or last.with_name(LAST + ".old").exists()):
             raise RunExists(
                 f"{self.out} already holds a training run; pass --resume to continue it, or choose another --out"
             )

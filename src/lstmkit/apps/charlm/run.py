@@ -30,7 +30,7 @@ from .vocab import RARE, VOCABS, Vocabulary
 
 KIND = "charlm"  # the checkpoint kind (see lstmkit.checkpoint)
 # Validation tokens an evaluation during training scores (a fixed sample; all of a shorter validation part):
-# about 2 s of scoring for the default model on one CPU thread (docs/charlm.md).
+# under a CPU second for the default model on one thread (docs/charlm.md, the 1 GB corpus).
 EVAL_TOKENS = 65_536
 
 
@@ -41,7 +41,8 @@ def _check(condition: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the text comes from, how it is split, and how much of the validation part an evaluation scores."""
+    """Where the text comes from, how it is split and cut into batches, and how much of the validation part an
+    evaluation scores."""
 
     corpus: str | None = "timemachine"  # a built-in corpus, or None when ``texts`` are given
     texts: tuple[str, ...] = ()  # the user's text files, read in this order
@@ -52,6 +53,12 @@ class DataConfig:
     # an evaluation during training scores this many validation tokens, the same ones every time, spread over
     # the validation part (all of it when shorter); `lstmkit evaluate` scores a whole text
     eval_tokens: int = EVAL_TOKENS
+    # steps of backpropagation through time per batch; 64 rather than 100 gives more updates for the same CPU
+    # time, which learned more on held-out text in a few CPU minutes (docs/charlm.md)
+    seq_len: int = 64
+    # contiguous rows per batch (per process under DDP); 16 rather than 32 gives twice the updates for the same
+    # CPU time, which learned more in a few CPU minutes (docs/charlm.md)
+    batch_size: int = 16
 
     def __post_init__(self) -> None:
         _check((self.corpus is None) != (not self.texts), "give either a corpus or text files, not both")
@@ -63,6 +70,8 @@ class DataConfig:
         _check(self.train_chars >= 0, f"train_chars must be >= 0, got {self.train_chars}")
         _check(self.vocab in VOCABS, f"vocab must be one of {', '.join(VOCABS)}, got {self.vocab!r}")
         _check(self.eval_tokens >= 1, f"eval_tokens must be >= 1, got {self.eval_tokens}")
+        _check(self.seq_len >= 1, f"seq_len must be >= 1, got {self.seq_len}")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
 
 
 @dataclass(frozen=True)
@@ -93,11 +102,10 @@ def d2l_recipe() -> tuple[CharLMConfig, DataConfig, TrainConfig]:
     10% of the book is held out and scored after every epoch (the book reports training perplexity only).
     """
     model = CharLMConfig(vocab_size=1, embedding_dim=0, hidden_size=256, num_layers=1, dropout=0.0)
-    data = DataConfig(corpus="timemachine", preprocess="d2l", val_fraction=0.1, train_chars=10_000)
-    train = TrainConfig(
-        seq_len=35, batch_size=32, optimizer="sgd", lr=1.0, weight_decay=0.0, clip=1.0, schedule="constant",
-        max_epochs=500, eval_every=0, patience=0,
-    )
+    data = DataConfig(corpus="timemachine", preprocess="d2l", val_fraction=0.1, train_chars=10_000, seq_len=35,
+                      batch_size=32)
+    train = TrainConfig(optimizer="sgd", lr=1.0, weight_decay=0.0, clip=1.0, schedule="constant", max_epochs=500,
+                        eval_every=0, patience=0)
     return model, data, train
 
 
@@ -189,7 +197,7 @@ def train_charlm(run: RunConfig, out: str | Path, *, resume: bool = False, progr
     # Engines differ in the last bits, and which one "auto" resolves to depends on the machine (a kernel that
     # builds here, a dtype its CPU runs) and on lstmkit.engines.set_auto_tuning: the checkpoint records the
     # engine of the training calls, and a resumed run pins it, so that resuming stays exact.
-    B, T = run.train.batch_size, run.train.seq_len
+    B, T = run.data.batch_size, run.data.seq_len
     probe = torch.zeros(T, B, model.lstm.input_size)
     extra["engine"] = model.lstm.resolved_engine(probe.transpose(0, 1) if model.lstm.batch_first else probe)
     if saved is not None and run.model.engine == "auto":
@@ -197,7 +205,8 @@ def train_charlm(run: RunConfig, out: str | Path, *, resume: bool = False, progr
         if recorded is not None and recorded != extra["engine"]:
             model.lstm.engine = recorded  # raises ValueError (one line) where that engine cannot run here
             extra["engine"] = recorded
-    task = TokenStreamTask(model, streams.train_ids, streams.val_ids, run.train, eval_tokens=run.data.eval_tokens,
+    task = TokenStreamTask(model, streams.train_ids, streams.val_ids, batch_size=B, seq_len=T, seed=run.train.seed,
+                           eval_tokens=run.data.eval_tokens,
                            val_scale=len(streams.val_ids) / streams.val_chars)  # per character, whatever the vocab
     try:
         return train(task, run.train, out, kind=KIND, run_config=run.to_dict(), extra=extra, resume=resume,

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import TextError
-from ...train import Task, TrainConfig
+from ...train import Task
 from ...train.distributed import all_sum
 
 # The columns of a token stream's metrics.csv.
@@ -93,8 +93,8 @@ def _shard(ids: Tensor, rank: int, world: int) -> Tensor:
 
 class TokenStreamTask(Task):
     """Next-token prediction over ``train_ids`` (``(N,)`` integers of any width, e.g. a memory-mapped token
-    file), scored on a fixed sample of ``eval_tokens`` tokens of ``val_ids`` (all of it if shorter), with
-    truncated BPTT.
+    file) in batches of ``batch_size`` rows x ``seq_len`` steps, scored on a fixed sample of ``eval_tokens``
+    tokens of ``val_ids`` (all of it if shorter), with truncated BPTT. seed: the epochs' offsets.
 
     val_scale: the validation loss is nats per token times this (e.g. tokens per character, so that a byte
     model's loss is per character of the text); the training loss stays per token.
@@ -102,11 +102,11 @@ class TokenStreamTask(Task):
 
     unit = "chars"
 
-    def __init__(self, model: nn.Module, train_ids: Tensor, val_ids: Tensor, config: TrainConfig, *,
-                 eval_tokens: int, val_scale: float = 1.0) -> None:
+    def __init__(self, model: nn.Module, train_ids: Tensor, val_ids: Tensor, *, batch_size: int, seq_len: int,
+                 eval_tokens: int, seed: int = 0, val_scale: float = 1.0) -> None:
         self.model = model
         self.train_ids, self.val_ids = train_ids, val_ids
-        self.B, self.T, self.seed = config.batch_size, config.seq_len, config.seed
+        self.B, self.T, self.seed = batch_size, seq_len, seed
         self.eval_tokens = eval_tokens
         self.val_scale = val_scale
         self.items_per_step = self.B * self.T

@@ -1,16 +1,8 @@
-"""Texts larger than memory: encoded once into a compact token file, memory-mapped, streamed into batches.
+"""Texts larger than memory: encoded once into a compact token file beside the run, read through a memory map.
 
-A run's text (files, a directory of them, or a glob) is read in chunks and written as token ids, one
-``uint8`` (byte vocabulary) or ``uint16`` (up to 65,536 characters; ``int32`` beyond) each, into
-``DIR/tokens/<key>.bin`` beside the run, where ``key`` hashes the sources (their paths, sizes and
-modification times) and the settings that change the ids. A second run or a resume with the same sources
-finds the file and reads nothing else. Training and validation read the file through ``numpy.memmap``: only
-the pages a batch touches come into memory, so a corpus of any size trains in a few hundred MB.
-
-Reading is three passes over the text, each a chunk at a time: (1) its length and SHA-256, (2) the character
-counts of the training part (for the vocabulary and its unknown class), (3) the ids. A progress bar on
-stderr follows them. A token file whose size does not match its description (a copy cut short, a disk
-that filled up) is found when it is opened and encoded again, never trained on.
+``DIR/tokens/<key>.bin`` holds the ids (``uint8``, ``uint16`` or ``int32``), ``<key>.json`` what they are;
+``key`` hashes the sources (paths, sizes, modification times) and the settings that change the ids, so a
+second run or a resume reads nothing else. A file that does not match its description is encoded again.
 """
 
 from __future__ import annotations
@@ -105,7 +97,10 @@ def _pieces(files: Sequence[Path], what: str, progress: bool) -> Iterator[tuple[
 
 def encode_files(files: Sequence[Path], cache: Path, *, vocab: str, val_fraction: float, train_chars: int,
                  min_count: int, progress: bool = True) -> TokenFile:
-    """Encode ``files`` into ``cache/<key>.bin`` (or find it there) and open it.
+    """Encode ``files`` into ``cache/<key>.bin`` (or find it there, whole) and open it.
+
+    Three passes over the text, a chunk at a time, with a progress bar on stderr: its length and SHA-256; the
+    training part's character counts (the vocabulary); the ids.
 
     The last ``val_fraction`` of the characters is the validation part; ``train_chars`` > 0 keeps only the
     first that many of the rest. vocab ``"bytes"``: UTF-8 bytes; ``"chars"``: the training part's characters
