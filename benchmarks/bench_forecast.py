@@ -1,7 +1,7 @@
 """Forecasting benchmarks: the M3/M1 tables of docs/forecast.md, the ablation, and a many-series memory check.
 
     python benchmarks/bench_forecast.py m3 --out runs/m3            # every M3 subset, all methods (the extra)
-    python benchmarks/bench_forecast.py ablation --subset quarterly  # lstmkit variants alone, one line each
+    python benchmarks/bench_forecast.py ablation --subset yearly --seeds 0,1,2   # variants alone, a line each
     python benchmarks/bench_forecast.py scale --series 10000 --length 100   # peak memory of `forecast train --id`
 
 Times are wall-clock seconds of this process, CPU seconds beside them (``time.process_time``, one torch thread
@@ -24,15 +24,14 @@ import numpy as np
 import torch
 
 from lstmkit.apps.forecast import competition as C
-from lstmkit.apps.forecast import panel as P
 
 LSTMKIT = [sys.executable, "-c", "from lstmkit.cli import main; raise SystemExit(main())"]
+# ForecastConfig settings over the subset's benchmark defaults (docs/forecast.md's ablation); --variants replaces it
 ABLATION = {
-    "plain (level only)": {"deseasonalise": False},
-    "+ deseasonalised": {},
-    "+ deseasonalised, pinball loss": {"loss": "pinball"},
-    "+ deseasonalised, no linear skip": {"linear_skip": False},
-    "+ deseasonalised, ensemble of 3": {"ensemble": 3},
+    "one network, lr 3e-3, batches of 256": {"ensemble": 1, "lr": 3e-3, "batch_size": 256},
+    "one network, lr 1e-2, batches of 256": {"ensemble": 1, "lr": 1e-2, "batch_size": 256},
+    "one network, lr 1e-2, batches of 64": {"ensemble": 1, "lr": 1e-2, "batch_size": 64},
+    "the subset's defaults": {},
 }
 
 
@@ -50,12 +49,15 @@ def ablation(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     series = C.load_dataset(args.dataset, args.subset)
     base = json.loads(args.base)
-    for name, kw in ABLATION.items():
-        cpu, wall = time.process_time(), time.monotonic()
-        result = C.run_benchmark(series, P.GlobalConfig(horizon=1, **{**base, **kw}), methods=[])
-        m = result["methods"]["lstmkit"]
-        print(f"| {args.subset} | {name} | {m['smape']:.2f} | {m['mase']:.3f} | {m['owa']:.3f} | "
-              f"{time.process_time() - cpu:.0f} | {time.monotonic() - wall:.0f} |", flush=True)
+    variants = json.loads(args.variants) if args.variants else ABLATION
+    for name, kw in variants.items():
+        for seed in (int(s) for s in args.seeds.split(",")):
+            cpu, wall = time.process_time(), time.monotonic()
+            config = C.default_config(args.dataset, args.subset, **{**base, **kw, "seed": seed})
+            result = C.run_benchmark(series, config, methods=[])
+            m = result["methods"]["lstmkit"]
+            print(f"| {args.dataset} {args.subset} | {name} | {seed} | {m['smape']:.2f} | {m['mase']:.3f} | "
+                  f"{m['owa']:.3f} | {time.process_time() - cpu:.0f} | {time.monotonic() - wall:.0f} |", flush=True)
 
 
 def scale(args: argparse.Namespace) -> None:
@@ -99,7 +101,9 @@ def main() -> None:
     p = sub.add_parser("ablation")
     p.add_argument("--dataset", default="m3")
     p.add_argument("--subset", default="quarterly")
-    p.add_argument("--base", default="{}", help="GlobalConfig settings for every variant, as JSON")
+    p.add_argument("--base", default="{}", help="ForecastConfig settings for every variant, as JSON")
+    p.add_argument("--variants", help="{name: ForecastConfig settings} as JSON (default: the ABLATION table)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, one run each")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=ablation)
     p = sub.add_parser("scale")

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from lstmkit.apps.forecast import ForecastConfig
 from lstmkit.apps.forecast import competition as C
-from lstmkit.apps.forecast import panel as P
 from lstmkit.apps.forecast.metrics import naive_forecast, smape
 from lstmkit.cli import main
 from lstmkit.errors import ForecastError
@@ -51,7 +51,7 @@ def tiny_dataset(n: int = 12, seed: int = 0) -> list[C.CompSeries]:
 
 def test_benchmark_protocol_on_an_injected_dataset_without_the_extra():
     series = tiny_dataset()
-    config = P.GlobalConfig(horizon=1, epochs=20, hidden_size=16, num_layers=1, batch_size=32)
+    config = ForecastConfig(horizon=1, validation=0, epochs=20, hidden_size=16, num_layers=1, batch_size=32)
     result = C.run_benchmark(series, config, methods=[])
     assert result["series"] == 12 and result["horizon"] == 6 and result["period"] == 4
     methods = result["methods"]
@@ -64,13 +64,14 @@ def test_benchmark_protocol_on_an_injected_dataset_without_the_extra():
     assert methods["lstmkit"]["owa"] < 1.0, methods
     table = C.markdown_table("tiny", result)
     assert "| lstmkit |" in table and table.count("\n") == 4 + 3
+    assert methods["lstmkit"]["cpu_seconds"] > 0 and "| wall s | CPU s |" in table
 
 
 def test_benchmark_refuses_mixed_horizons_and_unknown_subsets():
     series = tiny_dataset(2)
     mixed = [series[0], C.CompSeries("x", series[1].train, series[1].test[:3], 4)]
     with pytest.raises(ForecastError, match="one horizon"):
-        C.run_benchmark(mixed, P.GlobalConfig(horizon=1), methods=[])
+        C.run_benchmark(mixed, ForecastConfig(horizon=1), methods=[])
     with pytest.raises(ForecastError, match="subset of m1"):
         C.load_dataset("m1", "other")
 
@@ -84,14 +85,26 @@ def test_missing_extra_is_one_line_naming_the_install(monkeypatch, capsys, tmp_p
 
 @pytest.mark.skipif(not HAS_EXTRA, reason="needs the benchmark extra: pip install 'lstmkit[benchmark]'")
 def test_benchmark_cli_on_m3_beside_statsforecast(tmp_path, capsys):
+    """The protocol on 30 M3 yearly series in a few seconds: what CI runs of the benchmark."""
     series = C.load_dataset("m3", "yearly")
     assert len(series) == 645 and all(len(s.test) == 6 for s in series)
     rc = main(["forecast", "benchmark", "--dataset", "m3", "--subset", "yearly", "--limit", "30", "--epochs", "1",
-               "--hidden-size", "8", "--methods", "Naive", "--out", str(tmp_path), "--quiet"])
+               "--hidden-size", "8", "--ensemble", "1", "--methods", "AutoETS,AutoTheta,Naive", "--out",
+               str(tmp_path), "--quiet"])
     assert rc == 0
+    out = capsys.readouterr().out
     result = json.loads((tmp_path / "benchmark.json").read_text())
-    assert set(result["methods"]) == {"lstmkit", "Naive", "Naive2"} and result["series"] == 30
+    assert set(result["methods"]) == {"lstmkit", "AutoETS", "AutoTheta", "Naive", "Naive2"}
+    assert result["series"] == 30
     # statsforecast's Naive is the last value repeated: the same score as the library's own naive forecast
     ours = np.mean([smape(s.test, naive_forecast(s.train, 6)) for s in series[:30]])
     assert result["methods"]["Naive"]["smape"] == pytest.approx(ours, rel=1e-6)
     assert "| Naive |" in (tmp_path / "benchmark.md").read_text()
+    # the yardstick: the better of AutoETS and AutoTheta, and the time of both beside lstmkit's, wall and CPU
+    against = result["against_statsforecast"]
+    best = min(result["methods"]["AutoETS"]["smape"], result["methods"]["AutoTheta"]["smape"])
+    assert against["best_smape"] == pytest.approx(best) and against["won"] == (result["methods"]["lstmkit"]["smape"]
+                                                                               <= best)
+    assert against["stats_cpu_seconds"] > 0 and "s CPU for both" in out
+    # the subset's defaults: the benchmark's config is ForecastConfig's plus the measured per-frequency ones
+    assert result["config"]["ensemble"] == 1 and result["config"]["validation"] == 0

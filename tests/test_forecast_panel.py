@@ -1,5 +1,5 @@
-"""Many series, one model: the long CSV reader and its checks, the global model's normalisation, padding and
-ensemble, the per-series backtest, `lstmkit forecast train --id` / `predict` end to end, and torchrun."""
+"""Many series, one model: the long CSV reader and its checks, the normalisation, padding and ensemble, the
+per-series backtest, `lstmkit forecast train --id` / `predict` end to end, and torchrun."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from lstmkit.apps.forecast import panel as P
+from lstmkit.apps import forecast as F
 from lstmkit.cli import main
-from lstmkit.errors import CheckpointError, ForecastError
+from lstmkit.errors import ForecastError
 
 SEASON = 12
 
@@ -64,13 +64,13 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 
 def test_read_long_csv_groups_sorts_and_keeps_lengths_and_start_dates(tmp_path):
     data = seasonal_panel(5)
-    panel = P.read_long_csv(write_long(tmp_path / "l.csv", data), "sales", id="shop", time="month", static="kind")
+    panel = F.read_csv(write_long(tmp_path / "l.csv", data), "sales", time="month", id="shop", static="kind")
     assert sorted(panel.ids) == sorted(data)
     for k, values, labels in zip(panel.ids, panel.values, panel.labels or [], strict=True):
         start, y = data[k]
         np.testing.assert_allclose(values, y, rtol=1e-6)  # in time order although the file is shuffled
         assert labels[0] == month(start) and labels[-1] == month(start + len(y) - 1)
-        assert panel.future_label(panel.ids.index(k), 1) == month(start + len(y))
+        assert panel.label(panel.ids.index(k), len(y)) == month(start + len(y))
     assert panel.static is not None and panel.static[panel.ids.index("s1")] == "odd"
 
 
@@ -108,55 +108,56 @@ def test_bad_long_csv_is_one_line_naming_row_column_and_series(case, tmp_path, c
 # ---------------------------------------------------------------------------------------------------------
 
 
-def tiny_config(**kw: object) -> P.GlobalConfig:
+def tiny_config(**kw: object) -> F.ForecastConfig:
     settings: dict = {"horizon": 6, "season": SEASON, "hidden_size": 16, "num_layers": 1, "epochs": 2,
-                      "batch_size": 64, **kw}
-    return P.GlobalConfig(**settings)
+                      "batch_size": 64, "validation": 0, **kw}
+    return F.ForecastConfig(**settings)
 
 
 def test_ratio_normalisation_makes_forecasts_scale_equivariant():
     """Dividing by the window's level: a series 1000 times larger gets a forecast 1000 times larger."""
     rng = np.random.default_rng(0)
     y = 50 + 10 * np.sin(np.arange(60) * 2 * np.pi / SEASON) + rng.normal(0, 1, 60)
-    model = P.fit_global(P.panel_from_arrays({"a": y, "b": y[::-1].copy()}), tiny_config())
+    model = F.train_model(F.panel_from_arrays({"a": y, "b": y[::-1].copy()}), tiny_config())
     assert model.mode == "ratio"
-    small = model.predict(P.panel_from_arrays({"a": y}))
-    large = model.predict(P.panel_from_arrays({"a": 1000 * y}))
+    small = model.predict(F.panel_from_arrays({"a": y}))
+    large = model.predict(F.panel_from_arrays({"a": 1000 * y}))
     np.testing.assert_allclose(large, 1000 * small, rtol=1e-5)
 
 
 def test_shift_normalisation_for_series_with_values_at_or_below_zero_is_shift_equivariant():
     rng = np.random.default_rng(0)
     y = np.sin(np.arange(60) * 2 * np.pi / SEASON) + rng.normal(0, 0.1, 60)  # crosses zero: no ratio possible
-    model = P.fit_global(P.panel_from_arrays({"a": y}), tiny_config())
+    model = F.train_model(F.panel_from_arrays({"a": y}), tiny_config())
     assert model.mode == "shift"
-    base = model.predict(P.panel_from_arrays({"a": y}))
-    np.testing.assert_allclose(model.predict(P.panel_from_arrays({"a": y + 100})), base + 100, rtol=1e-5, atol=1e-3)
+    base = model.predict(F.panel_from_arrays({"a": y}))
+    np.testing.assert_allclose(model.predict(F.panel_from_arrays({"a": y + 100})), base + 100, rtol=1e-5, atol=1e-3)
 
 
 def test_a_series_shorter_than_the_window_is_padded_not_rejected():
     rng = np.random.default_rng(0)
     long = 20 + np.sin(np.arange(80) * 2 * np.pi / SEASON) + rng.normal(0, 0.1, 80)
-    short = long[:10] * 3  # 10 points, window 24
+    short = long[:16] * 3  # 16 points (more than a season), window 24
     config = tiny_config()
-    model = P.fit_global(P.panel_from_arrays({"long": long, "short": short}), config)
-    windows_long = P.fit_global(P.panel_from_arrays({"long": long}), config).history["windows"]
+    model = F.train_model(F.panel_from_arrays({"long": long, "short": short}), config)
+    windows_long = F.train_model(F.panel_from_arrays({"long": long}), config).history["windows"]
     assert model.history["windows"] > windows_long  # the short series gave training windows too
-    forecast = model.predict(P.panel_from_arrays({"short": short}))
+    forecast = model.predict(F.panel_from_arrays({"short": short}))
     assert forecast.shape == (1, 6, 3) and np.all(np.isfinite(forecast))
     # The padding is masked: the net's input for the padded steps is zero whatever the series holds.
-    data, lengths = P._padded(P.panel_from_arrays({"short": short}), 24)
-    x, *_ = model._inputs(P.panel_from_arrays({"short": short}), lengths, np.array([0]), data, lengths)
-    assert torch.equal(x[0, :14], torch.zeros(14, 2)) and torch.all(x[0, 14:, 1] == 1)
+    panel = F.panel_from_arrays({"short": short})
+    a = model.arrays(panel)
+    x, *_ = model.inputs(a, np.array([0]), a.lengths, 24, panel)
+    assert torch.equal(x[0, :8], torch.zeros(8, 2)) and torch.all(x[0, 8:, 1] == 1)
 
 
 def test_ensemble_forecast_is_the_median_of_its_networks():
     rng = np.random.default_rng(0)
-    panel = P.panel_from_arrays({"a": 20 + rng.normal(0, 1, 50), "b": 40 + rng.normal(0, 1, 50)})
-    model = P.fit_global(panel, tiny_config(ensemble=3, epochs=1))
-    assert len(model.nets) == 3
-    singles = [P.GlobalForecaster(model.config, [net], model.mode).predict(panel) for net in model.nets]
-    assert not np.allclose(singles[0], singles[1])  # different seeds, different networks
+    panel = F.panel_from_arrays({"a": 20 + rng.normal(0, 1, 50), "b": 40 + rng.normal(0, 1, 50)})
+    model = F.train_model(panel, tiny_config(ensemble=3, epochs=1, window_scales=(1.0, 0.5)))
+    assert [net.window for net in model.nets] == [24, 12, 24]  # members cycle through the window scales
+    singles = [F.Model(model.config, [net], model.mode).predict(panel) for net in model.nets]
+    assert not np.allclose(singles[0], singles[2])  # different seeds, different networks
     np.testing.assert_allclose(model.predict(panel)[..., 1], np.median(np.stack(singles), axis=0)[..., 1], rtol=1e-6)
 
 
@@ -171,7 +172,7 @@ def test_train_with_id_beats_naive_per_series_then_predict_prints_every_series(t
     run = tmp_path / "run"
     rc, out, err = run_cli(["forecast", "train", "--csv", str(path), "--id", "shop", "--time", "month", "--target",
                             "sales", "--horizon", "6", "--season", "12", "--static", "kind", "--out", str(run),
-                            "--epochs", "6", "--hidden-size", "32", "--json", "--quiet"], capsys)
+                            "--backtest", "6", "--epochs", "6", "--hidden-size", "32", "--json", "--quiet"], capsys)
     assert rc == 0, err
     metrics = json.loads(out)
     assert metrics["series"] == 24 and metrics["normalise"] == "ratio"
@@ -194,31 +195,37 @@ def test_train_with_id_beats_naive_per_series_then_predict_prints_every_series(t
         assert first[k]["ds"] == month(start + len(y)) and first[k]["horizon"] == "1"
     rc, out, err = run_cli(["forecast", "predict", "--checkpoint", str(run), "--csv", str(path), "--json"], capsys)
     assert rc == 0 and len(json.loads(out)["forecast"]) == 24 * 6
-    model = P.load_global(run)  # the checkpoint gives the same forecasts as the file written in training
+    model = F.load(run)  # the checkpoint gives the same forecasts as the file written in training
     with open(run / "forecast.csv") as handle:
         written = list(csv.DictReader(handle))
     assert [r["forecast"] for r in written] == [r["forecast"] for r in csv.DictReader(lines)]
     assert model.config.static == "kind" and model.categories == ["even", "odd"]
 
 
-def test_global_and_single_series_checkpoints_refuse_each_other(tmp_path):
-    from lstmkit.apps import forecast as F
-
-    rng = np.random.default_rng(0)
-    model = P.fit_global(P.panel_from_arrays({"a": 20 + rng.normal(0, 1, 40)}), tiny_config(epochs=1))
-    P.save_global(model, tmp_path / "g")
-    with pytest.raises(CheckpointError):
-        F.load(tmp_path / "g")
-    assert P.is_global_checkpoint(tmp_path / "g") and not P.is_global_checkpoint(tmp_path / "nothing")
-
-
 def test_config_rejects_bad_values_naming_the_argument():
     with pytest.raises(ForecastError, match="normalise"):
-        P.GlobalConfig(horizon=3, normalise="log")
+        F.ForecastConfig(horizon=3, normalise="log")
     with pytest.raises(ForecastError, match="ensemble"):
-        P.GlobalConfig(horizon=3, ensemble=0)
+        F.ForecastConfig(horizon=3, ensemble=0)
     with pytest.raises(ForecastError, match="must differ"):
-        P.GlobalConfig(horizon=3, id="y")
+        F.ForecastConfig(horizon=3, id="y")
+    with pytest.raises(ForecastError, match="window_scales"):
+        F.ForecastConfig(horizon=3, window_scales=(1.0, 0.0))
+
+
+def test_the_command_line_defaults_are_the_same_with_and_without_id(tmp_path):
+    """One forecaster: the flags left out keep ForecastConfig's defaults whether or not --id is given."""
+    import argparse
+
+    from lstmkit.cli import forecast as cli
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    base = ["forecast", "train", "--csv", "x.csv", "--target", "y", "--horizon", "3", "--out", "o"]
+    one = F.ForecastConfig(**cli._settings(parser.parse_args(base)))
+    many = F.ForecastConfig(**cli._settings(parser.parse_args([*base, "--id", "unique_id"])))
+    assert one.to_dict() == {**many.to_dict(), "id": None}
+    assert one == F.ForecastConfig(horizon=3, target="y")
 
 
 @pytest.mark.slow
@@ -231,29 +238,41 @@ def test_torchrun_trains_one_global_model_data_parallel_with_two_processes(tmp_p
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
          "forecast", "train", "--csv", str(path), "--id", "shop", "--time", "month", "--target", "sales",
          "--horizon", "6", "--season", "12", "--out", str(tmp_path / "ddp"), "--epochs", "1", "--hidden-size", "8",
-         "--num-layers", "1", "--json", "--quiet"],
+         "--num-layers", "1", "--backtest", "6", "--validation", "0", "--json", "--quiet"],
         capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("\n") == 1  # rank 0 alone reports and writes
     metrics = json.loads(result.stdout)
     assert metrics["training"]["processes"] == 2 and metrics["series"] == 8
     # Each rank saw its own half of the series' windows.
-    single = P.fit_global(P.read_long_csv(path, "sales", "shop", "month").head(6), P.GlobalConfig(
-        horizon=6, season=12, epochs=1, hidden_size=8, num_layers=1))
+    panel = F.read_csv(path, "sales", time="month", id="shop")
+    single = F.train_model(panel.truncate([len(v) - 6 for v in panel.values]), F.ForecastConfig(
+        horizon=6, season=12, epochs=1, hidden_size=8, num_layers=1, validation=0))
     assert metrics["training"]["windows"] < single.history["windows"]
 
 
 def test_a_series_too_short_for_the_backtest_is_forecast_but_not_scored(tmp_path):
     data = seasonal_panel(4)
-    data["s9"] = (3, np.array([50.0, 55.0, 52.0, 58.0]))  # 4 points: fewer than horizon + 2
+    data["s9"] = (3, 50 + 5 * np.sin(np.arange(15.0)))  # 15 points: after a backtest of 6, too few to train on
     path = write_long(tmp_path / "long.csv", data)
-    config = tiny_config(id="shop", time="month", target="sales", epochs=1)
-    metrics = P.train_global(path, config, tmp_path / "run")
+    config = tiny_config(id="shop", time="month", target="sales", epochs=1, backtest=6)
+    metrics = F.train_csv(path, config, tmp_path / "run")
     assert metrics["series"] == 5 and metrics["backtested"] == 4
     with open(tmp_path / "run" / "per_series.csv") as handle:
         rows = {r["unique_id"]: r for r in csv.DictReader(handle)}
     assert rows["s9"]["smape"] == "" and rows["s0"]["smape"] != ""
     with open(tmp_path / "run" / "forecast.csv") as handle:
         short = [r for r in csv.DictReader(handle) if r["unique_id"] == "s9"]
-    assert [r["ds"] for r in short] == [month(3 + 4 + h) for h in range(6)]
+    assert [r["ds"] for r in short] == [month(3 + 15 + h) for h in range(6)]
     assert all(np.isfinite(float(r["forecast"])) for r in short)
+
+
+def test_a_series_too_short_for_the_season_is_refused_naming_it(tmp_path, capsys):
+    data = seasonal_panel(4)
+    data["s9"] = (3, np.array([50.0, 55.0, 52.0, 58.0]))  # 4 points: not even one season of 12
+    path = write_long(tmp_path / "long.csv", data)
+    rc, out, err = run_cli(["forecast", "train", "--csv", str(path), "--id", "shop", "--time", "month", "--target",
+                            "sales", "--horizon", "6", "--season", "12", "--out", str(tmp_path / "run"), "--epochs",
+                            "1", "--quiet"], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "'s9'" in err and "season of 12" in err

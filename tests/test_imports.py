@@ -22,7 +22,7 @@ LAYERS: dict[str, int] = {
     "modules": 3, "params": 3,
     "train": 4, "inspect": 4, "memory": 4, "viz": 4, "convert": 4,
     "apps": 5,
-    "cli": 6,
+    "cli": 6, "forecast": 6,  # forecast: the public entry of the forecaster (over apps/forecast)
     "__init__": 7,
 }
 

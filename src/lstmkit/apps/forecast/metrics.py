@@ -122,6 +122,31 @@ def seasonal_indices(y: np.ndarray, period: int) -> np.ndarray:
     return idx / idx.mean()
 
 
+def _trend(y: np.ndarray, period: int) -> np.ndarray:
+    """The classical decomposition's centred moving average: (T - 2*(period//2),), for steps period//2 onwards."""
+    m = period
+    kernel = np.r_[0.5, np.ones(m - 1), 0.5] / m if m % 2 == 0 else np.ones(m) / m
+    return np.convolve(y, kernel, mode="valid")
+
+
+def multiplicative_fits_better(y: np.ndarray, period: int) -> bool:
+    """Whether the classical multiplicative decomposition fits ``y`` (T,) > 0 at least as well as the additive one.
+
+    Both from the same centred moving average: the squared error of ``trend * index`` against that of
+    ``trend + index`` over the steps the average covers. A season whose swing keeps its size while the level
+    moves is additive, and dividing by multiplicative indices would distort it at both ends of the series.
+    """
+    m = period
+    trend = _trend(y, m)
+    offset = m // 2
+    mid = y[offset: offset + len(trend)]
+    pos = (np.arange(len(trend)) + offset) % m
+    ratio = np.array([(mid / trend)[pos == j].mean() for j in range(m)])
+    shift = np.array([(mid - trend)[pos == j].mean() for j in range(m)])
+    ratio, shift = ratio / ratio.mean(), shift - shift.mean()
+    return float(np.sum((mid - trend * ratio[pos]) ** 2)) <= float(np.sum((mid - trend - shift[pos]) ** 2))
+
+
 def naive2_forecast(y: np.ndarray, horizon: int, period: int) -> np.ndarray:
     """Naive on the seasonally adjusted series, reseasonalised (the M competitions' Naive2): (T,) -> (H,)."""
     if not is_seasonal(y, period) or np.any(y <= 0):
