@@ -15,7 +15,7 @@ from ..errors import RunLocked, TrainingDiverged, TrainingError, TrainingInterru
 if TYPE_CHECKING:
     from .loop import Trainer
 
-OPTIMIZERS = ("adamw", "sgd")
+OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 SCHEDULES = ("auto", "cosine", "plateau", "constant")
 
 
@@ -34,7 +34,7 @@ class TrainConfig:
     # token streams: contiguous rows per batch (per rank under DDP); 16 rather than 32 gives twice the updates
     # for the same CPU time, which learned more in a few CPU minutes (docs/charlm.md)
     batch_size: int = 16
-    optimizer: str = "adamw"  # "adamw" or "sgd"
+    optimizer: str = "adamw"  # "adamw", "sgd" or "rmsprop"
     lr: float = 6e-3  # with the cosine decay, higher than char-rnn's 2e-3 learned faster (docs/charlm.md)
     weight_decay: float = 0.01  # AdamW's decoupled weight decay (Loshchilov & Hutter 2019)
     clip: float = 1.0  # gradient clipping to this total norm; 0 for none
