@@ -288,6 +288,7 @@ def test_parametrizations_train_through_the_shortcut():
     torch.testing.assert_close(g, ref.parametrizations.weight_hh_l0.original1.grad, atol=ATOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_compile_and_export_of_a_one_step_call():
     _, ours = pair(num_layers=2)
     ours.eval()

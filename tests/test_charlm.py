@@ -11,9 +11,18 @@ import torch
 import torch.nn.functional as F
 
 from lstmkit.apps import charlm
-from lstmkit.apps.charlm import CharLM, CharLMConfig, DataConfig, RunConfig, TextError, Vocabulary
+from lstmkit.apps.charlm import (
+    CharLM,
+    CharLMConfig,
+    DataConfig,
+    RunConfig,
+    Vocabulary,
+    contiguous_batches,
+    score_stream,
+)
 from lstmkit.checkpoint import save_checkpoint
-from lstmkit.train import TrainConfig, contiguous_batches, make_scheduler, score_stream
+from lstmkit.errors import CheckpointError, TextError
+from lstmkit.train import TrainConfig, make_scheduler
 
 
 def generated_text(n: int = 6000, seed: int = 0) -> str:
@@ -77,20 +86,19 @@ def test_vocabulary_round_trip_and_unknown_characters():
     vocab = Vocabulary.from_text("hello world")
     assert vocab.chars == tuple(sorted(set("hello world")))
     assert vocab.decode(vocab.encode("world hello")) == "world hello"
-    with pytest.raises(TextError, match=r"prompt has 2 character\(s\) the model never saw in training: 'X', '!'"):
-        vocab.encode("heXlo!", "prompt")
+    assert vocab.decode(vocab.encode("heXlo!")) == "he\ufffdlo\ufffd"  # the unknown class
 
 
 def test_the_rarest_characters_are_the_unknown_class_and_unseen_ones_join_them():
-    vocab = Vocabulary.from_text("aaabbbccc d", min_count=3, unknown=True)
+    vocab = Vocabulary.from_text("aaabbbccc d", min_count=3)
     assert vocab.chars == ("a", "b", "c") and len(vocab) == 4 and vocab.unknown_id == 3
     assert vocab.encode("ab d€").tolist() == [0, 1, 3, 3, 3]
     assert vocab.decode([0, 3, 2]) == "a\ufffdc"
     assert vocab.unknown_chars("ab d€") == [" ", "d", "€"] and vocab.count_unknown("dd€") == 3
     again = Vocabulary.from_extra(vocab.to_extra())
     assert again == vocab
-    old = Vocabulary.from_extra({"vocabulary": ["a", "b"]})  # a checkpoint from before the unknown class
-    assert old == Vocabulary(("a", "b")) and len(old) == 2 and old.unknown_id is None
+    with pytest.raises(CheckpointError, match="older lstmkit .* train the model again"):
+        Vocabulary.from_extra({"vocabulary": ["a", "b"]})  # a checkpoint from before the unknown class
 
 
 @pytest.mark.parametrize("text", ["plain ascii", "emoji 🐕🦴", "时间旅行者", "mixed Ω and ß"])
@@ -114,7 +122,7 @@ def test_bits_per_char_are_per_character_of_the_text_whatever_the_vocabulary(tex
     # Known answers: a uniform model over V symbols costs log2(V) bits a symbol, so a uniform byte model costs
     # 8 bits for each byte of each character, and a uniform character model log2(V) for every character,
     # unknown ones included.
-    chars = Vocabulary.from_text("the cat", min_count=1, unknown=True)
+    chars = Vocabulary.from_text("the cat", min_count=1)
     scores = charlm.evaluate(_uniform(chars), chars, text)
     assert scores["chars"] == len(text) and scores["bits_per_char"] == pytest.approx(math.log2(len(chars)), rel=1e-5)
     assert scores["unknown_chars"] == sum(ch not in "the cat" for ch in text)
@@ -125,32 +133,31 @@ def test_bits_per_char_are_per_character_of_the_text_whatever_the_vocabulary(tex
 
 
 def test_a_prompt_with_unseen_characters_is_mapped_and_said_so():
-    vocab = Vocabulary.from_text("the cat", unknown=True)
+    vocab = Vocabulary.from_text("the cat", min_count=1)
     ids, note = charlm.prompt_ids(vocab, "the ™cat")
     assert ids.tolist() == vocab.encode("the ™cat").tolist() and "1 character(s)" in note and "'™'" in note
     assert charlm.prompt_ids(vocab, "the cat")[1] == ""
-    old = Vocabulary(tuple(sorted(set("the cat"))))
-    ids, note = charlm.prompt_ids(old, "the ™cat")
-    assert old.decode(ids) == "the cat" and "left out" in note
-    with pytest.raises(TextError, match="only characters the model never saw"):
-        charlm.prompt_ids(old, "™")
     model = _uniform(vocab)
     sampled = "".join(charlm.generate(model, vocab, "™", 200, seed=0))
     assert len(sampled) == 200 and "\ufffd" not in sampled  # the unknown class is never written
 
 
-def test_a_checkpoint_from_before_the_unknown_class_still_loads_and_scores(tmp_path):
+def test_a_checkpoint_an_older_lstmkit_wrote_is_refused_with_one_line_saying_to_retrain(tmp_path):
     vocab = Vocabulary.from_text(generated_text(500))
     model = CharLM(CharLMConfig(vocab_size=len(vocab), **TINY))
-    run = RunConfig(CharLMConfig(vocab_size=len(vocab), **TINY))
-    config = run.to_dict()
-    del config["data"]["vocab"]  # as an older lstmkit wrote it
-    save_checkpoint(tmp_path / "old", model, config, kind=charlm.KIND, extra={"vocabulary": list(vocab.chars)})
-    loaded, loaded_vocab, saved = charlm.load_model(tmp_path / "old")
-    assert loaded_vocab == vocab and saved.data.vocab == "chars"
-    assert charlm.evaluate(loaded, loaded_vocab, "the cat")["chars"] == 7
-    with pytest.raises(TextError, match="predates the unknown class"):
-        charlm.evaluate(loaded, loaded_vocab, "the cat Ω")
+    config = RunConfig(CharLMConfig(vocab_size=len(vocab), **TINY)).to_dict()
+    save_checkpoint(tmp_path / "ok", model, config, kind=charlm.KIND, extra=vocab.to_extra())
+    assert charlm.load_model(tmp_path / "ok")[1] == vocab
+    # Before the unknown class: a vocabulary without one.
+    save_checkpoint(tmp_path / "vocab", model, config, kind=charlm.KIND, extra={"vocabulary": list(vocab.chars)})
+    # Before the variants mapping: each variant a field of the model config.
+    fields = {**config, "model": {**config["model"], "peephole": False}}
+    del fields["model"]["variants"]
+    save_checkpoint(tmp_path / "fields", model, fields, kind=charlm.KIND, extra=vocab.to_extra())
+    for old in ("vocab", "fields"):
+        with pytest.raises(CheckpointError, match="older lstmkit.*train the model again") as caught:
+            charlm.load_model(tmp_path / old)
+        assert "\n" not in str(caught.value)
 
 
 # -- batches, scoring -----------------------------------------------------------------------------------
@@ -231,8 +238,8 @@ def test_sampling_is_seeded_and_top_k_one_is_greedy():
     assert sample(temperature=1.0, seed=5) == sample(temperature=1.0, seed=5)
     assert sample(temperature=1.0, seed=5) != sample(temperature=1.0, seed=6)
     assert sample(temperature=1.5, top_k=1, seed=7) == sample(temperature=0)
-    with pytest.raises(TextError, match="never saw"):
-        sample(temperature=1.0, seed=1) if False else list(charlm.generate(model, vocab, "xyz", 3))
+    unseen = "".join(charlm.generate(model, vocab, "xyz", 30, seed=1))  # a prompt of unknown characters
+    assert len(unseen) == 30 and set(unseen) <= set("abcdefgh ")  # the unknown class is never written
     with pytest.raises(ValueError, match="temperature"):
         list(charlm.generate(model, vocab, "abc", 3, temperature=-1))
 
@@ -253,12 +260,15 @@ def test_configs_refuse_nonsense_and_survive_json():
     with pytest.raises(ValueError, match="hidden_size"):
         CharLMConfig(vocab_size=5, hidden_size=0)
     with pytest.raises(ValueError, match="peephole"):
-        CharLMConfig(vocab_size=5, cell="slstm", peephole=True)
+        CharLMConfig(vocab_size=5, variants={"cell": "slstm", "peephole": True})
+    with pytest.raises(ValueError, match="zonout"):
+        CharLMConfig(vocab_size=5, variants={"zonout": 0.1})
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="cosine"):
         TrainConfig(schedule="cosine")
-    run = RunConfig(CharLMConfig(vocab_size=5, layer_norm=True), DataConfig(corpus=None, texts=("a.txt",)))
+    run = RunConfig(CharLMConfig(vocab_size=5, variants={"layer_norm": True, "zoneout": 0.1}),
+                    DataConfig(corpus=None, texts=("a.txt",)))
     assert RunConfig.from_dict(run.to_dict()) == run
 
 

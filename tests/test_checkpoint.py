@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from lstmkit.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, save_checkpoint
+from lstmkit.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from lstmkit.errors import CheckpointError
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,7 @@ def test_out_and_resume_mistakes(trained, tmp_path, capsys):
     fails(["train", "--text", str(text), "--out", str(tmp_path / "file"), *TINY], "is a file")
 
 
+@pytest.mark.slow
 def test_a_bad_input_as_a_real_process_is_one_line_and_exit_2(tmp_path):
     result = lstmkit(tmp_path, "train", "--text", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and result.stdout == ""
@@ -227,6 +228,7 @@ def test_a_bad_input_as_a_real_process_is_one_line_and_exit_2(tmp_path):
 # -- resume after SIGKILL, and data-parallel training -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_killed_by_sigkill_resumes_to_the_same_weights_bit_for_bit(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text(generated_text(6000))
@@ -263,6 +265,7 @@ def test_a_run_killed_by_sigkill_resumes_to_the_same_weights_bit_for_bit(tmp_pat
         tmp_path / "killed" / "metrics.csv").read_text().count("\n")
 
 
+@pytest.mark.slow
 def test_torchrun_trains_data_parallel_with_two_processes(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text(generated_text(8000))
@@ -301,7 +304,7 @@ def test_variants_train_and_generate(tmp_path, capsys, variant):
     capsys.readouterr()
     assert main(["generate", "--checkpoint", out, "--prompt", "the", "--length", "10", "--seed", "0"]) == 0
     assert len(capsys.readouterr().out) == 3 + 10 + 1
-    saved = load_checkpoint(out).config["model"]
+    saved = load_checkpoint(out).config["model"]["variants"]
     if variant[0] == "--weight-drop":
         assert saved["weight_drop"] == 0.3
         return
@@ -311,6 +314,7 @@ def test_variants_train_and_generate(tmp_path, capsys, variant):
 # -- what users do: Ctrl-C, a learning rate that diverges, two runs on one directory -----------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_run_saves_last_says_how_to_resume_and_resumes_bit_for_bit(tmp_path, sig):
     text = tmp_path / "text.txt"
@@ -363,6 +367,7 @@ def test_a_diverging_run_stops_with_a_clear_message_and_keeps_a_finite_checkpoin
     assert skipping == 1 and "weights or the validation loss (nan) are no longer finite" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_out_is_refused_at_once(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text(generated_text(6000))

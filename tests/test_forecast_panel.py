@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from lstmkit.apps.forecast import ForecastError
 from lstmkit.apps.forecast import panel as P
-from lstmkit.checkpoint import CheckpointError
 from lstmkit.cli import main
+from lstmkit.errors import CheckpointError, ForecastError
 
 SEASON = 12
 
@@ -222,6 +221,7 @@ def test_config_rejects_bad_values_naming_the_argument():
         P.GlobalConfig(horizon=3, id="y")
 
 
+@pytest.mark.slow
 def test_torchrun_trains_one_global_model_data_parallel_with_two_processes(tmp_path):
     path = write_long(tmp_path / "long.csv", seasonal_panel(8))
     script = tmp_path / "lstmkit_main.py"

@@ -510,6 +510,7 @@ def test_custom_ops_pass_opcheck() -> None:
     torch.library.opcheck(fused.fused_slstm_backward, sbargs, test_utils=("test_schema", "test_faketensor"))
 
 
+@pytest.mark.slow
 def test_compiles_with_torch_compile() -> None:
     reference, fast = _pair({"bidirectional": True})
     x, hx = _inputs(fast)

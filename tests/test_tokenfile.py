@@ -8,8 +8,9 @@ import pytest
 import torch
 from test_charlm import generated_text
 
-from lstmkit.apps import tokenfile
-from lstmkit.apps.charlm import RARE, DataConfig, TextError, Vocabulary, prepare_text, read_texts, text_files
+from lstmkit.apps.charlm import RARE, DataConfig, Vocabulary, prepare_text, read_texts, text_files, tokenfile
+from lstmkit.apps.charlm import text as text_module
+from lstmkit.errors import TextError
 
 
 def _folder(tmp_path):
@@ -38,14 +39,14 @@ def test_folders_and_globs_expand_to_sorted_files(tmp_path):
 @pytest.mark.parametrize("chunk", [5, 1 << 22])  # 5 bytes: chunks end inside multi-byte characters
 def test_a_token_file_holds_the_ids_of_the_text_in_memory(tmp_path, monkeypatch, vocab, chunk):
     monkeypatch.setattr(tokenfile, "CHUNK", chunk)
-    monkeypatch.setattr(tokenfile.chunks, "__defaults__", (chunk, None))
+    monkeypatch.setattr(text_module, "CHUNK", chunk)
     folder = _folder(tmp_path)
     files = text_files([folder])
     tokens = tokenfile.encode_files(files, tmp_path / "cache", vocab=vocab, val_fraction=0.1, train_chars=0,
                                     min_count=RARE, progress=False)
     text = read_texts([folder])
     train, val = prepare_text(text, DataConfig(corpus=None, texts=(str(folder),), val_fraction=0.1))
-    expected = Vocabulary.from_text(train, vocab, min_count=RARE, unknown=True)
+    expected = Vocabulary.from_text(train, vocab, min_count=RARE)
     assert Vocabulary.from_extra(tokens.vocabulary) == expected
     assert torch.equal(tokens.ids[: tokens.split].long(), expected.encode(train))
     assert torch.equal(tokens.ids[tokens.split :].long(), expected.encode(val))
@@ -83,6 +84,6 @@ def test_bad_files_are_named(tmp_path):
     for name, data, message in (("empty.txt", b"", "is empty"), ("nul.bin", b"ab\x00c", "binary"),
                                 ("latin.txt", "Déjà".encode("latin-1"), r"byte 1 \(0xe9\)")):
         (tmp_path / name).write_bytes(data)
-        with pytest.raises(tokenfile.SourceError, match=message):
+        with pytest.raises(TextError, match=message):
             tokenfile.encode_files([tmp_path / name], tmp_path / "cache", vocab="chars", val_fraction=0.1,
                                    train_chars=0, min_count=RARE, progress=False)

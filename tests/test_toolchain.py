@@ -436,6 +436,7 @@ COMPILED = [pytest.param("LSTM", e, id=f"LSTM-{e}") for e in LSTM_ENGINES] + [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "engine"), COMPILED)
 def test_torch_compile_same_outputs_and_gradients(name, engine):
     torch._dynamo.reset()
@@ -449,6 +450,7 @@ def test_torch_compile_same_outputs_and_gradients(name, engine):
     _assert_same(list(_grads(ours).values()), list(_grads(reference).values()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", [e for e in LSTM_ENGINES if lstmkit.LSTM(I, H, engine=e).engine != "native"])
 def test_torch_compile_fullgraph(engine):
     """One graph, no break: the reference engine is plain tensor code, the fused engine a torch.library op.
@@ -463,6 +465,7 @@ def test_torch_compile_fullgraph(engine):
     _assert_same(out, reference(x))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "engine"), CASES)
 def test_torch_export_runs(name, engine):
     reference, ours = _pair(name, engine, stacked=True)
@@ -485,6 +488,7 @@ ONNX_CASES = [pytest.param("LSTM", e, {}, id=f"LSTM-{e}") for e in LSTM_ENGINES]
 ] + [pytest.param("LSTM", "auto", v.values[0], id=f"LSTM-{v.id}") for v in VARIANTS]
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
 @pytest.mark.parametrize(("name", "engine", "kwargs"), ONNX_CASES)
 def test_onnx_export_runs_in_onnx_runtime(name, engine, kwargs):
@@ -661,6 +665,7 @@ def _ddp_worker(rank: int, world: int, store: str, out: str, engine: str, weight
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("engine", "weight_drop"), [("auto", 0.0), ("auto", 0.3)], ids=["plain", "weight_drop"])
 def test_distributed_data_parallel_two_processes(engine, weight_drop, tmp_path):
     import torch.distributed as dist

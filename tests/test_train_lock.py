@@ -10,7 +10,8 @@ import sys
 import pytest
 from train_toy import Regression
 
-from lstmkit.train import RunLocked, TrainConfig, train
+from lstmkit.errors import RunLocked
+from lstmkit.train import TrainConfig, train
 from lstmkit.train.lock import RunLock
 
 HOLD = """

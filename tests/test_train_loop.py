@@ -9,7 +9,8 @@ import torch
 from train_toy import Regression
 
 from lstmkit.checkpoint import load_checkpoint
-from lstmkit.train import TrainConfig, TrainingDiverged, train
+from lstmkit.errors import TrainingDiverged
+from lstmkit.train import TrainConfig, train
 
 CONFIG = dict(lr=0.02, eval_every=8, patience=0, device="cpu", schedule="constant")
 
@@ -56,3 +57,42 @@ def test_skip_nonfinite_skips_the_step_and_goes_on(tmp_path):
     assert result.steps == 32 and result.skipped == 1
     assert all(torch.isfinite(p).all() for p in task.model.parameters())
     assert all(row["train_loss"] == row["train_loss"] for row in result.history)  # no NaN in the log
+
+
+def test_with_no_out_nothing_is_written_and_the_result_is_the_same(tmp_path, monkeypatch):
+    _, written = _run(tmp_path / "run", max_steps=40)
+    empty = tmp_path / "cwd"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    task = Regression()
+    result = train(task, TrainConfig(**CONFIG, max_steps=40), None, progress=False)
+    assert list(empty.iterdir()) == []
+    assert result.steps == 40 and [r["val_loss"] for r in result.history] == [r["val_loss"] for r in written.history]
+    saved = load_checkpoint(tmp_path / "run" / "last").state_dict
+    assert all(torch.equal(saved[k], v) for k, v in task.model.state_dict().items())
+
+
+def test_with_no_out_resume_is_refused_and_a_divergence_says_nothing_was_saved():
+    with pytest.raises(ValueError, match="resume needs the output directory"):
+        train(Regression(), TrainConfig(**CONFIG, max_steps=8), None, resume=True, progress=False)
+    with pytest.raises(TrainingDiverged, match="Nothing is saved"):
+        train(Regression(nan_at=3), TrainConfig(**CONFIG, max_steps=8), None, progress=False)
+
+
+def test_an_out_needs_what_its_checkpoints_say_they_are(tmp_path):
+    with pytest.raises(ValueError, match="kind and run_config"):
+        train(Regression(), TrainConfig(**CONFIG, max_steps=8), tmp_path / "run", progress=False)
+
+
+def test_a_trainer_state_from_an_older_lstmkit_is_refused_with_one_line(tmp_path):
+    from lstmkit.checkpoint import save_checkpoint
+    from lstmkit.errors import CheckpointError
+
+    _run(tmp_path / "run", max_steps=16)
+    saved = load_checkpoint(tmp_path / "run" / "last", trainer=True)
+    old = {k: v for k, v in saved.trainer.items() if k not in ("hooks", "best_step")}
+    old["bad_evals"] = 0  # how runs saved before the hooks had their own state kept early stopping's count
+    save_checkpoint(tmp_path / "run" / "last", saved.state_dict, saved.config, kind="toy", extra=saved.extra,
+                    trainer=old)
+    with pytest.raises(CheckpointError, match="saved by an older lstmkit .* train it again"):
+        _run(tmp_path / "run", resume=True, max_steps=32)

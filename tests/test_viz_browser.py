@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from lstmkit.apps.charlm import load_model
+from lstmkit.apps.gate_viewer import record_charlm
 from lstmkit.cli import main
 from lstmkit.inspect import GATE_NAMES
-from lstmkit.viz import record_charlm
 
 TEXT = "the time traveller was expounding a recondite matter to us. his grey eyes shone and twinkled."
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -86,6 +86,7 @@ def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/test.sh installs it)")
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_page_draws_in_a_real_browser(inspected, tmp_path):
     shot = tmp_path / "page.png"
@@ -102,6 +103,7 @@ def test_page_draws_in_a_real_browser(inspected, tmp_path):
     assert (side.min(axis=2) < 0.6).mean() > 0.02  # the side panel (table, strip, timeline) is drawn
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_page_shows_the_recorded_values(inspected, run_dir, tmp_path):
     model, vocab, _ = load_model(run_dir)

@@ -1,21 +1,9 @@
 """Checkpoints: a directory a model can be rebuilt from, written so that a crash never leaves half of one.
 
-A checkpoint is a directory holding
-
-* ``model.safetensors``: the weights (a ``state_dict``), in safetensors (no pickle, so loading runs no code);
-* ``config.json``: what the checkpoint is (``format``, ``version``, ``kind``), the model's config, an ``extra``
-  dict (a vocabulary, a scaler, metrics, ...), and the size and SHA-256 of every other file in it;
-* ``trainer.pt`` (optional): what a resumed run needs beyond the weights (optimizer, scheduler, RNG states,
-  data position), loaded with ``torch.load(weights_only=True)``.
-
-Writing: every file goes into a fresh ``NAME.tmp`` directory (each through :func:`lstmkit.fileio.atomic_write`),
-then ``NAME`` is swapped for it with two renames (``NAME -> NAME.old``, ``NAME.tmp -> NAME``). A reader finds
-either the old checkpoint or the new one, whole; if a crash falls between the two renames, ``NAME.old`` is
-still whole and :func:`resolve_checkpoint` and the next save take it back.
-
-Reading: :func:`load_checkpoint` checks the format, the kind, the sizes and hashes, and that the weights parse,
-and raises :class:`CheckpointError` with one clear sentence for a missing, truncated, corrupted or
-other-model checkpoint.
+A checkpoint holds ``model.safetensors`` (the weights; no pickle), ``config.json`` (``format``, ``version``,
+``kind``, the model's config, an ``extra`` dict, and the size and SHA-256 of every other file) and optionally
+``trainer.pt`` (what a resumed run needs). :func:`save_checkpoint` writes a fresh ``NAME.tmp`` and swaps it in
+with two renames; :func:`load_checkpoint` checks everything and raises :class:`CheckpointError` in one sentence.
 """
 
 from __future__ import annotations
@@ -36,13 +24,13 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 from torch import Tensor, nn
 
+from .errors import CheckpointError
 from .fileio import atomic_write
 
 __all__ = [
     "FORMAT",
     "VERSION",
     "Checkpoint",
-    "CheckpointError",
     "load_checkpoint",
     "resolve_checkpoint",
     "save_checkpoint",
@@ -55,9 +43,6 @@ CONFIG = "config.json"
 TRAINER = "trainer.pt"
 # In a run directory (``lstmkit train --out DIR``) the checkpoints are these subdirectories.
 BEST, LAST = "best", "last"
-
-
-from .errors import CheckpointError  # noqa: E402 (its home is errors.py; importable from here too)
 
 
 @dataclass(frozen=True)
@@ -102,6 +87,10 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint directory at ``path``, replacing any checkpoint there as one step.
 
+    Every file goes into a fresh ``NAME.tmp`` directory (each through :func:`lstmkit.fileio.atomic_write`), then
+    ``NAME`` is swapped for it with two renames (``NAME -> NAME.old``, ``NAME.tmp -> NAME``): a reader finds the
+    old checkpoint or the new one, whole; after a crash between the renames, ``NAME.old`` is taken back.
+
     model: a module (its ``state_dict()`` is saved) or a state dict. config: a dataclass or a JSON-able dict,
     saved under ``"config"``. kind: what model this is (``"charlm"``, ``"forecast"``, ...), checked on load.
     extra: more JSON-able data (a vocabulary, metrics). trainer: the resumable training state, tensors and
@@ -129,13 +118,17 @@ def save_checkpoint(
     tmp = path.with_name(path.name + ".tmp")
     old = path.with_name(path.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, data in files.items():
-        with atomic_write(tmp / name, "wb") as handle:
-            handle.write(data)
-    with atomic_write(tmp / CONFIG, "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=2, sort_keys=True)
-        handle.write("\n")
+    try:
+        tmp.mkdir(parents=True)
+        for name, data in files.items():
+            with atomic_write(tmp / name, "wb") as handle:
+                handle.write(data)
+        with atomic_write(tmp / CONFIG, "w", encoding="utf-8") as handle:
+            json.dump(manifest, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no half checkpoint behind
+        raise
     shutil.rmtree(old, ignore_errors=True)
     if path.exists():
         os.replace(path, old)

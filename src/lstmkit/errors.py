@@ -6,10 +6,8 @@ some input mistakes (a wrong ``input_size``, a hidden state of the wrong shape) 
 (a wrong dtype). The command line prints any of these as one line on stderr and exits with status 2
 (``cli/common.py``: ``USER_ERRORS``).
 
-The modules that raised them first still export them under the old names (``lstmkit.checkpoint.CheckpointError``,
-``lstmkit.apps.charlm.TextError``, ``lstmkit.apps.forecast.ForecastError``, ``lstmkit.cli.common.UsageError``,
-and the trainer's ``TrainingError``, ``TrainingDiverged``, ``RunLocked`` and ``TrainingInterrupted`` from
-``lstmkit.train``). A ``TrainingError`` is printed as one line too, with its own ``exit_code``.
+A ``TrainingError`` (a run that could not go on) is printed as one line too, with its own ``exit_code``.
+Import them from here: no other module re-exports them.
 """
 
 
@@ -51,11 +49,17 @@ class RunLocked(TrainingError):
     exit_code = 2
 
 
+class RunExists(TrainingError):
+    """A new run was asked for in an output directory that already holds one (resume it, or choose another)."""
+
+    exit_code = 2
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM arrived; the step in flight was finished and ``last/`` written before this was raised."""
 
 
 __all__ = [
-    "CheckpointError", "ForecastError", "InputError", "RunLocked", "TextError", "TrainingDiverged", "TrainingError",
-    "TrainingInterrupted", "UsageError",
+    "CheckpointError", "ForecastError", "InputError", "RunExists", "RunLocked", "TextError", "TrainingDiverged",
+    "TrainingError", "TrainingInterrupted", "UsageError",
 ]

@@ -20,7 +20,8 @@ def _umask() -> int:
 def atomic_write(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
     """Open a temporary file beside ``path``; rename it onto ``path`` only when the block ends cleanly.
 
-    A reader never sees a half-written file, and a crash (even SIGKILL) leaves the old file as it was.
+    A reader never sees a half-written file, and a crash (even SIGKILL) leaves the old file as it was. On any
+    error the temporary file is removed; an OSError that names no file (a full disk) is raised naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,6 +34,11 @@ def atomic_write(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
         # mkstemp makes the file private (0600); give it the mode an ordinary open() would.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        if error.filename is None:
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -1,25 +1,11 @@
-"""Look inside an LSTM: analysis of its recorded gates (statistics, a ranking of the cells).
+"""Look inside an LSTM: record its gates and states (:func:`record`), their saturation, a ranking of the cells.
 
-:func:`record` runs an LSTM and returns a :class:`GateRecord`: for every layer, direction and time step, the
-gates ``i, f, g, o`` and the states ``c`` and ``h`` that the LSTM computed (see ``engines/reference.py`` for
-the equations). Recording is an engine's capability, declared in the ``Engine`` protocol
-(``engines/base.py``: ``forward_with_gates``; the record itself is ``engines/gates.py``):
+Recording is an engine's capability (``engines/base.py``: ``forward_with_gates``; the record is
+``engines/gates.py``): the reference engine records from its step function; an engine that keeps its gates
+inside its kernel (native, fused) records by running the reference equations on the same weights.
 
-* the reference engine records them from its step function (``reference.gated_step_for(spec)``: the plain
-  LSTM's ``lstm_gated_step`` or a variant's): the same run of the equations that gives the output. For CIFG the
-  recorded ``i`` is ``1 - f``; for the sLSTM, ``i`` and ``f`` are the stabilised exponential gates and ``c`` the
-  stabilised cell state;
-* an engine that keeps its gates inside its kernel (``native``: oneDNN or cuDNN; ``fused``) records them by
-  running the reference equations on the same weights. It is the same function: the tests check that the
-  ``h`` and ``c`` recorded equal the native engine's outputs within 1e-5.
-
-This module sits above the modules and imports them; nothing below imports it. The memory calculator is
-:mod:`lstmkit.memory`, the parameter table :func:`lstmkit.params.parameter_table` (both importable from here
-too, their former home).
-
-References:
-  A. Karpathy, J. Johnson, L. Fei-Fei. Visualizing and Understanding Recurrent Networks. ICLR 2016 workshop
-  (cells that track quotes and line length; gate saturation: how often a gate is below 0.1 or above 0.9).
+Reference: A. Karpathy, J. Johnson, L. Fei-Fei. Visualizing and Understanding Recurrent Networks. ICLR 2016
+workshop (cells that track quotes and line length; gate saturation below 0.1 or above 0.9).
 """
 
 from __future__ import annotations
@@ -30,15 +16,16 @@ import torch
 from torch import Tensor, nn
 
 from .engines.gates import GATE_NAMES, GateRecord
-from .memory import DTYPES, MemoryEstimate, measure_peak_bytes, memory_estimate  # noqa: F401  (former home)
 from .modules import LSTM
-from .params import parameter_table  # noqa: F401  (former home)
 
 __all__ = ["GATE_NAMES", "GateRecord", "cell_scores", "record", "saturation"]
 
 
 def record(module: nn.Module, input: Any, hx: Any = None) -> GateRecord:
     """Run an LSTM over ``input`` and return every gate and state it computed, without gradients.
+
+    For CIFG the recorded ``i`` is ``1 - f``; for the sLSTM, ``i`` and ``f`` are the stabilised exponential gates
+    and ``c`` the stabilised cell state.
 
     ``module``: a :class:`lstmkit.LSTM`, or a :class:`torch.nn.LSTM` (its weights are copied into an
     ``lstmkit.LSTM``, which computes the same function). ``input`` and ``hx`` as the module's ``forward`` takes

@@ -2,7 +2,7 @@
 
 Each command module in this package has ``register(subparsers)``, which adds its parser and sets
 ``func`` to a function of the parsed arguments. Bad input from the user (a missing file, a bad value) raises
-:class:`lstmkit.cli.common.UsageError` or one of the errors listed in ``common.USER_ERRORS``; ``main`` prints it
+:class:`lstmkit.errors.UsageError` or one of the errors listed in ``common.USER_ERRORS``; ``main`` prints it
 as one line on stderr and exits with status 2, never a traceback.
 """
 
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..train import TrainingError
+from ..errors import TrainingError
 from .common import ArgumentParser, report_error
 
 # Command modules, in the order ``lstmkit --help`` lists them.

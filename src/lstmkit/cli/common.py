@@ -4,6 +4,7 @@ argparse types (``ranged``, ``device``) and the variant flags derived from their
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import sys
@@ -21,7 +22,12 @@ USER_ERRORS: tuple[type[BaseException], ...] = (UsageError, InputError, FileNotF
 
 
 def report_error(command: str, error: BaseException) -> int:
-    """Print ``error`` as one line on stderr; 2 for bad input, 1 for anything else (a bug in lstmkit)."""
+    """Print ``error`` as one line on stderr; 2 for bad input, 1 for a full disk and anything else (a bug)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" to write {error.filename}" if error.filename else ""
+        print(f"lstmkit {command}: error: no space left on the device{where}; free some space or write "
+              "elsewhere", file=sys.stderr)
+        return 1
     if isinstance(error, USER_ERRORS):
         message = str(error)
         if isinstance(error, OSError) and error.filename is not None:

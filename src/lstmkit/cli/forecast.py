@@ -17,7 +17,8 @@ from typing import Any
 
 from .. import engines
 from ..apps.forecast.competition import DATASETS, STATS_METHODS
-from .common import UsageError, ranged
+from ..errors import UsageError
+from .common import ranged
 
 _POSITIVE = ranged(float, 0, inclusive=False)
 _FRACTION = ranged(float, 0, 1, inclusive=False, what="a number between 0 and 1")
@@ -124,7 +125,7 @@ def register(subparsers: Any) -> None:
 
 
 def _library_errors(call: Callable[[], int]) -> int:
-    from ..apps.forecast import ForecastError
+    from ..errors import ForecastError
 
     try:
         return call()

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .common import UsageError, ranged
+from ..errors import UsageError
+from .common import ranged
 
 MAX_CHARS = 5000  # the page holds every gate of every cell at every character: keep it a size a browser likes
 
@@ -37,7 +38,6 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..apps.gate_viewer import inspect_charlm
-    from ..checkpoint import CheckpointError
 
     text = Path(args.text_file).read_text(encoding="utf-8") if args.text_file else args.text
     if not text:
@@ -47,12 +47,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
-    try:
-        result = inspect_charlm(args.checkpoint, text, out, top_cells=args.top_cells, text_cells=args.text_cells)
-    except CheckpointError as error:
-        raise UsageError(str(error)) from None
-    except ValueError as error:  # characters the model never saw, an empty text after preprocessing
-        raise UsageError(str(error)) from None
+    result = inspect_charlm(args.checkpoint, text, out, top_cells=args.top_cells, text_cells=args.text_cells)
     if args.json:
         print(json.dumps(result.summary, indent=1))
     else:

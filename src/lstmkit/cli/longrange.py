@@ -10,10 +10,11 @@ from typing import Any
 
 from .. import engines
 from ..apps import longrange
+from ..errors import UsageError
 from ..synthetic import TASKS
 from ..synthetic.base import OPTIMIZERS
 from ..train import resolve_device
-from .common import UsageError, add_variant_arguments, device, ranged, variant_kwargs
+from .common import add_variant_arguments, device, ranged, variant_kwargs
 
 _positive_int = ranged(int, 1)
 _count = ranged(int, 0)

@@ -7,7 +7,8 @@ import dataclasses
 import json
 from typing import Any
 
-from .common import UsageError, ranged
+from ..errors import UsageError
+from .common import ranged
 
 
 def add_size_flags(parser: argparse.ArgumentParser, batch: bool) -> None:

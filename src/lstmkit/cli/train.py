@@ -12,11 +12,12 @@ from typing import Any
 import torch
 
 from ..apps import charlm
-from ..checkpoint import LAST, load_checkpoint
+from ..checkpoint import LAST, Checkpoint
 from ..engines import ENGINE_CHOICES
+from ..errors import UsageError
 from ..train import OPTIMIZERS, SCHEDULES, TrainConfig, resolve_device
-from ..variants import NAMES as variant_names
-from .common import UsageError, add_variant_arguments, device, ranged
+from ..variants import REGISTRY
+from .common import add_variant_arguments, device, ranged
 
 
 def _field(group: argparse._ArgumentGroup, flag: str, section: str, name: str, kind: Any, help: str,
@@ -55,6 +56,8 @@ def register(subparsers: Any) -> None:
     _field(g, "--train-chars", "data", "train_chars", ranged(int, 0), "train on the first N characters only")
     _field(g, "--vocab", "data", "vocab", str, "chars: the training characters, the rarest as one unknown class "
            "(default); bytes: UTF-8 bytes, 256 symbols", choices=list(charlm.VOCABS))
+    _field(g, "--eval-tokens", "data", "eval_tokens", ranged(int, 1), "validation tokens each evaluation scores: "
+           f"the same sample every time, spread over the held-out part ({charlm.EVAL_TOKENS:,})")
 
     g = p.add_argument_group("model")
     _field(g, "--embedding-dim", "model", "embedding_dim", ranged(int, 0), "embedding size; 0 for one-hot (64)")
@@ -65,9 +68,7 @@ def register(subparsers: Any) -> None:
     g.add_argument("--no-bias", dest="model.bias", action="store_false", default=argparse.SUPPRESS,
                    help="LSTM without biases")
     _field(g, "--engine", "model", "engine", str, "lstmkit engine (auto)", choices=list(ENGINE_CHOICES))
-    # The variants the char model's config holds (all of them today; one it lacks gets no flag rather than a crash).
-    model_fields = {f.name for f in dataclasses.fields(charlm.CharLMConfig)}
-    add_variant_arguments(p, dest_prefix="model.", skip=tuple(n for n in variant_names if n not in model_fields))
+    add_variant_arguments(p, dest_prefix="variants.")  # into the model config's ``variants`` mapping
 
     g = p.add_argument_group("training")
     _field(g, "--seq-len", "train", "seq_len", ranged(int, 1), "BPTT steps per batch (64)")
@@ -110,8 +111,10 @@ def build_run(args: argparse.Namespace) -> charlm.RunConfig:
         data = dataclasses.replace(data, corpus=None, texts=tuple(args.text))
     elif args.corpus:
         data = dataclasses.replace(data, corpus=args.corpus, texts=())
+    variants = {**model.variants, **{name: value for (sec, name), value in given.items() if sec == "variants"}}
     sections = {"model": model, "data": data, "train": train}
     try:
+        sections["model"] = dataclasses.replace(model, variants=variants)
         for section in sections:
             changes = {name: value for (sec, name), value in given.items() if sec == section}
             sections[section] = dataclasses.replace(sections[section], **changes)  # type: ignore[type-var]
@@ -120,17 +123,22 @@ def build_run(args: argparse.Namespace) -> charlm.RunConfig:
     return charlm.RunConfig(model=sections["model"], data=sections["data"], train=sections["train"])  # type: ignore[arg-type]
 
 
-def resumed_run(args: argparse.Namespace, out: Path) -> charlm.RunConfig:
-    """The saved run's config, with only the limits and device the flags change; UsageError on a conflict."""
-    saved = charlm.RunConfig.from_dict(load_checkpoint(out / LAST, kind=charlm.KIND).config)
+def resumed_run(args: argparse.Namespace, out: Path) -> tuple[charlm.RunConfig, Checkpoint]:
+    """The saved run's config, with only the limits and device the flags change, and its ``last/`` (read once);
+    UsageError on a conflict."""
+    saved, checkpoint = charlm.load_run(out)
     given = {tuple(key.split(".", 1)): value for key, value in vars(args).items() if "." in key}
     if args.recipe or args.text or args.corpus:
         raise UsageError("--resume takes the run's text and recipe from its checkpoint; drop --text/--corpus/--recipe")
     sections = {"model": saved.model, "data": saved.data, "train": saved.train}
     for (section, name), value in given.items():
-        old = getattr(sections[section], name)
+        if section == "variants":
+            old = saved.model.variants.get(name, REGISTRY[name].default)
+        else:
+            old = getattr(sections[section], name)
         if (section, name) not in RESUMABLE and value != old:
-            flag = "--" + name.replace("_", "-") if name != "bias" else "--no-bias"
+            flag = REGISTRY[name].flag if section == "variants" else (
+                "--" + name.replace("_", "-") if name != "bias" else "--no-bias")
             raise UsageError(
                 f"{flag} {value} differs from the run being resumed ({old}); drop it, or start a new --out"
             )
@@ -140,24 +148,21 @@ def resumed_run(args: argparse.Namespace, out: Path) -> charlm.RunConfig:
         resolve_device(train.device)  # --device was checked by its type; the saved device may not exist here
     except ValueError as error:
         raise UsageError(str(error)) from None
-    return dataclasses.replace(saved, train=train)
+    return dataclasses.replace(saved, train=train), checkpoint
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a directory")
+    saved = None
     if args.resume:
-        run_config = resumed_run(args, out)
+        run_config, saved = resumed_run(args, out)
     else:
         run_config = build_run(args)
-        if (out / LAST).exists() or (out / (LAST + ".old")).exists():
-            raise UsageError(
-                f"{out} already holds a training run; pass --resume to continue it, or choose another --out"
-            )
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = charlm.train_charlm(run_config, out, resume=args.resume, progress=not args.quiet)
+    result = charlm.train_charlm(run_config, out, resume=args.resume, progress=not args.quiet, saved=saved)
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun, rank 0 reports for all
     best = result.best_val_loss

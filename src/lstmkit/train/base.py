@@ -5,15 +5,10 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-
-from ..errors import RunLocked, TrainingDiverged, TrainingError, TrainingInterrupted  # noqa: F401 (home: errors.py)
-
-if TYPE_CHECKING:
-    from .loop import Trainer
 
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 SCHEDULES = ("auto", "cosine", "plateau", "constant")
@@ -90,6 +85,7 @@ class FitResult:
     seconds: float
     history: list[dict[str, float]]
     skipped: int = 0  # steps skipped for a non-finite loss or gradient (``skip_nonfinite``)
+    best_step: int = 0  # the step of the evaluation with the lowest validation loss (0: none ran)
 
 
 def resolve_device(request: str) -> torch.device:
@@ -168,6 +164,9 @@ class Task(ABC):
 class Callback:
     """A hook around the loop (Keras's callbacks). Each method is called on every rank; write files on rank 0.
 
+    ``trainer`` is the :class:`lstmkit.train.Trainer` running the loop (typed ``Any`` here: the loop imports
+    this module, not the other way round); its attributes are listed in its docstring.
+
     A hook with state that must survive a resume returns it from :meth:`state_dict` (saved in ``last/``).
     """
 
@@ -177,17 +176,17 @@ class Callback:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
-    def on_train_begin(self, trainer: Trainer) -> None:
+    def on_train_begin(self, trainer: Any) -> None:
         """After the model, optimizer and (on resume) the saved state are in place."""
 
-    def on_step_end(self, trainer: Trainer) -> None:
+    def on_step_end(self, trainer: Any) -> None:
         """After each step (``trainer.last_loss`` holds its loss)."""
 
-    def on_evaluate(self, trainer: Trainer, row: dict[str, float]) -> None:
+    def on_evaluate(self, trainer: Any, row: dict[str, float]) -> None:
         """After an evaluation; ``row`` was just appended to ``trainer.history``."""
 
-    def on_interrupt(self, trainer: Trainer) -> None:
+    def on_interrupt(self, trainer: Any) -> None:
         """SIGINT/SIGTERM: the step in flight is done; save what resuming needs."""
 
-    def on_train_end(self, trainer: Trainer) -> None:
+    def on_train_end(self, trainer: Any) -> None:
         """After the loop (not after an error)."""

@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from typing import IO, Any
 
-from .base import RunLocked
+from ..errors import RunLocked
 
 try:
     import fcntl

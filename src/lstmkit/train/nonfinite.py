@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import TrainingDiverged
+from ..errors import TrainingDiverged
 from .distributed import any_rank
 
 
@@ -36,7 +36,7 @@ class NonFiniteGuard:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.skipped = int(state.get("skipped", 0))
 
-    def step_ok(self, loss: float, grad_norm: float, device: torch.device, *, step: int, last: Path) -> bool:
+    def step_ok(self, loss: float, grad_norm: float, device: torch.device, *, step: int, last: Path | None) -> bool:
         """True for a finite step; False for one to skip; raises TrainingDiverged otherwise. Every rank agrees
         (a NaN on one rank reaches all through the averaged gradients, but its loss may be the only sign)."""
         bad = any_rank(not (math.isfinite(loss) and math.isfinite(grad_norm)), device)
@@ -51,7 +51,8 @@ class NonFiniteGuard:
             "--skip-nonfinite to skip such steps"
         )
 
-    def check_model(self, model: nn.Module, val_loss: float, device: torch.device, *, step: int, last: Path) -> None:
+    def check_model(self, model: nn.Module, val_loss: float, device: torch.device, *, step: int,
+                    last: Path | None) -> None:
         """Before a checkpoint is written: the weights and the validation loss must be finite. (An update from
         finite gradients can still overflow the weights; no step after it can be skipped back.)"""
         finite = math.isfinite(val_loss) and all(bool(torch.isfinite(p).all()) for p in model.parameters())
@@ -62,7 +63,9 @@ class NonFiniteGuard:
             )
 
 
-def _where(last: Path) -> str:
+def _where(last: Path | None) -> str:
+    if last is None:
+        return "Nothing is saved (the run has no output directory)."
     if last.exists():
         return f"The last checkpoint, with finite weights, is {last}."
     return "No checkpoint had been written yet."

@@ -1,8 +1,10 @@
-"""The progress bar: steps done, the loss, the validation loss, the speed and the time left (tqdm, rank 0)."""
+"""Progress: a tqdm bar (steps done, the loss, the validation loss, the speed, the time left) or quiet, and a
+hook that hands each step's or evaluation's figures to a function of the caller's."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from tqdm import tqdm
@@ -29,22 +31,26 @@ def time_left(step: int, elapsed: float, total_steps: int, max_minutes: float) -
 
 
 class ProgressBar(Callback):
-    """A tqdm bar over the step budget (open-ended when there is none), on rank 0 only."""
+    """A tqdm bar on stderr over the step budget (open-ended when there is none), on rank 0 only; ``enabled``
+    False keeps it quiet. desc: the bar's label; val_name: what the validation loss is called on it (e.g. the
+    task's metric); leave: keep the finished bar on screen."""
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, *, desc: str | None = None, val_name: str = "val",
+                 leave: bool = True) -> None:
         self.enabled = enabled
+        self.desc, self.val_name, self.leave = desc, val_name, leave
         self.bar: Any = None
 
     def on_train_begin(self, trainer: Any) -> None:
         self.bar = tqdm(total=trainer.total_steps or None, initial=trainer.step, unit="step", dynamic_ncols=True,
-                        leave=True, disable=not self.enabled or trainer.rank != 0)
+                        leave=self.leave, desc=self.desc, disable=not self.enabled or trainer.rank != 0)
 
     def on_step_end(self, trainer: Any) -> None:
         shown = trainer.interval_mean()
         val = trainer.val_loss
         left = time_left(trainer.step, trainer.elapsed, trainer.total_steps, trainer.config.max_minutes)
         self.bar.set_postfix_str(
-            f"loss {shown:.3f} ppl {math.exp(min(shown, 50)):.2f} val "
+            f"loss {shown:.3f} ppl {math.exp(min(shown, 50)):.2f} {self.val_name} "
             f"{f'{val:.3f}' if math.isfinite(val) else '-'} "
             f"{trainer.speed:,.0f} {trainer.task.unit}/s left {clock(left)}", refresh=False,
         )
@@ -61,3 +67,30 @@ class ProgressBar(Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class ProgressReport(Callback):
+    """Calls ``report`` (on rank 0) with a dict after every step (``each="step"``: ``step``, ``steps`` (the
+    budget, 0 if open-ended), ``epoch`` (1-based), ``position`` (step within that epoch), ``steps_per_epoch``,
+    ``loss`` (this step's training loss)) or after every evaluation (``each="evaluation"``: the history's row,
+    ``step``, ``epoch``, ``train_loss``, ``val_loss`` and the task's columns): for an application that shows
+    progress its own way."""
+
+    def __init__(self, report: Callable[[dict[str, float]], None], each: str = "evaluation") -> None:
+        if each not in ("step", "evaluation"):
+            raise ValueError(f"each must be 'step' or 'evaluation', got {each!r}")
+        self.report, self.each = report, each
+
+    def on_step_end(self, trainer: Any) -> None:
+        if self.each != "step" or trainer.rank != 0:
+            return
+        per_epoch = trainer.task.steps_per_epoch()
+        done = trainer.position == 0  # after an epoch's last step the trainer is already at the next epoch's start
+        self.report({"step": trainer.step, "steps": trainer.total_steps,
+                     "epoch": trainer.epoch if done else trainer.epoch + 1,
+                     "position": per_epoch if done else trainer.position, "steps_per_epoch": per_epoch,
+                     "loss": trainer.last_loss})
+
+    def on_evaluate(self, trainer: Any, row: dict[str, float]) -> None:
+        if self.each == "evaluation" and trainer.rank == 0:
+            self.report(dict(row))

@@ -20,14 +20,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..fileio import atomic_write
-from ..inspect import GateRecord, cell_scores, record, saturation
+from ..inspect import GateRecord, cell_scores, saturation
 from .heatmaps import plot_gate_heatmaps, plot_saturation, plot_text_cells
 from .page import page_data, write_page
 
-__all__ = ["SCORE_DEFINITION", "Inspection", "inspect_sequence", "record_charlm"]
+__all__ = ["SCORE_DEFINITION", "Inspection", "inspect_sequence"]
 
 SCORE_DEFINITION = "std(tanh c) * max(0, lag-1 autocorrelation of tanh c) over the text, in [0, 1]"
 # The page holds every gate and state of every cell at every character as JSON text; past about 3 million
@@ -127,14 +126,3 @@ def inspect_sequence(
                       for r in ranked_layers],
     }
     return Inspection(out=out, files=tuple(files), summary=summary)
-
-
-def record_charlm(model: Any, ids: torch.Tensor) -> GateRecord:
-    """The gates of a character model (``lstmkit.apps.charlm.CharLM``) reading ``ids`` ``(T,)`` from a zero state."""
-    weight = model.decoder.weight
-    with torch.no_grad():
-        if model.embedding is not None:
-            x = model.embedding(ids.to(weight.device))  # (T, E)
-        else:
-            x = F.one_hot(ids.to(weight.device), model.config.vocab_size).to(weight.dtype)  # (T, V)
-        return record(model.lstm, x.unsqueeze(1))  # (T, 1, E): one sequence

@@ -23,7 +23,7 @@ window only (their future values are not needed at forecast time).
 """
 
 from .backtest import Backtest, backtest
-from .config import KIND, ForecastConfig, ForecastError
+from .config import KIND, ForecastConfig
 from .data import Series, TimeStep, read_csv, series_from_array
 from .metrics import (
     detect_season,
@@ -50,7 +50,6 @@ __all__ = [
     "KIND",
     "Backtest",
     "ForecastConfig",
-    "ForecastError",
     "ForecastNet",
     "Forecaster",
     "Series",

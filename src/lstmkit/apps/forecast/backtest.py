@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ForecastError
+from ...errors import ForecastError
 from .data import Series
 from .metrics import forecast_metrics, naive_forecast, seasonal_naive_forecast
 from .model import Forecaster

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ForecastError
+from ...errors import ForecastError
 from .metrics import (
     is_seasonal,
     mase,

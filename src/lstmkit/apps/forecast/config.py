@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from ...errors import ForecastError  # its home is errors.py; importable from here too
+from ...errors import ForecastError
 
 KIND = "forecast"  # the checkpoint's kind: another kind of model's checkpoint is refused
 

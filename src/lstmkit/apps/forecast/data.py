@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ForecastError
+from ...errors import ForecastError
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ForecastError
+from ...errors import ForecastError
 
 
 def detect_season(y: np.ndarray, max_lag: int | None = None, threshold: float = 0.3) -> int:

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ...errors import ForecastError
 from ...modules import LSTM
 from ...train import Callback, Task, TrainConfig, Trainer
-from .config import ForecastConfig, ForecastError
+from .config import ForecastConfig
 from .data import Series, TimeStep
 from .metrics import detect_season
 

@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from ...checkpoint import BEST, CheckpointError, load_checkpoint, save_checkpoint
+from ...checkpoint import BEST, load_checkpoint, save_checkpoint
+from ...errors import CheckpointError, ForecastError
 from ...fileio import atomic_write
 from .backtest import Backtest, backtest
-from .config import KIND, ForecastConfig, ForecastError
+from .config import KIND, ForecastConfig
 from .data import Series, TimeStep, read_csv
 from .model import Forecaster, ForecastNet, fit, split_series
 
@@ -38,7 +39,7 @@ def save(model: Forecaster, directory: str | Path) -> Path:
 def load(directory: str | Path) -> Forecaster:
     """Read a checkpoint written by :func:`save` (``directory`` or ``directory/best``).
 
-    Raises :class:`lstmkit.checkpoint.CheckpointError` for a missing, damaged or other-model checkpoint.
+    Raises :class:`lstmkit.errors.CheckpointError` for a missing, damaged or other-model checkpoint.
     """
     ckpt = load_checkpoint(directory, kind=KIND)
     try:

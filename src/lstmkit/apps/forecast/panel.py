@@ -36,11 +36,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ...checkpoint import BEST, CheckpointError, load_checkpoint, save_checkpoint
+from ...checkpoint import BEST, load_checkpoint, save_checkpoint
+from ...errors import CheckpointError, ForecastError
 from ...fileio import atomic_write
 from ...modules import LSTM
 from ...train import Callback, Task, TrainConfig, Trainer
-from .config import ForecastError
 from .data import TimeStep, _parse_number, _parse_time, _time_step
 from .metrics import is_seasonal, mase, seasonal_indices, seasonal_naive_forecast, smape
 from .model import pinball_loss

@@ -9,16 +9,16 @@ the pages a batch touches come into memory, so a corpus of any size trains in a 
 
 Reading is three passes over the text, each a chunk at a time: (1) its length and SHA-256, (2) the character
 counts of the training part (for the vocabulary and its unknown class), (3) the ids. A progress bar on
-stderr follows them.
+stderr follows them. A token file whose size does not match its description (a copy cut short, a disk
+that filled up) is found when it is opened and encoded again, never trained on.
 """
 
 from __future__ import annotations
 
-import codecs
-import glob
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,81 +27,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..fileio import atomic_write
+from ...fileio import atomic_write
+from .text import CHUNK, chunks
 
-CHUNK = 1 << 22  # bytes read at a time: 4 MiB (about 64 MB of working arrays while encoding)
 MAX_CODE = 0x110000  # Unicode code points
-
-
-class SourceError(ValueError):
-    """A text source that cannot be read as UTF-8 text (raised as the char-LM's TextError by its callers)."""
-
-
-def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
-    """Files named by ``paths``: a file as it is, a directory as every file below it (sorted by path, hidden
-    ones skipped), a glob pattern (``*``, ``?``, ``[``) as its sorted matches. FileNotFoundError for a path that
-    is none of these, SourceError for a directory or pattern with no files."""
-    files: list[Path] = []
-    for name in paths:
-        path = Path(name)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file()
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            if not found:
-                raise SourceError(f"{path} is a directory with no files in it; give text files or a folder of them")
-            files += found
-        elif not path.exists() and any(ch in str(name) for ch in "*?["):
-            found = sorted(Path(p) for p in glob.glob(str(name), recursive=True) if Path(p).is_file())
-            if not found:
-                raise SourceError(f"no file matches {name}")
-            files += found
-        else:
-            if not path.exists():
-                raise FileNotFoundError(2, "No such file or directory", str(path))
-            files.append(path)
-    return files
-
-
-def chunks(files: Sequence[Path], size: int = CHUNK, bar: tqdm | None = None) -> Iterator[str]:
-    """The UTF-8 text of ``files`` in pieces, joined as :func:`lstmkit.apps.charlm.read_texts` joins them (a
-    byte-order mark dropped, a newline between files that lack one). SourceError for an empty, binary (NUL
-    bytes) or non-UTF-8 file, naming the byte offset."""
-    ended_with_newline = True
-    for index, path in enumerate(files):
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        offset, first = 0, True
-        with open(path, "rb") as handle:
-            while True:
-                data = handle.read(size)
-                if bar is not None:
-                    bar.update(len(data))
-                if not data:
-                    break
-                if b"\x00" in data:
-                    raise SourceError(f"{path} looks like a binary file (it holds NUL bytes), not text")
-                try:
-                    text = decoder.decode(data)
-                except UnicodeDecodeError as error:
-                    at = offset + error.start
-                    raise SourceError(
-                        f"{path} is not UTF-8 text: byte {at} ({data[error.start]:#04x}) does not decode; "
-                        "convert it first, e.g. iconv -f latin1 -t utf-8"
-                    ) from None
-                offset += len(data)
-                if first:
-                    text = text[1:] if text.startswith("\ufeff") else text
-                    if index and not ended_with_newline:
-                        text = "\n" + text
-                    first = False
-                if text:
-                    ended_with_newline = text.endswith("\n")
-                    yield text
-        if offset == 0:
-            raise SourceError(f"{path} is empty: a language model needs text to learn from")
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            raise SourceError(f"{path} is not UTF-8 text: it ends inside a character") from None
 
 
 def code_points(text: str) -> np.ndarray:
@@ -139,11 +68,21 @@ def source_key(files: Sequence[Path], settings: dict) -> str:
 
 
 def open_token_file(path: Path) -> TokenFile:
-    meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    array = np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="c")  # copy-on-write: torch wants writable
-    return TokenFile(path=path, ids=torch.from_numpy(array), split=int(meta["split"]),
+    """The token file at ``path`` (and its ``.json`` description), memory-mapped; ValueError if it is damaged:
+    its description unreadable, or the file not as long as the description says."""
+    try:
+        meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        dtype, tokens = np.dtype(meta["dtype"]), int(meta["tokens"])
+        split, vocabulary = int(meta["split"]), dict(meta["vocabulary"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"the token file {path} has no usable description ({error})") from None
+    size = path.stat().st_size
+    if size != tokens * dtype.itemsize or not 0 <= split <= tokens:
+        raise ValueError(f"the token file {path} is damaged: {size:,} bytes, expected {tokens * dtype.itemsize:,}")
+    array = np.memmap(path, dtype=dtype, mode="c")  # copy-on-write: torch wants writable
+    return TokenFile(path=path, ids=torch.from_numpy(array), split=split,
                      train_chars=int(meta["train_chars"]), val_chars=int(meta["val_chars"]),
-                     text_sha256=str(meta["text_sha256"]), vocabulary=dict(meta["vocabulary"]))
+                     text_sha256=str(meta["text_sha256"]), vocabulary=vocabulary)
 
 
 def _bar(files: Sequence[Path], what: str, progress: bool) -> tqdm:
@@ -177,7 +116,10 @@ def encode_files(files: Sequence[Path], cache: Path, *, vocab: str, val_fraction
     key = source_key(files, settings)
     path = cache / f"{key}.bin"
     if path.is_file() and path.with_suffix(".json").is_file():
-        return open_token_file(path)
+        try:
+            return open_token_file(path)
+        except ValueError as damaged:
+            print(f"lstmkit: {damaged}; encoding the text again", file=sys.stderr, flush=True)
 
     # Pass 1: length and hash.
     digest, total = hashlib.sha256(), 0
@@ -227,21 +169,27 @@ def encode_files(files: Sequence[Path], cache: Path, *, vocab: str, val_fraction
     with atomic_write(path, "wb") as handle:
         # (every process under torchrun encodes for itself: a name of its own, then the same atomic rename)
         val_file = path.with_name(f".{path.name}.{os.getpid()}.val.tmp")
-        with open(val_file, "wb") as val_handle:
-            for position, piece in _pieces(files, "encoding", progress):
-                train, val = parts(position, piece)
-                if train:
-                    block = ids(train)
-                    handle.write(block.tobytes())
-                    split += len(block)
-                if val:
-                    block = ids(val)
-                    val_handle.write(block.tobytes())
-                    val_tokens += len(block)
-        with open(val_file, "rb") as val_reader:
-            while data := val_reader.read(CHUNK):
-                handle.write(data)
-        val_file.unlink()
+        try:
+            with open(val_file, "wb") as val_handle:
+                for position, piece in _pieces(files, "encoding", progress):
+                    train, val = parts(position, piece)
+                    if train:
+                        block = ids(train)
+                        handle.write(block.tobytes())
+                        split += len(block)
+                    if val:
+                        block = ids(val)
+                        val_handle.write(block.tobytes())
+                        val_tokens += len(block)
+            with open(val_file, "rb") as val_reader:
+                while data := val_reader.read(CHUNK):
+                    handle.write(data)
+        except OSError as error:
+            if error.filename is None:  # a full disk: say which file could not be written
+                raise OSError(error.errno, error.strerror, str(path)) from error
+            raise
+        finally:
+            val_file.unlink(missing_ok=True)
     meta = {"dtype": dtype.name, "split": split, "tokens": split + val_tokens, "train_chars": n_train,
             "val_chars": n_val, "text_sha256": digest.hexdigest(), "vocabulary": vocabulary,
             "sources": [str(p) for p in files], "settings": settings}

@@ -1,31 +1,27 @@
-"""A task for sequence models over one long stream of tokens: truncated BPTT with the state carried.
+"""The char-LM's training task: truncated BPTT over one long token stream, the state carried between batches.
 
 A model here maps ``ids (T, B)`` int64 and a carried state (``None`` for zeros) to ``logits (T, B, V)`` and the
-new state, a tuple of tensors (see :class:`lstmkit.apps.charlm.CharLM`). :class:`TokenStreamTask` trains it
-as char-rnn and D2L do: the training stream is cut into ``batch_size`` contiguous rows, read ``seq_len`` steps
-at a time, and the state is carried from one batch to the next, detached, so gradients flow back at most
-``seq_len`` steps (truncated BPTT, Williams & Peng 1990) while the state sees the whole row. Each epoch starts
-the rows at a random offset in ``[0, seq_len]`` (as D2L's ``seq_data_iter_sequential``), drawn from the seed
-and the epoch number alone, so a resumed run reads exactly the batches an uninterrupted one would. Under DDP
-each rank trains on its own contiguous shard and scores its own shard of the validation stream.
-
-Tokens need not be characters, and the streams may be any 1-D integer sequence that slices like a tensor
-(a memory-mapped token file included): only the rows of one epoch's batches are read at a time.
+new state (:class:`lstmkit.apps.charlm.CharLM`). As char-rnn and D2L train it, the training stream is cut into
+``batch_size`` contiguous rows read ``seq_len`` steps at a time, the state carried from batch to batch,
+detached (truncated BPTT, Williams & Peng 1990). Each epoch starts the rows at an offset in ``[0, seq_len]``
+drawn from the seed and the epoch number alone, so a resumed run reads the batches an uninterrupted one would.
+An evaluation scores a fixed sample of the validation part (``eval_tokens``, the same at every evaluation), so
+it costs the same on a corpus of any size. The streams may be memory-mapped token files: only the rows of one
+epoch's batches are read at a time.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import FitResult, Task, TrainConfig
-from .distributed import all_sum
-from .loop import train
+from ...errors import TextError
+from ...train import Task, TrainConfig
+from ...train.distributed import all_sum
 
 # The columns of a token stream's metrics.csv.
 METRICS = ("step", "epoch", "seconds", "cpu_seconds", "lr", "train_loss", "train_perplexity", "val_loss",
@@ -48,6 +44,18 @@ def contiguous_batches(ids: Tensor, batch_size: int, seq_len: int, offset: int) 
 
 
 @torch.no_grad()
+def score_rows(model: nn.Module, xs: Tensor, ys: Tensor, chunk: int = 256) -> float:
+    """Summed negative log-likelihood (nats) of the targets ``ys`` given the inputs ``xs``, both ``(L, rows)``:
+    the rows read side by side from a zero state, ``chunk`` steps at a time with the state carried."""
+    state = None
+    total = 0.0
+    for start in range(0, xs.size(0), chunk):
+        logits, state = model(xs[start : start + chunk].long(), state)  # (t, rows, V)
+        total += float(F.cross_entropy(logits.flatten(0, 1).float(), ys[start : start + chunk].flatten().long(),
+                                       reduction="sum"))
+    return total
+
+
 def score_stream(model: nn.Module, ids: Tensor, rows: int = 1, chunk: int = 256) -> tuple[float, int]:
     """Summed negative log-likelihood (nats) of ``ids[1:]`` under ``model``, and how many tokens it scored.
 
@@ -58,13 +66,24 @@ def score_stream(model: nn.Module, ids: Tensor, rows: int = 1, chunk: int = 256)
     length = (ids.numel() - 1) // rows
     xs = ids[: rows * length].view(rows, length).t()  # (L, rows)
     ys = ids[1 : rows * length + 1].view(rows, length).t()
-    state = None
-    total = 0.0
-    for start in range(0, length, chunk):
-        logits, state = model(xs[start : start + chunk].long(), state)  # (t, rows, V)
-        total += float(F.cross_entropy(logits.flatten(0, 1).float(), ys[start : start + chunk].flatten().long(),
-                                       reduction="sum"))
-    return total, rows * length
+    return score_rows(model, xs, ys, chunk), rows * length
+
+
+def evaluation_sample(ids: Tensor, tokens: int, rows: int) -> tuple[Tensor, Tensor]:
+    """The fixed sample an evaluation scores: ``rows`` windows of ``tokens // rows + 1`` ids spread evenly
+    over ``ids`` (all of it, cut into ``rows`` contiguous rows, when it has no more than ``tokens + 1``), as
+    inputs and targets ``(L, rows)``. The same ids give the same sample: no random draw."""
+    n = ids.numel()
+    rows = max(1, min(rows, n - 1))
+    if n <= tokens + 1:
+        length = (n - 1) // rows
+        starts = [r * length for r in range(rows)]
+    else:
+        length = max(1, tokens // rows)
+        last = n - length - 1  # integer arithmetic: a float linspace rounds past the end of a long stream
+        starts = [r * last // max(1, rows - 1) for r in range(rows)]
+    windows = torch.stack([ids[s : s + length + 1] for s in starts])  # (rows, L + 1), copied out of a memory map
+    return windows[:, :-1].t().contiguous(), windows[:, 1:].t().contiguous()
 
 
 def _shard(ids: Tensor, rank: int, world: int) -> Tensor:
@@ -74,7 +93,8 @@ def _shard(ids: Tensor, rank: int, world: int) -> Tensor:
 
 class TokenStreamTask(Task):
     """Next-token prediction over ``train_ids`` (``(N,)`` integers of any width, e.g. a memory-mapped token
-    file), scored on ``val_ids``, with truncated BPTT.
+    file), scored on a fixed sample of ``eval_tokens`` tokens of ``val_ids`` (all of it if shorter), with
+    truncated BPTT.
 
     val_scale: the validation loss is nats per token times this (e.g. tokens per character, so that a byte
     model's loss is per character of the text); the training loss stays per token.
@@ -82,32 +102,37 @@ class TokenStreamTask(Task):
 
     unit = "chars"
 
-    def __init__(self, model: nn.Module, train_ids: Tensor, val_ids: Tensor, config: TrainConfig,
-                 val_scale: float = 1.0) -> None:
+    def __init__(self, model: nn.Module, train_ids: Tensor, val_ids: Tensor, config: TrainConfig, *,
+                 eval_tokens: int, val_scale: float = 1.0) -> None:
         self.model = model
         self.train_ids, self.val_ids = train_ids, val_ids
         self.B, self.T, self.seed = config.batch_size, config.seq_len, config.seed
+        self.eval_tokens = eval_tokens
         self.val_scale = val_scale
         self.items_per_step = self.B * self.T
         self.carry: tuple[Tensor, ...] | None = None
 
     def setup(self, device: torch.device, rank: int, world: int) -> None:
+        """Take this rank's shards; :class:`TextError` when the training part is too short for one batch or
+        the validation part for one prediction."""
         self.device = device
         self.train_shard = _shard(self.train_ids, rank, world).to(device)
-        self.val_shard = _shard(self.val_ids, rank, world).to(device)
+        val_shard = _shard(self.val_ids, rank, world)
         B, T = self.B, self.T
         need = B * T + T + 1  # one batch at the largest epoch offset
         per = " per process" if world > 1 else ""
         if self.train_shard.numel() < need:
-            raise ValueError(
-                f"the training text is too short: {self.train_shard.numel()} characters{per}, and --batch-size {B} "
-                f"x --seq-len {T} needs at least {need}; give more text or smaller --batch-size/--seq-len"
+            raise TextError(
+                f"the text is too short: {self.train_shard.numel():,} characters to train on{per}, and "
+                f"--batch-size {B} x --seq-len {T} needs at least {need:,}; give more text or smaller "
+                "--batch-size/--seq-len"
             )
-        if self.val_shard.numel() < 2:
-            raise ValueError(
-                f"the validation text is too short ({self.val_shard.numel()} characters{per}); "
-                "raise --val-fraction or give more text"
-            )
+        if val_shard.numel() < 2:
+            raise TextError(f"the validation part is too short ({val_shard.numel()} characters{per}); "
+                            "raise --val-fraction or give more text")
+        rows = max(1, min(B, (val_shard.numel() - 1) // T))  # rows of at least T tokens when the part is short
+        xs, ys = evaluation_sample(val_shard, max(1, self.eval_tokens // world), rows)
+        self.val_x, self.val_y = xs.to(device), ys.to(device)
         self.per_epoch = contiguous_batches(self.train_shard, B, T, T)[0].size(0)  # the fewest any epoch has
 
     def steps_per_epoch(self) -> int:
@@ -132,9 +157,8 @@ class TokenStreamTask(Task):
         self.carry = None
 
     def evaluate(self) -> float:
-        rows = max(1, min(self.B, (self.val_shard.numel() - 1) // self.T))
-        nll, count = score_stream(self.model, self.val_shard, rows=rows)
-        total, scored = all_sum([nll, float(count)], self.device)
+        nll = score_rows(self.model, self.val_x, self.val_y)
+        total, scored = all_sum([nll, float(self.val_y.numel())], self.device)
         return total / scored * self.val_scale
 
     def metrics(self, train_loss: float, val_loss: float) -> dict[str, float]:
@@ -157,19 +181,3 @@ class _Pairs:
 
     def __getitem__(self, k: int) -> tuple[Tensor, Tensor]:
         return self.xs[k], self.ys[k]
-
-
-def fit(model: nn.Module, train_ids: Tensor, val_ids: Tensor, config: TrainConfig, out: str | Path, *, kind: str,
-        run_config: Any, extra: dict[str, Any] | None = None, resume: bool = False, progress: bool = True,
-        val_scale: float = 1.0, resume_hint: str = "") -> FitResult:
-    """Train ``model`` on the token stream ``train_ids`` (``(N,)`` int64), scoring ``val_ids`` as it goes.
-
-    Writes to ``out``: ``last/`` (the checkpoint to resume from, at every evaluation, at the end and on
-    SIGINT/SIGTERM), ``best/`` (the weights with the lowest validation loss so far), ``metrics.csv`` (one row
-    per evaluation, columns :data:`METRICS`) and ``curves.png``. kind, run_config, extra: what the checkpoints
-    say they are. resume: continue the run in ``out`` from ``out/last``. Under ``torchrun`` it trains
-    data-parallel. Raises ValueError for a text too short for one batch or an ``out`` that holds another run.
-    """
-    task = TokenStreamTask(model, train_ids, val_ids, config, val_scale=val_scale)
-    return train(task, config, out, kind=kind, run_config=run_config, extra=extra, resume=resume, progress=progress,
-                 metric_fields=METRICS, resume_hint=resume_hint)
