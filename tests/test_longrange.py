@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import replace
 
 import pytest
@@ -292,7 +293,9 @@ def test_for_model_moves_a_recipe_lr_to_the_model_s_own() -> None:
         assert longrange.for_model(LongRangeConfig(task="order", lr=0.5), "rnn").lr == 0.5  # a given lr stays
 
 
-def test_cli_log_writes_the_learning_curve_as_it_goes(tmp_path, capsys) -> None:
+def test_cli_log_writes_the_learning_curve_as_it_goes_and_nothing_else(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the run keeps no directory, not even a temporary one
     log = tmp_path / "curve.tsv"
     assert main(["longrange", "--task", "order", "--length", "3", "--steps", "4", "--eval-every", "2",
                  "--hidden-size", "8", "--keep-training", "--log", str(log), "--json"]) == 0
@@ -301,6 +304,7 @@ def test_cli_log_writes_the_learning_curve_as_it_goes(tmp_path, capsys) -> None:
     assert [int(r[0]) for r in rows] == [h[0] for h in result["history"]] == [0, 2, 4]
     assert [float(r[1]) for r in rows] == pytest.approx([h[1] for h in result["history"]], rel=1e-5)
     assert all(float(r[2]) >= 0 for r in rows)
+    assert [p.name for p in tmp_path.iterdir()] == ["curve.tsv"]
 
 
 def test_default_length_is_the_task_s() -> None:

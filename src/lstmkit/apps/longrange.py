@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -30,14 +28,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from .. import engines
 from ..fileio import atomic_write
 from ..modules import GRU, LSTM, RNN
 from ..synthetic import DEFAULT_LENGTHS, TASKS, LongRangeTask, make_task
 from ..synthetic.base import OPTIMIZERS
-from ..train import Callback, TrainConfig, Trainer
+from ..train import Callback, ProgressBar, ProgressReport, TrainConfig, Trainer
 from ..train import Task as TrainTask
 from ..variants import NAMES
 
@@ -306,34 +303,6 @@ class _Solved(Callback):
                 trainer.stopped = "solved"
 
 
-class _Log(Callback):
-    """Calls ``log(step, metric, cpu_seconds)`` at every validation (a learning curve written as it goes)."""
-
-    def __init__(self, log: Callable[[int, float, float], None]) -> None:
-        self.log = log
-
-    def on_evaluate(self, trainer: Any, row: dict[str, float]) -> None:
-        self.log(int(row["step"]), float(row["val_loss"]), float(row["cpu_seconds"]))
-
-
-class _Bar(Callback):
-    """A tqdm bar on stderr with the task's metric."""
-
-    def __init__(self, config: LongRangeConfig, metric_name: str, enabled: bool) -> None:
-        self.metric_name = metric_name
-        self.bar = tqdm(total=config.steps, disable=not enabled, file=sys.stderr, leave=False,
-                        desc=f"{config.task} T={config.length} {config.model}")
-
-    def on_step_end(self, trainer: Any) -> None:
-        self.bar.update()
-
-    def on_evaluate(self, trainer: Any, row: dict[str, float]) -> None:
-        self.bar.set_postfix({self.metric_name: f"{row['val_loss']:.4g}"})
-
-    def on_train_end(self, trainer: Any) -> None:
-        self.bar.close()
-
-
 def train(config: LongRangeConfig, progress: bool = False,
           log: Callable[[int, float, float], None] | None = None) -> LongRangeResult:
     """Train ``config.model`` on ``config.task`` at ``config.length`` and report what it reached.
@@ -365,10 +334,13 @@ def train(config: LongRangeConfig, progress: bool = False,
                            clip=config.clip, schedule="constant", max_steps=config.steps,
                            max_cpu_minutes=config.max_cpu_seconds / 60, eval_every=config.eval_every,
                            patience=0, seed=config.seed, device=config.device)
-        bar = _Bar(config, task.metric_name, progress)
-        with tempfile.TemporaryDirectory(prefix="lstmkit-longrange-") as out:  # the loop's lock; nothing is kept
-            result = Trainer(_LabTask(model, task, config, data_seed, validation), loop, out,
-                             callbacks=[solved, bar, *([_Log(log)] if log else [])]).fit()
+        hooks: list[Callback] = [solved]
+        if log is not None:
+            hooks.append(ProgressReport(lambda row: log(int(row["step"]), float(row["val_loss"]),
+                                                        float(row["cpu_seconds"]))))
+        hooks.append(ProgressBar(progress, desc=f"{config.task} T={config.length} {config.model}",
+                                 val_name=task.metric_name, leave=False))  # the bar last: it shows what came before
+        result = Trainer(_LabTask(model, task, config, data_seed, validation), loop, None, callbacks=hooks).fit()
         steps = result.steps
         history += [(int(row["step"]), float(row["val_loss"])) for row in result.history]
         metric = history[-1][1]
