@@ -298,13 +298,14 @@ def test_cli_log_writes_the_learning_curve_as_it_goes_and_nothing_else(tmp_path,
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the run keeps no directory, not even a temporary one
     log = tmp_path / "curve.tsv"
     assert main(["longrange", "--task", "order", "--length", "3", "--steps", "4", "--eval-every", "2",
-                 "--hidden-size", "8", "--keep-training", "--log", str(log), "--json"]) == 0
+                 "--hidden-size", "8", "--keep-training", "--log", str(log), "--plot", "curve.png", "--json"]) == 0
     rows = [line.split("\t") for line in log.read_text().splitlines()]
     result = json.loads(capsys.readouterr().out)
     assert [int(r[0]) for r in rows] == [h[0] for h in result["history"]] == [0, 2, 4]
     assert [float(r[1]) for r in rows] == pytest.approx([h[1] for h in result["history"]], rel=1e-5)
     assert all(float(r[2]) >= 0 for r in rows)
-    assert [p.name for p in tmp_path.iterdir()] == ["curve.tsv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curve.png", "curve.tsv"]  # and the curve's plot
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_default_length_is_the_task_s() -> None:

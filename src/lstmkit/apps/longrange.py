@@ -489,6 +489,35 @@ def plot_sweep(results: Iterable[LongRangeResult], path: str | Path) -> None:
     _save_figure(figure, path)
 
 
+def plot_history(runs: Iterable[LongRangeResult | Mapping[str, Any]], path: str | Path, title: str = "") -> None:
+    """A PNG at ``path``: the held-out metric against the training step, one line per run, one colour per
+    label (a row's ``"label"``, else its model), with the chance level and the solved threshold.
+
+    ``runs``: results, or their ``to_dict()`` objects (a ``--json`` line, a report's ``results.jsonl`` row).
+    """
+    from matplotlib.figure import Figure
+
+    rows = [r.to_dict() if isinstance(r, LongRangeResult) else dict(r) for r in runs]
+    if not rows:
+        raise ValueError("runs is empty")
+    figure = Figure(figsize=(6.4, 4.2))
+    ax = figure.add_subplot()
+    colours: dict[str, str] = {}
+    for row in rows:
+        label = str(row.get("label", row["model"]))
+        steps, metrics = zip(*row["history"], strict=True)
+        first = label not in colours
+        colour = colours.setdefault(label, f"C{len(colours)}")
+        ax.plot(steps, metrics, color=colour, alpha=0.8, label=label if first else None)
+    ax.axhline(rows[0]["baseline"], color="grey", linestyle="--", label="chance level")
+    ax.axhline(rows[0]["threshold"], color="grey", linestyle=":", label="solved at or below")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"held-out {rows[0]['metric']}")
+    ax.set_title(title or f"{rows[0]['task']}, T={rows[0]['length']}")
+    ax.legend()
+    _save_figure(figure, path)
+
+
 def gradient_flow(config: LongRangeConfig, models: Sequence[str] = ("rnn", "gru", "lstm"),
                   batch_size: int = 64) -> dict[str, list[float]]:
     """``||dL/dh_t||`` for every step t of the task's sequence, for each model at initialisation.
@@ -552,6 +581,7 @@ __all__ = [
     "gradient_flow",
     "lstm_variant_options",
     "plot_gradient_flow",
+    "plot_history",
     "plot_sweep",
     "rerun_command",
     "sweep",

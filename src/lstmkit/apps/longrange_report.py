@@ -23,7 +23,7 @@ from typing import Any
 from tqdm import tqdm
 
 from ..fileio import atomic_write
-from .longrange import LongRangeConfig, LongRangeResult, rerun_command, train
+from .longrange import LongRangeConfig, LongRangeResult, plot_history, rerun_command, train
 
 MODELS = ("rnn", "gru", "lstm")
 
@@ -172,27 +172,6 @@ def table(rows: Iterable[dict[str, Any]], runs: Sequence[Run]) -> str:
     return "\n".join(lines)
 
 
-def _plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
-    """The held-out metric against the step, one line per run, coloured by column."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6.4, 4.2))
-    ax = figure.add_subplot()
-    colours: dict[str, Any] = {}
-    for row in rows:
-        steps, metrics = zip(*row["history"], strict=True)
-        colour = colours.setdefault(row["label"], f"C{len(colours)}")
-        ax.plot(steps, metrics, color=colour, alpha=0.7,
-                label=row["label"] if sum(r["label"] == row["label"] for r in rows[:rows.index(row)]) == 0 else None)
-    ax.axhline(rows[0]["baseline"], color="grey", linestyle="--", label="chance level")
-    ax.set_xlabel("training step")
-    ax.set_ylabel(f"held-out {rows[0]['metric']}")
-    ax.set_title(title)
-    ax.legend()
-    with atomic_write(path, "wb") as handle:
-        figure.savefig(handle, format="png", dpi=100, bbox_inches="tight")
-
-
 def report(out: str | Path, budget_cpu_minutes: float | None = None, seeds: int = 3, quick: bool = False,
            progress: bool = True) -> str:
     """Run (or continue) the report into directory ``out``; returns the markdown table it wrote.
@@ -237,7 +216,8 @@ def _write(out: Path, done: dict[str, dict[str, Any]], runs: Sequence[Run],
         if plots is None or (row["section"], row["task"]) in plots:
             groups.setdefault((row["section"], row["task"], row["length"]), []).append(row)
     for (section, task, length), mine in groups.items():
-        _plot(mine, out / f"{section}_{task}_T{length}.png", f"{SECTIONS[section].split(':')[0]}: {task}, T={length}")
+        plot_history(mine, out / f"{section}_{task}_T{length}.png",
+                     f"{SECTIONS[section].split(':')[0]}: {task}, T={length}")
     return text
 
 

@@ -104,7 +104,8 @@ def register(subparsers: Any) -> None:
     sweep.add_argument("--models", type=_list(_model, "models"), default=None, metavar="M,M,...",
                        help="models to sweep (default rnn,gru,lstm)")
     sweep.add_argument("--table", metavar="MD", default=None, help="write the markdown table here too")
-    sweep.add_argument("--plot", metavar="PNG", default=None, help="write the plot of metric against length here")
+    sweep.add_argument("--plot", metavar="PNG", default=None,
+                       help="sweep: the plot of metric against length; one run: its learning curve")
     # --forget-bias above sets the forget-gate bias, for the LSTM, with this lab's default of 1.
     add_variant_arguments(parser, "LSTM variants (lstmkit.LSTM arguments; --model lstm only)",
                           dest_prefix="variant_", skip=("forget_bias",))
@@ -159,7 +160,7 @@ def _logger(path: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     if args.action != "sweep":
-        for flag in ("lengths", "models", "table", "plot"):
+        for flag in ("lengths", "models", "table") + (("plot",) if args.action else ()):
             if getattr(args, flag) is not None:
                 raise UsageError(f"--{flag} is for 'lstmkit longrange sweep'")
     if args.split is not None and not args.task.startswith("digits"):
@@ -210,6 +211,8 @@ def run(args: argparse.Namespace) -> int:
             print(table, end="")
     elif config.steps or not args.plot_gradients:
         result = longrange.train(config, progress=progress, log=_logger(args.log) if args.log else None)
+        if args.plot:
+            longrange.plot_history([result], args.plot)
         if args.json:
             print(json.dumps(result.to_dict()))
         else:
