@@ -379,3 +379,41 @@ def test_a_diverging_lab_run_stops_with_one_line_and_a_non_zero_exit(capsys) -> 
     assert code == 1, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "diverged" in lines[0] and "Traceback" not in err, err
+
+
+@pytest.mark.slow
+def test_report_killed_with_sigkill_continues_where_it_stopped(tmp_path) -> None:
+    """A real kill -9 in the middle of the report: the second start runs only what the first did not finish."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lstmkit.apps import longrange_report
+
+    out = tmp_path / "report"
+    results = out / "results.jsonl"
+    argv = [sys.executable, "-c", "import sys; from lstmkit.cli import main; sys.exit(main())", "longrange",
+            "report", "--out", str(out), "--quick", "--seeds", "1", "--budget-cpu-minutes", "0.2"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    first = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and first.poll() is None:
+        if results.exists() and results.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.05)
+    assert first.poll() is None, first.stderr.read() if first.stderr else ""
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    before = results.read_text().splitlines()
+    done_before = [json.loads(line)["key"] for line in before if line.endswith("}")]
+    assert len(done_before) >= 3
+    second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    after = [json.loads(line) for line in results.read_text().splitlines()]
+    keys = [row["key"] for row in after]
+    runs = longrange_report.plan(seeds=1, quick=True, budget_cpu_minutes=0.2)
+    assert sorted(keys) == sorted(r.key for r in runs)  # every run once: none lost, none done twice
+    assert keys[:len(done_before)] == done_before  # the runs finished before the kill were kept, not redone
+    assert "(not run yet)" not in (out / "table.md").read_text()
