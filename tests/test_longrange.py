@@ -235,7 +235,7 @@ def test_init_reaches_the_lstm_and_chrono_max_defaults_to_the_task_s() -> None:
 def test_unset_training_settings_are_the_task_s_recipe_and_flags_override_them(capsys) -> None:
     copy = LongRangeConfig(task="copy")
     assert (copy.optimizer, copy.lr, copy.weight_decay, copy.batch_size, copy.clip, copy.steps) == (
-        "rmsprop", 1e-3, 0.0, 32, 0.0, 40_000)
+        "rmsprop", 1e-3, 0.0, 32, 0.0, 60_000)
     adding = LongRangeConfig()
     assert (adding.optimizer, adding.lr, adding.batch_size, adding.clip, adding.steps) == ("adamw", 3e-3, 64, 1.0,
                                                                                            10_000)

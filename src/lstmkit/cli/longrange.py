@@ -56,7 +56,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--model", type=_model, default="lstm", metavar="{lstm,gru,rnn}",
                         help="the recurrent model (default lstm)")
     parser.add_argument("--steps", type=_count, default=None, metavar="N",
-                        help="training steps at most (default: the task's, 10000, 40000 for copy; a run stops "
+                        help="training steps at most (default: the task's, 10000, 60000 for copy; a run stops "
                         "once solved)")
     parser.add_argument("--max-cpu-minutes", type=_non_negative, default=0.0, metavar="M",
                         help="also stop (at a validation) once the run used M CPU minutes (default 0: no limit)")
