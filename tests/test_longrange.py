@@ -342,15 +342,24 @@ def test_no_c_cell_computes_its_equations_and_is_selectable_in_the_lab() -> None
     assert model.rnn.variants.cell == "no_c"
 
 
-def test_report_quick_writes_table_results_plots_and_resumes(tmp_path, capsys) -> None:
+def test_report_quick_writes_table_results_plots_and_resumes(tmp_path, capsys, monkeypatch) -> None:
     from lstmkit.apps import longrange_report
 
     runs = longrange_report.plan(seeds=1, quick=True, budget_cpu_minutes=0.01)
     assert {r.section for r in runs} == {"main", "init", "no_c"}
     assert len({r.key for r in runs}) == len(runs)
+    trained = []
+    monkeypatch.setattr(longrange_report, "train", lambda config: trained.append(config) or train(config))
     out = tmp_path / "report"
     assert main(["longrange", "report", "--out", str(out), "--quick", "--seeds", "1",
                  "--budget-cpu-minutes", "0.01"]) == 0
+    # The init ablation's chrono column and the no-C ablation's lstm column are the main LSTM's runs: shown, not
+    # trained again (two ablation tasks, one seed).
+    assert len(trained) == len(runs) - 4 == len({json.dumps(c.to_dict(), sort_keys=True) for c in trained})
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    reused = [row for row in rows if "same_as" in row]
+    assert sorted(row["label"] for row in reused) == ["chrono", "chrono", "lstm", "lstm"]
+    assert all(row["same_as"].startswith("main|") and row["config"]["init"] == "chrono" for row in reused)
     table = (out / "table.md").read_text()
     assert "| adding | 20 |" in table and "| zeros | torch | forget1 | chrono |" in table and "no_c" in table
     assert "| digits-long | 784 |" in table

@@ -112,11 +112,12 @@ def _cell(rows: Sequence[dict[str, Any]], command: str) -> str:
     first = rows[0]
     n = len(rows)
     cpu = statistics.median(r["cpu_seconds"] for r in rows)
-    tail = f"; {_minutes(cpu)} CPU per run<br>`{command}`"
+    seeds = ", ".join(str(r["config"]["seed"]) for r in rows)
+    tail = f"; seed{'s' * (n > 1)} {seeds}; {_minutes(cpu)} CPU per run<br>`{command}`"
     if first["task"].startswith("digits"):
         accuracies = [1 - r["final_metric"] for r in rows]
         spread = f" ({min(accuracies):.1%}-{max(accuracies):.1%})" if n > 1 else ""
-        return (f"test accuracy {statistics.median(accuracies):.1%}{spread}, {n} seed{'s' * (n > 1)}, "
+        return (f"test accuracy {statistics.median(accuracies):.1%}{spread}, "
                 f"{statistics.median(r['steps'] for r in rows):,.0f} steps" + tail)
     solved = sorted(r["steps_to_solve"] for r in rows if r["steps_to_solve"] is not None)
     metric = statistics.median(r["final_metric"] for r in rows)
@@ -155,9 +156,10 @@ def table(rows: Iterable[dict[str, Any]], runs: Sequence[Run]) -> str:
             continue
         labels = list(dict.fromkeys(r.label for r in mine))
         rows_ = list(dict.fromkeys((r.config.task, int(r.config.length or 0)) for r in mine))
-        cpu = sum(x["cpu_seconds"] for k, v in by_cell.items() if k[0] == section for x in v)
+        cpu = sum(x["cpu_seconds"] for k, v in by_cell.items() if k[0] == section for x in v if "same_as" not in x)
         seeds = sorted({r.config.seed for r in mine})
-        lines += [f"### {title}", "", f"CPU time of this section: {cpu / 60:.1f} min, one thread. Seeds S = "
+        lines += [f"### {title}", "", f"CPU time of the runs this section trained: {cpu / 60:.1f} min, one thread "
+                  f"(a cell that is another section's run is shown, not trained again). Seeds S = "
                   f"{', '.join(map(str, seeds))}.", "",
                   "| task | T | " + " | ".join(labels) + " |", "|---|---:|" + "---|" * len(labels)]
         for task, length in rows_:
@@ -170,6 +172,12 @@ def table(rows: Iterable[dict[str, Any]], runs: Sequence[Run]) -> str:
             lines.append(f"| {task} | {length} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _twin(done: dict[str, dict[str, Any]], run: Run) -> dict[str, Any] | None:
+    """A finished row whose config is exactly ``run``'s (JSON's view of it), trained by the report itself."""
+    config = json.loads(json.dumps(run.config.to_dict()))
+    return next((row for row in done.values() if "same_as" not in row and row["config"] == config), None)
 
 
 def report(out: str | Path, budget_cpu_minutes: float | None = None, seeds: int = 3, quick: bool = False,
@@ -192,8 +200,12 @@ def report(out: str | Path, budget_cpu_minutes: float | None = None, seeds: int 
         for run in todo:
             bar.set_postfix_str(f"{run.section} {run.config.task} T={run.config.length} {run.label} "
                                 f"seed {run.config.seed}")
-            result: LongRangeResult = train(run.config)
-            row = {"key": run.key, "section": run.section, "label": run.label, **result.to_dict()}
+            twin = _twin(done, run)
+            if twin is not None:  # the same run in another section (the main LSTM is the chrono column): reuse it
+                row = {**twin, "key": run.key, "section": run.section, "label": run.label, "same_as": twin["key"]}
+            else:
+                result: LongRangeResult = train(run.config)
+                row = {"key": run.key, "section": run.section, "label": run.label, **result.to_dict()}
             with results.open("a") as handle:  # one line per run: a kill loses at most the run in progress
                 handle.write(json.dumps(row) + "\n")
             done[run.key] = row
