@@ -7,13 +7,9 @@ them, while the LSTM's cell state carries both the information and its gradient.
 model on one task and length and says whether, and after how many steps, it solved the task;
 :func:`sweep` does that for lengths x models; :func:`gradient_flow` measures ``||dL/dh_t||`` against ``t``.
 
-Defaults a user does not have to tune (measured, docs/longrange.md): hidden 128, AdamW at lr 3e-3, batch 64,
-gradient norm clipped to 1.0, and the LSTM's chrono initialisation (Tallec & Ollivier 2018; ``init``, with
-T_max the task's sequence length): it solved temporal order at T = 100 in 400 steps where forget bias 1, zeros
-and torch's init stayed at chance for 1,500, and the adding problem at T = 100 and 200 in 1,300 and 1,400
-steps where forget bias 1 (Gers et al. 2000; the former default) took 2,200 and 5,000. At lr 1e-3 the LSTM
-was still at the adding problem's chance level (T = 100) after 2,000 steps. Runs train on the one loop of
-:mod:`lstmkit.train`.
+Hidden 128 and the LSTM's chrono initialisation (Tallec & Ollivier 2018) by default; the optimizer, learning
+rate, batch, clipping and step budget a config leaves out are its task's :class:`~lstmkit.synthetic.Recipe`.
+Runs train on the one loop of :mod:`lstmkit.train`, with no run directory. Measurements: docs/longrange.md.
 """
 
 from __future__ import annotations
