@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import replace
 
 import pytest
@@ -167,6 +168,10 @@ def test_cli_sweep_and_gradient_plot_write_files(tmp_path, capsys) -> None:
         ["--out", "somewhere"],
         ["--quick"],
         ["--task", "digits", "--length", "100"],
+        ["--task", "copy", "--split", "validation"],
+        ["--optimizer", "lbfgs"],
+        ["sweep", "--log", "x.tsv"],
+        ["--max-cpu-minutes", "-1"],
     ],
 )
 def test_cli_bad_values_exit_2_with_one_line(argv: list[str], capsys) -> None:
@@ -205,14 +210,16 @@ def test_cli_variant_flags_reach_the_lstm(capsys) -> None:
     assert f"{name}=True" in repr(model.rnn)
 
 
-def test_init_reaches_the_lstm_and_chrono_max_defaults_to_the_sequence_length() -> None:
-    config = LongRangeConfig(task="copy", length=20, **SMALL)  # the default init, chrono
+def test_init_reaches_the_lstm_and_chrono_max_defaults_to_the_task_s() -> None:
+    config = LongRangeConfig(task="adding", length=20, **SMALL)  # the default init, chrono
     assert config.init == "chrono"
     model = build_model(config)
-    assert model.rnn.init == "chrono" and model.rnn.chrono_max == config.make_task().seq_len == 40
+    assert model.rnn.init == "chrono" and model.rnn.chrono_max == config.make_task().seq_len == 20
     H = 32
     b = (model.rnn.bias_ih_l0 + model.rnn.bias_hh_l0).detach().view(4, H)
-    assert torch.equal(b[0], -b[1]) and float(b[1].max()) <= torch.log(torch.tensor(39.0)) + 1e-6
+    assert torch.equal(b[0], -b[1]) and float(b[1].max()) <= torch.log(torch.tensor(19.0)) + 1e-6
+    # copy: Tallec & Ollivier's T_max = 3T/2 over the delay T, not the sequence length T + 20
+    assert build_model(LongRangeConfig(task="copy", length=20, **SMALL)).rnn.chrono_max == 30
     assert build_model(LongRangeConfig(init="chrono", chrono_max=7, **SMALL)).rnn.chrono_max == 7
     zeros = build_model(LongRangeConfig(init="zeros", **SMALL)).rnn
     assert float(zeros.bias_ih_l0.detach().abs().sum() + zeros.bias_hh_l0.detach().abs().sum()) == 0
@@ -225,9 +232,88 @@ def test_init_reaches_the_lstm_and_chrono_max_defaults_to_the_sequence_length() 
         LongRangeConfig(init="xavier")
 
 
+def test_unset_training_settings_are_the_task_s_recipe_and_flags_override_them(capsys) -> None:
+    copy = LongRangeConfig(task="copy")
+    assert (copy.optimizer, copy.lr, copy.weight_decay, copy.batch_size, copy.clip, copy.steps) == (
+        "rmsprop", 1e-3, 0.0, 32, 0.0, 60_000)
+    adding = LongRangeConfig()
+    assert (adding.optimizer, adding.lr, adding.batch_size, adding.clip, adding.steps) == ("adamw", 3e-3, 64, 1.0,
+                                                                                           10_000)
+    # digits-long: each model its own lr, the best of a validation sweep
+    assert [LongRangeConfig(task="digits-long", model=m).lr for m in ("lstm", "gru", "rnn")] == [1e-2, 3e-3, 1e-3]
+    mine = LongRangeConfig(task="copy", lr=5e-4, batch_size=8, optimizer="adamw")
+    assert (mine.lr, mine.batch_size, mine.optimizer, mine.clip) == (5e-4, 8, "adamw", 0.0)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        LongRangeConfig(optimizer="lbfgs")
+    # The loop gets the recipe's optimizer: RMSprop for copy, AdamW for the others.
+    seen = []
+
+    class Spy(longrange.Callback):
+        def on_train_begin(self, trainer) -> None:
+            seen.append((type(trainer.optimizer).__name__, trainer.config.clip, trainer.config.weight_decay))
+
+    original = longrange.Trainer.__init__
+
+    def init(self, *args, callbacks=(), **kwargs):
+        original(self, *args, callbacks=[*callbacks, Spy()], **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(longrange.Trainer, "__init__", init)
+        train(LongRangeConfig(task="copy", length=3, steps=1, **SMALL))
+        train(LongRangeConfig(task="adding", length=3, steps=1, **SMALL))
+    assert seen == [("RMSprop", 0.0, 0.0), ("AdamW", 1.0, 0.01)]
+
+
+def test_rerun_command_trains_the_same_config() -> None:
+    from lstmkit.apps import longrange_report
+    from lstmkit.cli import build_parser
+    from lstmkit.cli.longrange import _config
+
+    configs = [r.config for r in longrange_report.plan(seeds=2, quick=True, budget_cpu_minutes=3)]
+    configs.append(LongRangeConfig(task="digits", model="gru", lr=0.01, steps=7, init="forget1", forget_bias=2.0,
+                                   task_options={"split": "validation"}, seed=4))
+    configs.append(LongRangeConfig(task="copy", length=30, variants={"peephole": True}, stop_when_solved=False))
+    for config in configs:
+        command = longrange.rerun_command(config)
+        assert command.startswith("lstmkit longrange --task ")
+        args = build_parser().parse_args(command.split()[1:])
+        rebuilt = _config(args, args.model)
+        assert rebuilt.max_cpu_seconds == pytest.approx(config.max_cpu_seconds, rel=1e-5)
+        assert replace(rebuilt, eval_size=config.eval_size, max_cpu_seconds=config.max_cpu_seconds) == config, command
+
+
+def test_for_model_moves_a_recipe_lr_to_the_model_s_own() -> None:
+    from lstmkit.synthetic import TASKS, Recipe
+
+    recipe = Recipe(lr=1e-3, lr_by_model={"rnn": 1e-4})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TASKS["order"], "recipe", recipe)
+        lstm = LongRangeConfig(task="order", variants={"peephole": True})
+        assert lstm.lr == 1e-3
+        rnn = longrange.for_model(lstm, "rnn")
+        assert rnn.lr == 1e-4 and rnn.variants == {}
+        assert longrange.for_model(LongRangeConfig(task="order", lr=0.5), "rnn").lr == 0.5  # a given lr stays
+
+
+def test_cli_log_writes_the_learning_curve_as_it_goes_and_nothing_else(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the run keeps no directory, not even a temporary one
+    log = tmp_path / "curve.tsv"
+    assert main(["longrange", "--task", "order", "--length", "3", "--steps", "4", "--eval-every", "2",
+                 "--hidden-size", "8", "--keep-training", "--log", str(log), "--plot", "curve.png", "--json"]) == 0
+    rows = [line.split("\t") for line in log.read_text().splitlines()]
+    result = json.loads(capsys.readouterr().out)
+    assert [int(r[0]) for r in rows] == [h[0] for h in result["history"]] == [0, 2, 4]
+    assert [float(r[1]) for r in rows] == pytest.approx([h[1] for h in result["history"]], rel=1e-5)
+    assert all(float(r[2]) >= 0 for r in rows)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curve.png", "curve.tsv"]  # and the curve's plot
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_default_length_is_the_task_s() -> None:
     assert LongRangeConfig(task="temporal-order").length == 100
     assert LongRangeConfig(task="digits").length == 64
+    assert LongRangeConfig(task="digits-long").length == LongRangeConfig(task="digits-long-permuted").length == 784
 
 
 def test_no_c_cell_computes_its_equations_and_is_selectable_in_the_lab() -> None:
@@ -258,18 +344,31 @@ def test_no_c_cell_computes_its_equations_and_is_selectable_in_the_lab() -> None
     assert model.rnn.variants.cell == "no_c"
 
 
-def test_report_quick_writes_table_results_plots_and_resumes(tmp_path, capsys) -> None:
+def test_report_quick_writes_table_results_plots_and_resumes(tmp_path, capsys, monkeypatch) -> None:
     from lstmkit.apps import longrange_report
 
     runs = longrange_report.plan(seeds=1, quick=True, budget_cpu_minutes=0.01)
     assert {r.section for r in runs} == {"main", "init", "no_c"}
     assert len({r.key for r in runs}) == len(runs)
+    trained = []
+    monkeypatch.setattr(longrange_report, "train", lambda config: trained.append(config) or train(config))
     out = tmp_path / "report"
     assert main(["longrange", "report", "--out", str(out), "--quick", "--seeds", "1",
                  "--budget-cpu-minutes", "0.01"]) == 0
+    # The init ablation's chrono column and the no-C ablation's lstm column are the main LSTM's runs: shown, not
+    # trained again (two ablation tasks, one seed).
+    assert len(trained) == len(runs) - 4 == len({json.dumps(c.to_dict(), sort_keys=True) for c in trained})
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    reused = [row for row in rows if "same_as" in row]
+    assert sorted(row["label"] for row in reused) == ["chrono", "chrono", "lstm", "lstm"]
+    assert all(row["same_as"].startswith("main|") and row["config"]["init"] == "chrono" for row in reused)
     table = (out / "table.md").read_text()
     assert "| adding | 20 |" in table and "| zeros | torch | forget1 | chrono |" in table and "no_c" in table
+    assert "| digits-long | 784 |" in table
     assert "(not run yet)" not in table
+    # every cell carries the command that reruns it
+    assert "`lstmkit longrange --task adding --length 20 --model lstm --hidden-size 32 --steps 400 --eval-every 20" \
+           in table and table.count("`lstmkit longrange") == len({(r.section, r.config.task, r.label) for r in runs})
     lines = (out / "results.jsonl").read_text().splitlines()
     assert len(lines) == len(runs)
     assert {json.loads(line)["key"] for line in lines} == {r.key for r in runs}
@@ -291,3 +390,41 @@ def test_a_diverging_lab_run_stops_with_one_line_and_a_non_zero_exit(capsys) -> 
     assert code == 1, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "diverged" in lines[0] and "Traceback" not in err, err
+
+
+@pytest.mark.slow
+def test_report_killed_with_sigkill_continues_where_it_stopped(tmp_path) -> None:
+    """A real kill -9 in the middle of the report: the second start runs only what the first did not finish."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lstmkit.apps import longrange_report
+
+    out = tmp_path / "report"
+    results = out / "results.jsonl"
+    argv = [sys.executable, "-c", "import sys; from lstmkit.cli import main; sys.exit(main())", "longrange",
+            "report", "--out", str(out), "--quick", "--seeds", "1", "--budget-cpu-minutes", "0.2"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    first = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and first.poll() is None:
+        if results.exists() and results.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.05)
+    assert first.poll() is None, first.stderr.read() if first.stderr else ""
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    before = results.read_text().splitlines()
+    done_before = [json.loads(line)["key"] for line in before if line.endswith("}")]
+    assert len(done_before) >= 3
+    second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    after = [json.loads(line) for line in results.read_text().splitlines()]
+    keys = [row["key"] for row in after]
+    runs = longrange_report.plan(seeds=1, quick=True, budget_cpu_minutes=0.2)
+    assert sorted(keys) == sorted(r.key for r in runs)  # every run once: none lost, none done twice
+    assert keys[:len(done_before)] == done_before  # the runs finished before the kill were kept, not redone
+    assert "(not run yet)" not in (out / "table.md").read_text()

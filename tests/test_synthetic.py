@@ -15,6 +15,7 @@ from lstmkit.synthetic import (
     DigitsTask,
     OrderTask,
     PermutedDigitsTask,
+    Recipe,
     TemporalOrderTask,
     make_task,
 )
@@ -84,7 +85,7 @@ def test_adding_chance_level_is_one_sixth() -> None:
 
 
 def test_copy_layout_and_chance_level() -> None:
-    task = CopyTask(7, symbols=4, alphabet=5)
+    task = CopyTask(7, symbols=4, alphabet=5, loss_span="recall")
     x, y = task.sample(20_000, gen(2))
     codes = x.argmax(-1)
     assert torch.equal(x.sum(-1), torch.ones(20_000, task.seq_len))  # one-hot
@@ -98,6 +99,43 @@ def test_copy_layout_and_chance_level() -> None:
     guess = torch.nn.functional.one_hot(torch.full_like(y, int(majority)), 5).float()
     assert task.metric(guess, y) == pytest.approx(1 - 1 / 5, abs=0.01)
     assert task.baseline == pytest.approx(0.8)
+
+
+def test_copy_over_the_whole_sequence_asks_blank_then_the_symbols_and_scores_only_the_recall() -> None:
+    recall = CopyTask(7, symbols=4, alphabet=5, loss_span="recall")
+    task = CopyTask(7, symbols=4, alphabet=5)  # the default span: the whole sequence, as published
+    assert task.loss_span == "sequence"
+    x, y = task.sample(3_000, gen(2))
+    x_recall, y_recall = recall.sample(3_000, gen(2))
+    assert torch.equal(x, x_recall)  # the same inputs from the same seed
+    assert y.shape == (3_000, task.seq_len) and task.readout == task.seq_len and task.output_size == 6
+    assert bool((y[:, :-4] == task.blank).all()) and torch.equal(y[:, -4:], y_recall)
+    assert task.baseline == recall.baseline == pytest.approx(0.8)  # only the recalled symbols are scored
+    # Answering blank everywhere but the recall, where it guesses: every blank right, yet chance-level error.
+    guess = torch.nn.functional.one_hot(y.clone(), 6).float()
+    guess[:, -4:] = torch.nn.functional.one_hot(torch.zeros(3_000, 4, dtype=torch.int64), 6).float()
+    assert task.metric(guess, y) == pytest.approx(0.8, abs=0.02)
+    perfect = torch.nn.functional.one_hot(y, 6).float()
+    assert task.metric(perfect, y) == 0.0
+    # The loss counts every step: a model that gets the recall right but the blanks wrong pays for it.
+    wrong_blanks = perfect.clone()
+    wrong_blanks[:, :-4] = torch.nn.functional.one_hot(torch.zeros(3_000, task.seq_len - 4, dtype=torch.int64),
+                                                       6).float()
+    assert task.metric(wrong_blanks, y) == 0.0 and task.loss(wrong_blanks, y) > task.loss(perfect, y)
+    with pytest.raises(ValueError, match="loss_span must be one of"):
+        CopyTask(7, loss_span="all")
+
+
+def test_each_task_declares_its_training_recipe() -> None:
+    copy = CopyTask(100)
+    assert (copy.recipe.optimizer, copy.recipe.lr, copy.recipe.batch_size, copy.recipe.clip) == ("rmsprop", 1e-3,
+                                                                                                  32, 0.0)
+    assert copy.chrono_max == 150  # Tallec & Ollivier's T_max = 3T/2
+    assert AddingProblem(100).chrono_max == 100 and AddingProblem(100).recipe == Recipe()  # its sequence length
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        Recipe(optimizer="lbfgs")
+    with pytest.raises(ValueError, match="chrono_scale"):
+        Recipe(chrono_scale=0.0)
 
 
 def test_order_label_is_the_first_symbol_and_nothing_else_tells() -> None:
@@ -203,6 +241,56 @@ def test_digits_split_permutation_and_pixels() -> None:
     assert x.shape == (32, 64, 1) and int(y.max()) < 10
     with pytest.raises(ValueError, match="length must be 64"):
         DigitsTask(100)
+
+
+def test_bilinear_upsampling_matches_torch_and_a_case_by_hand() -> None:
+    images = torch.rand(4, 8, 8, generator=gen(7), dtype=torch.float64)
+    expected = torch.nn.functional.interpolate(images[:, None], size=(28, 28), mode="bilinear",
+                                               align_corners=False)[:, 0]
+    torch.testing.assert_close(digits_module.upsample(images, 28), expected)
+    # By hand, 2 -> 4 pixels: outputs at input coordinates -0.25 (clamped to 0), 0.25, 0.75, 1.25 (clamped to 1).
+    row = digits_module.upsample(torch.tensor([[[0.0, 4.0], [0.0, 4.0]]]), 4)[0, 0]
+    torch.testing.assert_close(row, torch.tensor([0.0, 1.0, 3.0, 4.0]))
+    # Each row of the interpolation matrix is a convex combination of at most two neighbours.
+    a = digits_module.interpolation_matrix(8, 28)
+    torch.testing.assert_close(a.sum(1), torch.ones(28, dtype=torch.float64))
+    assert int((a > 0).sum(1).max()) <= 2 and float(a.min()) >= 0
+
+
+@needs_sklearn
+def test_digits_long_is_784_steps_of_the_upsampled_images_and_its_permutation_is_fixed() -> None:
+    plain, permuted = make_task("digits-long", 784), make_task("digits-long-permuted", 784)
+    x, y = plain.validation_set(1)
+    assert x.shape == (359, 784, 1) and y.shape == (359, 1)
+    assert float(x.min()) >= 0 and float(x.max()) <= 1
+    small, small_y = DigitsTask().validation_set(1)
+    assert torch.equal(small_y, y)  # the same held-out images, in the same order
+    up = digits_module.upsample(small[..., 0].double().view(-1, 8, 8), 28).clamp(0, 1).float()
+    torch.testing.assert_close(x[..., 0], up.reshape(-1, 784))
+    order = digits_module.permutation(784)
+    assert torch.equal(order, digits_module.permutation(784))  # seeded: the same every call
+    assert torch.equal(torch.sort(order).values, torch.arange(784)) and not torch.equal(order, torch.arange(784))
+    xp, yp = permuted.validation_set(1)
+    assert torch.equal(xp[..., 0], x[..., 0][:, order]) and torch.equal(yp, y)
+    xs, ys = permuted.sample(6, gen(0))
+    assert xs.shape == (6, 784, 1) and ys.shape == (6, 1)
+    with pytest.raises(ValueError, match="length must be 784"):
+        make_task("digits-long", 64)
+
+
+@needs_sklearn
+def test_validation_split_is_held_out_of_training_and_apart_from_test() -> None:
+    x_train, _, x_val, _ = digits_module._load(8, "validation")
+    x_full, _, x_test, _ = digits_module._load(8, "test")
+    assert x_val.size(0) == 288 and x_train.size(0) == 1438 - 288
+    rows = {tuple(r.tolist()) for r in x_full}
+    assert all(tuple(r.tolist()) in rows for r in x_val)  # validation images come from the training part
+    test_rows = {tuple(r.tolist()) for r in x_test}
+    train_rows = {tuple(r.tolist()) for r in x_train}
+    assert not any(tuple(r.tolist()) in train_rows | test_rows for r in x_val)  # and from neither of the others
+    assert DigitsTask(split="validation").validation_set(1)[0].shape == (288, 64, 1)
+    with pytest.raises(ValueError, match="split must be one of"):
+        DigitsTask(split="train")
 
 
 def test_order_ablation_knobs_move_the_key_and_remove_keys_from_the_fillers() -> None:

@@ -7,21 +7,15 @@ them, while the LSTM's cell state carries both the information and its gradient.
 model on one task and length and says whether, and after how many steps, it solved the task;
 :func:`sweep` does that for lengths x models; :func:`gradient_flow` measures ``||dL/dh_t||`` against ``t``.
 
-Defaults a user does not have to tune (measured, docs/longrange.md): hidden 128, AdamW at lr 3e-3, batch 64,
-gradient norm clipped to 1.0, and the LSTM's chrono initialisation (Tallec & Ollivier 2018; ``init``, with
-T_max the task's sequence length): it solved temporal order at T = 100 in 400 steps where forget bias 1, zeros
-and torch's init stayed at chance for 1,500, and the adding problem at T = 100 and 200 in 1,300 and 1,400
-steps where forget bias 1 (Gers et al. 2000; the former default) took 2,200 and 5,000. At lr 1e-3 the LSTM
-was still at the adding problem's chance level (T = 100) after 2,000 steps. Runs train on the one loop of
-:mod:`lstmkit.train`.
+Hidden 128 and the LSTM's chrono initialisation (Tallec & Ollivier 2018) by default; the optimizer, learning
+rate, batch, clipping and step budget a config leaves out are its task's :class:`~lstmkit.synthetic.Recipe`.
+Runs train on the one loop of :mod:`lstmkit.train`, with no run directory. Measurements: docs/longrange.md.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -30,13 +24,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from .. import engines
 from ..fileio import atomic_write
 from ..modules import GRU, LSTM, RNN
 from ..synthetic import DEFAULT_LENGTHS, TASKS, LongRangeTask, make_task
-from ..train import Callback, TrainConfig, Trainer
+from ..synthetic.base import OPTIMIZERS
+from ..train import Callback, ProgressBar, ProgressReport, TrainConfig, Trainer
 from ..train import Task as TrainTask
 from ..variants import NAMES
 
@@ -67,13 +61,16 @@ class LongRangeConfig:
     model: str = "lstm"  # "lstm", "gru" or "rnn" (tanh)
     hidden_size: int = 128
     num_layers: int = 1
-    lr: float = 3e-3  # AdamW; 1e-3 had not left the adding problem's baseline after 2,000 steps at T = 100
-    batch_size: int = 64
-    clip: float = 1.0  # max gradient norm; 0 turns clipping off
+    # None below: the task's recipe (lstmkit.synthetic.Recipe), the setting measured to work for that task.
+    optimizer: str | None = None  # "adamw" or "rmsprop"
+    lr: float | None = None
+    weight_decay: float | None = None
+    batch_size: int | None = None
+    clip: float | None = None  # max gradient norm; 0 turns clipping off
     init: str = "chrono"  # the LSTM gate biases (INITS): chrono solved temporal order and adding fastest (measured)
-    chrono_max: int | None = None  # T_max of init="chrono"; None: the task's sequence length
+    chrono_max: int | None = None  # T_max of init="chrono"; None: the task's (a multiple of T, or its seq_len)
     forget_bias: float = 1.0  # the forget-gate bias of init="forget1"
-    steps: int = 10_000  # at most; the LSTM at T = 200 left the chance level only after 4,300 (measured)
+    steps: int | None = None  # at most; the run stops at the first validation that solves the task
     eval_every: int = 100  # validate every this many steps; steps_to_solve is a multiple of it
     eval_size: int = 512  # held-out sequences, drawn once per run from their own seed
     seed: int = 0
@@ -89,6 +86,14 @@ class LongRangeConfig:
             raise ValueError(f"task must be one of {', '.join(map(repr, TASKS))}, got {self.task!r}")
         if self.length is None:
             object.__setattr__(self, "length", DEFAULT_LENGTHS[self.task])
+        recipe = TASKS[self.task].recipe
+        if self.lr is None:
+            object.__setattr__(self, "lr", recipe.lr_for(self.model))
+        for name in ("optimizer", "weight_decay", "batch_size", "clip", "steps"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, getattr(recipe, name))
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, got {self.optimizer!r}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}, got {self.init!r}")
         if self.chrono_max is not None and self.init != "chrono":
@@ -107,6 +112,9 @@ class LongRangeConfig:
             raise ValueError(f"max_cpu_seconds must be a number >= 0 (0: no limit), got {self.max_cpu_seconds!r}")
         if not (isinstance(self.clip, (int, float)) and math.isfinite(self.clip) and self.clip >= 0):
             raise ValueError(f"clip must be a number >= 0 (0: no clipping), got {self.clip!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)
+                and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
         if not (isinstance(self.forget_bias, (int, float)) and math.isfinite(self.forget_bias)):
             raise ValueError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
         if self.engine not in engines.ENGINE_CHOICES:
@@ -124,6 +132,7 @@ class LongRangeConfig:
         recurrent = {"lstm": LSTM, "gru": GRU, "rnn": RNN}[self.model]
         recurrent(1, 2, num_layers=self.num_layers, engine=self.engine, **self.lstm_options(2))
 
+
     def make_task(self) -> LongRangeTask:
         assert self.length is not None
         return make_task(self.task, self.length, **dict(self.task_options))
@@ -131,7 +140,7 @@ class LongRangeConfig:
     def lstm_options(self, chrono_max: int) -> dict[str, Any]:
         """The lstmkit.LSTM keyword arguments of this run (variants and initialisation); {} for GRU and RNN.
 
-        ``chrono_max``: T_max when ``chrono_max`` is not set (the task's sequence length).
+        ``chrono_max``: T_max when ``chrono_max`` is not set (the task's, :attr:`LongRangeTask.chrono_max`).
         """
         if self.model != "lstm":
             return {}
@@ -163,7 +172,7 @@ class LongRangeModel(nn.Module):
         common: dict[str, Any] = {"num_layers": config.num_layers, "batch_first": True, "engine": config.engine}
         self.rnn: nn.Module
         if config.model == "lstm":
-            self.rnn = LSTM(task.input_size, config.hidden_size, **common, **config.lstm_options(task.seq_len))
+            self.rnn = LSTM(task.input_size, config.hidden_size, **common, **config.lstm_options(task.chrono_max))
         elif config.model == "gru":
             self.rnn = GRU(task.input_size, config.hidden_size, **common)
         else:
@@ -253,7 +262,8 @@ class _LabTask(TrainTask):
     def __init__(self, model: nn.Module, task: LongRangeTask, config: LongRangeConfig, data_seed: int,
                  validation: tuple[Tensor, Tensor]) -> None:
         self.model, self.task, self.config = model, task, config
-        self.items_per_step = config.batch_size
+        self.items_per_step = self.batch_size = int(config.batch_size or 1)  # filled by the recipe: never None
+        self.steps = int(config.steps or 0)
         self.generator = torch.Generator().manual_seed(data_seed)
         self.validation = validation
 
@@ -262,10 +272,10 @@ class _LabTask(TrainTask):
         self.validation = (self.validation[0].to(device), self.validation[1].to(device))
 
     def steps_per_epoch(self) -> int:
-        return self.config.steps
+        return self.steps
 
     def epoch_batches(self, epoch: int) -> _Batches:
-        return _Batches(self.task, self.config.batch_size, self.generator, self.device)
+        return _Batches(self.task, self.batch_size, self.generator, self.device)
 
     def loss(self, net: nn.Module, batch: Any) -> Tensor:
         x, y = batch
@@ -289,32 +299,17 @@ class _Solved(Callback):
                 trainer.stopped = "solved"
 
 
-class _Bar(Callback):
-    """A tqdm bar on stderr with the task's metric."""
-
-    def __init__(self, config: LongRangeConfig, metric_name: str, enabled: bool) -> None:
-        self.metric_name = metric_name
-        self.bar = tqdm(total=config.steps, disable=not enabled, file=sys.stderr, leave=False,
-                        desc=f"{config.task} T={config.length} {config.model}")
-
-    def on_step_end(self, trainer: Any) -> None:
-        self.bar.update()
-
-    def on_evaluate(self, trainer: Any, row: dict[str, float]) -> None:
-        self.bar.set_postfix({self.metric_name: f"{row['val_loss']:.4g}"})
-
-    def on_train_end(self, trainer: Any) -> None:
-        self.bar.close()
-
-
-def train(config: LongRangeConfig, progress: bool = False) -> LongRangeResult:
+def train(config: LongRangeConfig, progress: bool = False,
+          log: Callable[[int, float, float], None] | None = None) -> LongRangeResult:
     """Train ``config.model`` on ``config.task`` at ``config.length`` and report what it reached.
 
-    Runs on lstmkit's one training loop (:mod:`lstmkit.train`): AdamW (weight decay on matrices only) at a
-    constant learning rate, gradient norm clipped. Each step draws a fresh batch from the seeded generator;
+    Runs on lstmkit's one training loop (:mod:`lstmkit.train`) with the config's optimizer (AdamW with weight
+    decay on matrices only, or RMSprop) at a constant learning rate, gradient norm clipped unless ``clip`` is 0;
+    the settings a config leaves out are the task's recipe. Each step draws a fresh batch from the seeded generator;
     every ``eval_every`` steps the metric is measured on a held-out set (the validation loss of the loop).
     With ``stop_when_solved`` the run ends at the first validation that solves the task; ``max_cpu_seconds``
-    ends it when its CPU time is spent. ``progress`` shows a tqdm bar on stderr.
+    ends it when its CPU time is spent. ``progress`` shows a tqdm bar on stderr; ``log`` is called with
+    ``(step, metric, cpu_seconds)`` at every validation, step 0 included.
     """
     task = config.make_task()
     _, data_seed, val_seed = _seeds(config.seed)
@@ -323,16 +318,25 @@ def train(config: LongRangeConfig, progress: bool = False) -> LongRangeResult:
     start, cpu_start = time.perf_counter(), time.process_time()
     metric = evaluate(model, task, validation[0].to(config.device), validation[1].to(config.device))
     history = [(0, metric)]
+    if log is not None:
+        log(0, metric, time.process_time() - cpu_start)
     solved = _Solved(task, config.stop_when_solved)
     steps = 0
+    # __post_init__ filled every setting a config left to the task's recipe
+    assert config.optimizer and config.lr and config.weight_decay is not None and config.clip is not None
+    assert config.steps is not None
     if config.steps > 0 and not (task.solved(metric) and config.stop_when_solved):
-        loop = TrainConfig(lr=config.lr, clip=config.clip, schedule="constant", max_steps=config.steps,
+        loop = TrainConfig(optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
+                           clip=config.clip, schedule="constant", max_steps=config.steps,
                            max_cpu_minutes=config.max_cpu_seconds / 60, eval_every=config.eval_every,
                            patience=0, seed=config.seed, device=config.device)
-        bar = _Bar(config, task.metric_name, progress)
-        with tempfile.TemporaryDirectory(prefix="lstmkit-longrange-") as out:  # the loop's lock; nothing is kept
-            result = Trainer(_LabTask(model, task, config, data_seed, validation), loop, out,
-                             callbacks=[solved, bar]).fit()
+        hooks: list[Callback] = [solved]
+        if log is not None:
+            hooks.append(ProgressReport(lambda row: log(int(row["step"]), float(row["val_loss"]),
+                                                        float(row["cpu_seconds"]))))
+        hooks.append(ProgressBar(progress, desc=f"{config.task} T={config.length} {config.model}",
+                                 val_name=task.metric_name, leave=False))  # the bar last: it shows what came before
+        result = Trainer(_LabTask(model, task, config, data_seed, validation), loop, None, callbacks=hooks).fit()
         steps = result.steps
         history += [(int(row["step"]), float(row["val_loss"])) for row in result.history]
         metric = history[-1][1]
@@ -346,6 +350,46 @@ def train(config: LongRangeConfig, progress: bool = False) -> LongRangeResult:
         metric=task.metric_name, threshold=task.threshold, steps=steps, engine=getattr(model.rnn, "engine", ""),
         history=tuple(history), config=config,
     )
+
+
+def for_model(config: LongRangeConfig, model: str) -> LongRangeConfig:
+    """``config`` for ``model``: the variants stay with the LSTM, and a learning rate that was the task's recipe
+    for ``config.model`` becomes the recipe's for ``model`` (a task may give each model its own)."""
+    recipe = TASKS[config.task].recipe
+    lr = None if config.lr == recipe.lr_for(config.model) else config.lr
+    return replace(config, model=model, lr=lr, variants=config.variants if model == "lstm" else {})
+
+
+def rerun_command(config: LongRangeConfig) -> str:
+    """The ``lstmkit longrange`` command line that trains ``config`` again: the flags of the settings that
+    differ from the task's defaults (eval_size has no flag and is left out)."""
+    from ..variants import VARIANTS
+
+    default = LongRangeConfig(task=config.task, length=config.length, model=config.model)
+    parts = ["lstmkit longrange", f"--task {config.task}", f"--length {config.length}", f"--model {config.model}"]
+    flags = {"hidden_size": "--hidden-size", "num_layers": "--num-layers", "optimizer": "--optimizer",
+             "lr": "--lr", "weight_decay": "--weight-decay", "batch_size": "--batch-size", "clip": "--clip",
+             "init": "--init", "chrono_max": "--chrono-max", "forget_bias": "--forget-bias", "steps": "--steps",
+             "eval_every": "--eval-every", "engine": "--engine", "device": "--device"}
+    for name, flag in flags.items():
+        value = getattr(config, name)
+        if value != getattr(default, name):
+            parts.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
+    if config.max_cpu_seconds:
+        parts.append(f"--max-cpu-minutes {config.max_cpu_seconds / 60:.6g}")
+    if not config.stop_when_solved:
+        parts.append("--keep-training")
+    for variant in VARIANTS:
+        if variant.name in config.variants:
+            value = config.variants[variant.name]
+            if isinstance(value, bool):
+                parts.append(variant.flag if value else "--no-" + variant.flag[2:])
+            else:
+                parts.append(f"{variant.flag} {value}")
+    if "split" in config.task_options:
+        parts.append(f"--split {config.task_options['split']}")
+    parts.append(f"--seed {config.seed}")
+    return " ".join(parts)
 
 
 def sweep(config: LongRangeConfig, lengths: Sequence[int], models: Sequence[str] = MODELS,
@@ -362,7 +406,7 @@ def sweep(config: LongRangeConfig, lengths: Sequence[int], models: Sequence[str]
     for name in models:
         if name not in MODELS:
             raise ValueError(f"models must be among {', '.join(map(repr, MODELS))}, got {name!r}")
-    runs = [replace(config, length=length, model=name, variants=config.variants if name == "lstm" else {})
+    runs = [for_model(replace(config, length=length), name)
             for length in lengths for name in models]  # validates every run before the first one starts
     results = []
     for run in runs:
@@ -441,6 +485,35 @@ def plot_sweep(results: Iterable[LongRangeResult], path: str | Path) -> None:
     _save_figure(figure, path)
 
 
+def plot_history(runs: Iterable[LongRangeResult | Mapping[str, Any]], path: str | Path, title: str = "") -> None:
+    """A PNG at ``path``: the held-out metric against the training step, one line per run, one colour per
+    label (a row's ``"label"``, else its model), with the chance level and the solved threshold.
+
+    ``runs``: results, or their ``to_dict()`` objects (a ``--json`` line, a report's ``results.jsonl`` row).
+    """
+    from matplotlib.figure import Figure
+
+    rows = [r.to_dict() if isinstance(r, LongRangeResult) else dict(r) for r in runs]
+    if not rows:
+        raise ValueError("runs is empty")
+    figure = Figure(figsize=(6.4, 4.2))
+    ax = figure.add_subplot()
+    colours: dict[str, str] = {}
+    for row in rows:
+        label = str(row.get("label", row["model"]))
+        steps, metrics = zip(*row["history"], strict=True)
+        first = label not in colours
+        colour = colours.setdefault(label, f"C{len(colours)}")
+        ax.plot(steps, metrics, color=colour, alpha=0.8, label=label if first else None)
+    ax.axhline(rows[0]["baseline"], color="grey", linestyle="--", label="chance level")
+    ax.axhline(rows[0]["threshold"], color="grey", linestyle=":", label="solved at or below")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"held-out {rows[0]['metric']}")
+    ax.set_title(title or f"{rows[0]['task']}, T={rows[0]['length']}")
+    ax.legend()
+    _save_figure(figure, path)
+
+
 def gradient_flow(config: LongRangeConfig, models: Sequence[str] = ("rnn", "gru", "lstm"),
                   batch_size: int = 64) -> dict[str, list[float]]:
     """``||dL/dh_t||`` for every step t of the task's sequence, for each model at initialisation.
@@ -500,10 +573,13 @@ __all__ = [
     "LongRangeResult",
     "build_model",
     "evaluate",
+    "for_model",
     "gradient_flow",
     "lstm_variant_options",
     "plot_gradient_flow",
+    "plot_history",
     "plot_sweep",
+    "rerun_command",
     "sweep",
     "sweep_table",
     "train",

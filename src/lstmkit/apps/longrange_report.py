@@ -1,12 +1,13 @@
 """``lstmkit longrange report``: the lab's whole table in one resumable command.
 
-The table is tasks x lengths x models (tanh RNN, GRU, LSTM with the lab's defaults), plus two ablations of the
-LSTM: its gate-bias initialisation (zeros, torch, forget bias 1, chrono) and the memory cell (``cell="no_c"``).
-Every cell runs ``seeds`` seeds. Each run is one :func:`lstmkit.apps.longrange.train` capped by steps and by CPU
-time (the budget divided evenly over the runs), and each result is appended to ``DIR/results.jsonl`` as soon as
-it ends: a killed report, started again with the same arguments, skips what is already there. ``DIR/table.md``
-and the plots (``DIR/<section>_<task>_T<length>.png``, the held-out metric against the step) are rewritten after
-every section.
+The table is tasks x lengths x models (tanh RNN, GRU, LSTM, each task with its own defaults: the task's
+:class:`~lstmkit.synthetic.Recipe`), plus two ablations of the LSTM: its gate-bias initialisation (zeros, torch,
+forget bias 1, chrono) and the memory cell (``cell="no_c"``). Every cell runs ``seeds`` seeds, and each run is
+exactly the single command printed beside its cell (:func:`~lstmkit.apps.longrange.rerun_command`), capped by
+steps and, with a CPU budget, by CPU time (the budget divided evenly over the runs). Each result is appended to
+``DIR/results.jsonl`` as soon as it ends: a killed report, started again with the same arguments, skips what is
+already there. ``DIR/table.md`` and the plots (``DIR/<section>_<task>_T<length>.png``, the held-out metric
+against the step) are rewritten after every task.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from tqdm import tqdm
 
 from ..fileio import atomic_write
-from .longrange import LongRangeConfig, LongRangeResult, train
+from .longrange import LongRangeConfig, LongRangeResult, plot_history, rerun_command, train
 
 MODELS = ("rnn", "gru", "lstm")
 
@@ -41,31 +42,44 @@ class Run:
         return f"{self.section}|{c.task}|{c.length}|{self.label}|{c.seed}"
 
 
-def plan(seeds: int = 3, quick: bool = False, budget_cpu_minutes: float = 60.0) -> list[Run]:
-    """Every run of the report, shortest first within each section; the CPU budget split evenly over them."""
-    if quick:
-        base = LongRangeConfig(hidden_size=32, steps=400, eval_every=20, eval_size=256)
-        main = [("adding", 20), ("copy", 10), ("temporal-order", 20), ("digits", 64)]
-        ablations = [("adding", 20), ("copy", 10)]
-    else:
-        base = LongRangeConfig()
-        main = [("adding", 100), ("adding", 200), ("adding", 400), ("copy", 100), ("temporal-order", 100),
-                ("digits", 64), ("digits-permuted", 64)]
-        ablations = [("adding", 200), ("copy", 100)]
+# The report's rows: (task, length). The digits tasks have one length each (their pixels).
+MAIN = (("adding", 100), ("adding", 200), ("adding", 400), ("copy", 100), ("temporal-order", 100),
+        ("digits", 64), ("digits-permuted", 64), ("digits-long", 784), ("digits-long-permuted", 784))
+ABLATIONS = (("adding", 200), ("copy", 100))
+# --quick: the same sections on short lengths and small models, for minutes (the digits keep their pixels).
+QUICK_MAIN = (("adding", 20), ("copy", 10), ("temporal-order", 20), ("digits", 64), ("digits-long", 784))
+QUICK_ABLATIONS = (("adding", 20), ("copy", 10))
+QUICK: dict[str, Any] = {"hidden_size": 32, "steps": 400, "eval_every": 20}
+# digits-long at 784 steps: a smoke test
+QUICK_LONG: dict[str, Any] = {"hidden_size": 8, "steps": 20, "eval_every": 10, "batch_size": 8}
+
+
+def plan(seeds: int = 3, quick: bool = False, budget_cpu_minutes: float | None = None) -> list[Run]:
+    """Every run of the report, in table order. Each run is the task's defaults (its recipe's optimizer, lr,
+    batch, steps); ``budget_cpu_minutes`` (None: no limit) also caps each run at an even share of it."""
+    if budget_cpu_minutes is not None and not budget_cpu_minutes > 0:
+        raise ValueError(f"budget_cpu_minutes must be > 0 or None, got {budget_cpu_minutes}")
+    main, ablations = (QUICK_MAIN, QUICK_ABLATIONS) if quick else (MAIN, ABLATIONS)
+
+    def config(task: str, length: int, **settings: Any) -> LongRangeConfig:
+        small = (QUICK_LONG if task.startswith("digits-long") else QUICK) if quick else {}
+        return LongRangeConfig(task=task, length=length, **small, **settings)
+
     runs: list[Run] = []
     for task, length in main:
         for model in MODELS:
             for seed in range(seeds):
-                runs.append(Run("main", model, replace(base, task=task, length=length, model=model, seed=seed)))
+                runs.append(Run("main", model, config(task, length, model=model, seed=seed)))
     for task, length in ablations:
         for init in ("zeros", "torch", "forget1", "chrono"):
             for seed in range(seeds):
-                runs.append(Run("init", init, replace(base, task=task, length=length, init=init, seed=seed)))
+                runs.append(Run("init", init, config(task, length, init=init, seed=seed)))
         for cell in ("lstm", "no_c"):
             for seed in range(seeds):
                 variants = {"cell": cell} if cell != "lstm" else {}
-                runs.append(Run("no_c", cell, replace(base, task=task, length=length, variants=variants,
-                                                      seed=seed)))
+                runs.append(Run("no_c", cell, config(task, length, variants=variants, seed=seed)))
+    if budget_cpu_minutes is None:
+        return runs
     per_run = budget_cpu_minutes * 60.0 / len(runs)
     return [replace(r, config=replace(r.config, max_cpu_seconds=per_run)) for r in runs]
 
@@ -92,25 +106,35 @@ def _load(path: Path) -> dict[str, dict[str, Any]]:
     return done
 
 
-def _cell(rows: Sequence[dict[str, Any]]) -> str:
-    """"solved 3/3, median 1,200 steps (900-1,500)" or "not solved in N steps (metric m)"; digits: accuracy."""
+def _cell(rows: Sequence[dict[str, Any]], command: str) -> str:
+    """"solved 3/3, median 1,200 steps (900-1,500)" or "not solved in N steps (metric m)"; digits: accuracy;
+    then the median CPU time of a run and the command that reruns one seed."""
     first = rows[0]
     n = len(rows)
+    cpu = statistics.median(r["cpu_seconds"] for r in rows)
+    seeds = ", ".join(str(r["config"]["seed"]) for r in rows)
+    tail = f"; seed{'s' * (n > 1)} {seeds}; {_minutes(cpu)} CPU per run<br>`{command}`"
     if first["task"].startswith("digits"):
         accuracies = [1 - r["final_metric"] for r in rows]
-        return (f"test accuracy {statistics.median(accuracies):.1%} ({min(accuracies):.1%}-{max(accuracies):.1%}), "
-                f"{statistics.median(r['steps'] for r in rows):.0f} steps")
+        spread = f" ({min(accuracies):.1%}-{max(accuracies):.1%})" if n > 1 else ""
+        return (f"test accuracy {statistics.median(accuracies):.1%}{spread}, "
+                f"{statistics.median(r['steps'] for r in rows):,.0f} steps" + tail)
     solved = sorted(r["steps_to_solve"] for r in rows if r["steps_to_solve"] is not None)
     metric = statistics.median(r["final_metric"] for r in rows)
     chance = first["baseline"]
     if not solved:
-        return (f"not solved in {max(r['steps'] for r in rows):,} steps ({metric / chance:.0%} of chance)")
+        steps = max(r["steps"] for r in rows)
+        return f"not solved in {steps:,} steps ({metric / chance:.0%} of chance), {n} of {n}" + tail
     text = f"solved {len(solved)}/{n}, median {statistics.median(solved):,.0f} steps"
     if len(solved) > 1:
         text += f" ({solved[0]:,}-{solved[-1]:,})"
     if len(solved) < n:
         text += f"; others at {metric / chance:.0%} of chance"
-    return text
+    return text + tail
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 SECTIONS = {
@@ -132,47 +156,38 @@ def table(rows: Iterable[dict[str, Any]], runs: Sequence[Run]) -> str:
             continue
         labels = list(dict.fromkeys(r.label for r in mine))
         rows_ = list(dict.fromkeys((r.config.task, int(r.config.length or 0)) for r in mine))
-        cpu = sum(x["cpu_seconds"] for k, v in by_cell.items() if k[0] == section for x in v)
-        lines += [f"### {title}", "", f"CPU time of this section: {cpu / 60:.1f} min.", "",
+        cpu = sum(x["cpu_seconds"] for k, v in by_cell.items() if k[0] == section for x in v if "same_as" not in x)
+        seeds = sorted({r.config.seed for r in mine})
+        lines += [f"### {title}", "", f"CPU time of the runs this section trained: {cpu / 60:.1f} min, one thread "
+                  f"(a cell that is another section's run is shown, not trained again). Seeds S = "
+                  f"{', '.join(map(str, seeds))}.", "",
                   "| task | T | " + " | ".join(labels) + " |", "|---|---:|" + "---|" * len(labels)]
         for task, length in rows_:
             cells = []
             for label in labels:
                 got = by_cell.get((section, task, length, label), [])
-                cells.append(_cell(got) if got else "(not run yet)")
+                first = next(r for r in mine if (r.config.task, r.config.length, r.label) == (task, length, label))
+                command = rerun_command(first.config).replace(f"--seed {first.config.seed}", "--seed S")
+                cells.append(_cell(got, command) if got else f"(not run yet)<br>`{command}`")
             lines.append(f"| {task} | {length} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
-def _plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
-    """The held-out metric against the step, one line per run, coloured by column."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6.4, 4.2))
-    ax = figure.add_subplot()
-    colours: dict[str, Any] = {}
-    for row in rows:
-        steps, metrics = zip(*row["history"], strict=True)
-        colour = colours.setdefault(row["label"], f"C{len(colours)}")
-        ax.plot(steps, metrics, color=colour, alpha=0.7,
-                label=row["label"] if sum(r["label"] == row["label"] for r in rows[:rows.index(row)]) == 0 else None)
-    ax.axhline(rows[0]["baseline"], color="grey", linestyle="--", label="chance level")
-    ax.set_xlabel("training step")
-    ax.set_ylabel(f"held-out {rows[0]['metric']}")
-    ax.set_title(title)
-    ax.legend()
-    with atomic_write(path, "wb") as handle:
-        figure.savefig(handle, format="png", dpi=100, bbox_inches="tight")
+def _twin(done: dict[str, dict[str, Any]], run: Run) -> dict[str, Any] | None:
+    """A finished row whose config is exactly ``run``'s (JSON's view of it), trained by the report itself."""
+    config = json.loads(json.dumps(run.config.to_dict()))
+    return next((row for row in done.values() if "same_as" not in row and row["config"] == config), None)
 
 
-def report(out: str | Path, budget_cpu_minutes: float = 60.0, seeds: int = 3, quick: bool = False,
+def report(out: str | Path, budget_cpu_minutes: float | None = None, seeds: int = 3, quick: bool = False,
            progress: bool = True) -> str:
-    """Run (or continue) the report into directory ``out``; returns the markdown table it wrote."""
+    """Run (or continue) the report into directory ``out``; returns the markdown table it wrote.
+
+    ``budget_cpu_minutes``: None runs every cell with its task's defaults (many CPU hours, docs/longrange.md);
+    a number caps each run at an even share of it."""
     if seeds < 1:
         raise ValueError(f"seeds must be an int >= 1, got {seeds}")
-    if not budget_cpu_minutes > 0:
-        raise ValueError(f"budget_cpu_minutes must be > 0, got {budget_cpu_minutes}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
@@ -185,8 +200,12 @@ def report(out: str | Path, budget_cpu_minutes: float = 60.0, seeds: int = 3, qu
         for run in todo:
             bar.set_postfix_str(f"{run.section} {run.config.task} T={run.config.length} {run.label} "
                                 f"seed {run.config.seed}")
-            result: LongRangeResult = train(run.config)
-            row = {"key": run.key, "section": run.section, "label": run.label, **result.to_dict()}
+            twin = _twin(done, run)
+            if twin is not None:  # the same run in another section (the main LSTM is the chrono column): reuse it
+                row = {**twin, "key": run.key, "section": run.section, "label": run.label, "same_as": twin["key"]}
+            else:
+                result: LongRangeResult = train(run.config)
+                row = {"key": run.key, "section": run.section, "label": run.label, **result.to_dict()}
             with results.open("a") as handle:  # one line per run: a kill loses at most the run in progress
                 handle.write(json.dumps(row) + "\n")
             done[run.key] = row
@@ -209,7 +228,8 @@ def _write(out: Path, done: dict[str, dict[str, Any]], runs: Sequence[Run],
         if plots is None or (row["section"], row["task"]) in plots:
             groups.setdefault((row["section"], row["task"], row["length"]), []).append(row)
     for (section, task, length), mine in groups.items():
-        _plot(mine, out / f"{section}_{task}_T{length}.png", f"{SECTIONS[section].split(':')[0]}: {task}, T={length}")
+        plot_history(mine, out / f"{section}_{task}_T{length}.png",
+                     f"{SECTIONS[section].split(':')[0]}: {task}, T={length}")
     return text
 
 

@@ -12,6 +12,7 @@ from .. import engines
 from ..apps import longrange
 from ..errors import UsageError
 from ..synthetic import TASKS
+from ..synthetic.base import OPTIMIZERS
 from ..train import resolve_device
 from .common import add_variant_arguments, device, ranged, variant_kwargs
 
@@ -54,22 +55,34 @@ def register(subparsers: Any) -> None:
                         "distractors (order); default 100 (64 pixels for the digits)")
     parser.add_argument("--model", type=_model, default="lstm", metavar="{lstm,gru,rnn}",
                         help="the recurrent model (default lstm)")
-    parser.add_argument("--steps", type=_count, default=10_000, metavar="N",
-                        help="training steps at most (default 10000; a run stops once solved)")
+    parser.add_argument("--steps", type=_count, default=None, metavar="N",
+                        help="training steps at most (default: the task's, 10000, 60000 for copy; a run stops "
+                        "once solved)")
+    parser.add_argument("--max-cpu-minutes", type=_non_negative, default=0.0, metavar="M",
+                        help="also stop (at a validation) once the run used M CPU minutes (default 0: no limit)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of model and data (default 0)")
     parser.add_argument("--hidden-size", type=_positive_int, default=128, metavar="H", help="default 128")
     parser.add_argument("--num-layers", type=_positive_int, default=1, metavar="L", help="default 1")
-    parser.add_argument("--lr", type=_positive, default=3e-3, help="AdamW learning rate (default 3e-3)")
-    parser.add_argument("--batch-size", type=_positive_int, default=64, metavar="B", help="default 64")
-    parser.add_argument("--clip", type=_non_negative, default=1.0,
-                        help="max gradient norm, 0 for none (default 1.0)")
+    parser.add_argument("--optimizer", choices=list(OPTIMIZERS), default=None,
+                        help="default: the task's (adamw; rmsprop for copy)")
+    parser.add_argument("--lr", type=_positive, default=None,
+                        help="learning rate (default: the task's, 3e-3; 1e-3 for copy)")
+    parser.add_argument("--weight-decay", type=_non_negative, default=None, metavar="X",
+                        help="default: the task's (0.01; 0 for copy)")
+    parser.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
+                        help="default: the task's (64; 32 for copy)")
+    parser.add_argument("--clip", type=_non_negative, default=None,
+                        help="max gradient norm, 0 for none (default: the task's, 1.0; 0 for copy)")
     parser.add_argument("--init", choices=list(longrange.INITS), default=longrange.LongRangeConfig.init,
                         help="the LSTM's gate biases: torch.nn's uniform, zeros, forget bias 1 (--forget-bias), or "
                         f"chrono (Tallec & Ollivier 2018); default {longrange.LongRangeConfig.init}")
     parser.add_argument("--chrono-max", type=ranged(int, 2), default=None, metavar="T",
-                        help="T_max of --init chrono (default: the task's sequence length)")
+                        help="T_max of --init chrono (default: the task's; its sequence length, 3T/2 for copy)")
     parser.add_argument("--forget-bias", type=_number, default=1.0, metavar="X",
                         help="the forget-gate bias of --init forget1 (default 1)")
+    parser.add_argument("--split", choices=["test", "validation"], default=None,
+                        help="digits tasks: measure on the test images (default) or on a validation part of the "
+                        "training images, to choose settings")
     parser.add_argument("--eval-every", type=_positive_int, default=100, metavar="N",
                         help="validate every N steps (default 100)")
     parser.add_argument("--keep-training", action="store_true",
@@ -79,6 +92,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--device", type=device, default="cpu", help="auto, cpu, cuda, cuda:N (default cpu)")
     parser.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                         help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--log", metavar="TSV", default=None,
+                        help="append 'step<TAB>metric<TAB>cpu_seconds' at every validation, as the run goes")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (a list of them for sweep); no progress bar")
     parser.add_argument("--plot-gradients", metavar="PNG", default=None,
@@ -89,7 +104,8 @@ def register(subparsers: Any) -> None:
     sweep.add_argument("--models", type=_list(_model, "models"), default=None, metavar="M,M,...",
                        help="models to sweep (default rnn,gru,lstm)")
     sweep.add_argument("--table", metavar="MD", default=None, help="write the markdown table here too")
-    sweep.add_argument("--plot", metavar="PNG", default=None, help="write the plot of metric against length here")
+    sweep.add_argument("--plot", metavar="PNG", default=None,
+                       help="sweep: the plot of metric against length; one run: its learning curve")
     # --forget-bias above sets the forget-gate bias, for the LSTM, with this lab's default of 1.
     add_variant_arguments(parser, "LSTM variants (lstmkit.LSTM arguments; --model lstm only)",
                           dest_prefix="variant_", skip=("forget_bias",))
@@ -97,7 +113,8 @@ def register(subparsers: Any) -> None:
     report.add_argument("--out", metavar="DIR", default=None, help="the report's directory (table.md, results.jsonl, "
                         "plots); a report started again with the same DIR continues where it stopped")
     report.add_argument("--budget-cpu-minutes", type=_positive, default=None, metavar="N",
-                        help="CPU minutes for the whole report, split evenly over its runs (default 60)")
+                        help="cap the report at N CPU minutes, split evenly over its runs (default: no cap, "
+                        "every run with its task's defaults)")
     report.add_argument("--seeds", type=_positive_int, default=None, metavar="N", help="seeds per cell (default 3)")
     report.add_argument("--quick", action="store_true", help="a small subset on short lengths, for minutes")
     parser.set_defaults(func=run)
@@ -111,11 +128,13 @@ def _config(args: argparse.Namespace, model: str) -> longrange.LongRangeConfig:
     try:
         return longrange.LongRangeConfig(
             task=args.task, length=args.length, model=model, hidden_size=args.hidden_size,
-            num_layers=args.num_layers, lr=args.lr, batch_size=args.batch_size, clip=args.clip,
+            num_layers=args.num_layers, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+            batch_size=args.batch_size, clip=args.clip,
             init=args.init, chrono_max=args.chrono_max, forget_bias=args.forget_bias, steps=args.steps,
-            eval_every=args.eval_every, seed=args.seed,
+            eval_every=args.eval_every, seed=args.seed, max_cpu_seconds=60.0 * args.max_cpu_minutes,
             engine=args.engine, device=str(resolve_device(args.device)), stop_when_solved=not args.keep_training,
             variants=variants if model == "lstm" else {},
+            task_options={"split": args.split} if args.split else {},
         )
     except (TypeError, ValueError) as error:
         raise UsageError(str(error)) from None
@@ -131,11 +150,23 @@ def _report(result: longrange.LongRangeResult) -> None:
     print(_summary(result), file=sys.stderr, flush=True)
 
 
+def _logger(path: str) -> Any:
+    """Append one line per validation to ``path``, flushed at once: a learning curve a reader can follow."""
+    def log(step: int, metric: float, cpu_seconds: float) -> None:
+        with open(path, "a") as handle:
+            handle.write(f"{step}\t{metric:.6g}\t{cpu_seconds:.1f}\n")
+    return log
+
+
 def run(args: argparse.Namespace) -> int:
     if args.action != "sweep":
-        for flag in ("lengths", "models", "table", "plot"):
+        for flag in ("lengths", "models", "table") + (("plot",) if args.action else ()):
             if getattr(args, flag) is not None:
                 raise UsageError(f"--{flag} is for 'lstmkit longrange sweep'")
+    if args.split is not None and not args.task.startswith("digits"):
+        raise UsageError(f"--split is for the digits tasks, got --task {args.task}")
+    if args.action is not None and args.log is not None:
+        raise UsageError("--log is for a single run (no 'sweep' or 'report')")
     if args.action != "report":
         for flag in ("out", "budget_cpu_minutes", "seeds"):
             if getattr(args, flag) is not None:
@@ -154,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
 
         if args.threads is None:
             torch.set_num_threads(1)  # CPU time per run is then a fair measure on a shared machine
-        table = report(args.out, budget_cpu_minutes=args.budget_cpu_minutes or 60.0, seeds=args.seeds or 3,
+        table = report(args.out, budget_cpu_minutes=args.budget_cpu_minutes, seeds=args.seeds or 3,
                        quick=args.quick, progress=progress)
         print(table, end="")
         return 0
@@ -178,8 +209,10 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps([r.to_dict() for r in results]))
         else:
             print(table, end="")
-    elif args.steps > 0 or not args.plot_gradients:
-        result = longrange.train(config, progress=progress)
+    elif config.steps or not args.plot_gradients:
+        result = longrange.train(config, progress=progress, log=_logger(args.log) if args.log else None)
+        if args.plot:
+            longrange.plot_history([result], args.plot)
         if args.json:
             print(json.dumps(result.to_dict()))
         else:

@@ -7,6 +7,8 @@
 * :class:`TemporalOrderTask` (``"temporal-order"``): Hochreiter & Schmidhuber 1997 experiment 6a; chance 3/4.
 * :class:`DigitsTask` (``"digits"``) and :class:`PermutedDigitsTask` (``"digits-permuted"``): scikit-learn's
   8x8 digits pixel by pixel (64 steps), plain and in a fixed permuted order; chance 9/10 (needs scikit-learn).
+* :class:`LongDigitsTask` (``"digits-long"``) and :class:`PermutedLongDigitsTask` (``"digits-long-permuted"``):
+  the same digits upsampled bilinearly to 28x28, 784 steps, the length of sequential MNIST.
 
 Each task states its chance-level :attr:`~LongRangeTask.baseline` and counts as solved when its metric falls to
 :data:`SOLVED_FRACTION` of it. :func:`make_task` builds one by name.
@@ -17,20 +19,22 @@ from __future__ import annotations
 from typing import Any
 
 from .adding import AddingProblem
-from .base import SOLVED_FRACTION, ClassificationTask, LongRangeTask
+from .base import SOLVED_FRACTION, ClassificationTask, LongRangeTask, Recipe
 from .copying import CopyTask
-from .digits import DigitsTask, PermutedDigitsTask
+from .digits import DigitsTask, LongDigitsTask, PermutedDigitsTask, PermutedLongDigitsTask
 from .order import OrderTask
 from .temporal_order import TemporalOrderTask
 
 TASKS: dict[str, type[LongRangeTask]] = {
     "adding": AddingProblem, "copy": CopyTask, "order": OrderTask, "temporal-order": TemporalOrderTask,
-    "digits": DigitsTask, "digits-permuted": PermutedDigitsTask,
+    "digits": DigitsTask, "digits-permuted": PermutedDigitsTask, "digits-long": LongDigitsTask,
+    "digits-long-permuted": PermutedLongDigitsTask,
 }
 
 # The length a task is run at when none is given: its published setting (the pixels, for the digits).
 DEFAULT_LENGTHS: dict[str, int] = {
     "adding": 100, "copy": 100, "order": 100, "temporal-order": 100, "digits": 64, "digits-permuted": 64,
+    "digits-long": 784, "digits-long-permuted": 784,
 }
 
 
@@ -49,7 +53,10 @@ __all__ = [
     "CopyTask",
     "DEFAULT_LENGTHS",
     "DigitsTask",
+    "LongDigitsTask",
     "PermutedDigitsTask",
+    "PermutedLongDigitsTask",
+    "Recipe",
     "TemporalOrderTask",
     "LongRangeTask",
     "OrderTask",

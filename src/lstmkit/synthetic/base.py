@@ -12,10 +12,12 @@ measured), at most 1% of the chance-level error rate on the classification tasks
 
 from __future__ import annotations
 
+import math
 import numbers
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +25,42 @@ from torch import Tensor
 
 # A task is solved when its metric is at most this fraction of the chance-level baseline.
 SOLVED_FRACTION = 0.01
+
+OPTIMIZERS = ("adamw", "rmsprop")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the lab trains on a task unless told otherwise: part of the task's declaration, so that
+    ``lstmkit longrange --task NAME`` runs the setting measured to work for that task (docs/longrange.md)."""
+
+    optimizer: str = "adamw"  # "adamw" (weight decay on matrices) or "rmsprop" (torch's, alpha 0.99)
+    lr: float = 3e-3  # AdamW at 1e-3 was still at the adding problem's chance level (T = 100) after 2,000 steps
+    weight_decay: float = 0.01  # AdamW's decoupled decay; 0 for RMSprop as published
+    batch_size: int = 64
+    clip: float = 1.0  # max gradient norm; 0: no clipping
+    steps: int = 10_000  # at most; a run stops at the first validation that solves the task
+    # T_max of the LSTM's chrono initialisation as a multiple of ``length``; None: the sequence length.
+    chrono_scale: float | None = None
+    lr_by_model: Mapping[str, float] = field(default_factory=dict)  # a model's own lr, where it differs from lr
+
+    def lr_for(self, model: str) -> float:
+        """The learning rate of ``model`` ("lstm", "gru", "rnn")."""
+        return self.lr_by_model.get(model, self.lr)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, got {self.optimizer!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        check_int("batch_size", self.batch_size, 1)
+        check_int("steps", self.steps, 0)
+        if not (math.isfinite(self.clip) and self.clip >= 0):
+            raise ValueError(f"clip must be a number >= 0 (0: no clipping), got {self.clip!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+        if self.chrono_scale is not None and not (math.isfinite(self.chrono_scale) and self.chrono_scale > 0):
+            raise ValueError(f"chrono_scale must be a number > 0 or None, got {self.chrono_scale!r}")
 
 
 def check_int(name: str, value: Any, minimum: int) -> int:
@@ -45,6 +83,7 @@ class LongRangeTask(ABC):
 
     name = "task"
     metric_name = "metric"  # what :meth:`metric` measures, for tables and plots
+    recipe: ClassVar[Recipe] = Recipe()  # how the lab trains on this task by default
 
     def __post_init__(self) -> None:
         check_int("length", self.length, self.min_length)
@@ -80,6 +119,12 @@ class LongRangeTask(ABC):
     def threshold(self) -> float:
         """The metric at or below which the task counts as solved."""
         return SOLVED_FRACTION * self.baseline
+
+    @property
+    def chrono_max(self) -> int:
+        """T_max of the LSTM's chrono initialisation for this task (:attr:`Recipe.chrono_scale`)."""
+        scale = self.recipe.chrono_scale
+        return max(2, self.seq_len if scale is None else round(scale * self.length))
 
     def solved(self, metric: float) -> bool:
         """Whether ``metric`` (from :meth:`metric`) solves the task."""

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-OPTIMIZERS = ("adamw", "sgd")
+OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 SCHEDULES = ("auto", "cosine", "plateau", "constant")
 
 
@@ -23,7 +23,7 @@ def _check(condition: bool, message: str) -> None:
 class TrainConfig:
     """How to train: optimizer, schedule, when to evaluate and when to stop. (Batches are the task's.)"""
 
-    optimizer: str = "adamw"  # "adamw" or "sgd"
+    optimizer: str = "adamw"  # "adamw", "sgd" or "rmsprop"
     lr: float = 6e-3  # with the cosine decay, higher than char-rnn's 2e-3 learned faster (docs/charlm.md)
     weight_decay: float = 0.01  # AdamW's decoupled weight decay (Loshchilov & Hutter 2019)
     clip: float = 1.0  # gradient clipping to this total norm; 0 for none

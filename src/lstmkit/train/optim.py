@@ -12,9 +12,12 @@ from .base import TrainConfig
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW (weight decay on matrices only, as nanoGPT: not on biases) or plain SGD, at ``config.lr``."""
+    """AdamW (weight decay on matrices only, as nanoGPT: not on biases), plain SGD or RMSprop (torch's defaults;
+    the copy task's published setting), at ``config.lr``."""
     if config.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
