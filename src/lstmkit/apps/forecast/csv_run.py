@@ -29,13 +29,13 @@ def train_csv(csv_path: str | Path, config: ForecastConfig, out: str | Path, pro
     future = model.predict(panel)
     if world()[0] == 0:
         out = Path(out)
-        save(model, out)
         write_rows(out / "forecast.csv", forecast_rows(panel, future, model.config))
         write_rows(out / "backtest.csv", backtest_rows(panel, result, model.config))
         write_rows(out / "per_series.csv", result.per_series)
         if len(panel) == 1:
             plot_forecast(out / "forecast.png", panel, future, model.config, result)
         write_json(out / "metrics.json", result.metrics)
+        save(model, out)  # last: a directory with a checkpoint holds a finished run's files
     return result.metrics
 
 
