@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -45,7 +43,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_lstm import clock_fn, machine  # noqa: E402
+from bench_lstm import clock_fn, machine, time_interleaved  # noqa: E402
 
 import lstmkit  # noqa: E402
 from lstmkit.engines import fused  # noqa: E402
@@ -63,20 +61,8 @@ ENGINES = ("native", "fused", "reference")
 
 
 def interleaved(jobs: dict[str, Callable[[], Any]], repeats: int, clock: Callable[[], float]) -> dict[str, float]:
-    """Median seconds per job: one warm-up each, then ``repeats`` rounds of every job once, in a new order each
-    round (no job always follows the same one)."""
-    for job in jobs.values():
-        job()
-    samples: dict[str, list[float]] = {name: [] for name in jobs}
-    order = list(jobs.items())
-    shuffle = random.Random(0).shuffle
-    for _ in range(repeats):
-        shuffle(order)
-        for name, job in order:
-            t0 = clock()
-            job()
-            samples[name].append(clock() - t0)
-    return {name: statistics.median(s) for name, s in samples.items()}
+    """Median seconds per job, the jobs in a new order each round (no job always follows the same one)."""
+    return time_interleaved(jobs, repeats, clock, shuffle=True)
 
 
 def lstm_flops(T: int, B: int, I: int, H: int) -> float:  # noqa: E741

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -134,13 +135,19 @@ def clock_fn(name: str) -> Callable[[], float]:
     return time.process_time if name == "cpu" else time.perf_counter
 
 
-def time_interleaved(jobs: dict[str, Callable[[], Any]], repeats: int, clock: Callable[[], float]) -> dict[str, float]:
-    """Median seconds of each job; one warm-up each, then ``repeats`` rounds running every job once per round."""
+def time_interleaved(jobs: dict[str, Callable[[], Any]], repeats: int, clock: Callable[[], float], *,
+                     warmups: int = 1, shuffle: bool = False) -> dict[str, float]:
+    """Median seconds of each job: ``warmups`` warm-up calls each, then ``repeats`` rounds running every job once
+    per round (with ``shuffle``, in a new seeded order each round, so no job always follows the same one)."""
     for job in jobs.values():
-        job()
+        for _ in range(warmups):
+            job()
     samples: dict[str, list[float]] = {name: [] for name in jobs}
+    order = list(jobs.items())
     for _ in range(repeats):
-        for name, job in jobs.items():
+        if shuffle:
+            random.Random(len(samples[order[0][0]])).shuffle(order)
+        for name, job in order:
             t0 = clock()
             job()
             samples[name].append(clock() - t0)
@@ -229,7 +236,8 @@ def measure_memory(cell: Cell) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def machine() -> str:
+def cpu_name() -> tuple[str, str]:
+    """The CPU's model name and family, from /proc/cpuinfo where there is one."""
     model, family = platform.processor() or platform.machine(), "?"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -239,6 +247,11 @@ def machine() -> str:
                 family = line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return model, family
+
+
+def machine() -> str:
+    model, family = cpu_name()
     return (
         f"{model} (cpu family {family}), {os.cpu_count()} logical CPUs, torch {torch.__version__} "
         f"({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} torch thread(s), "

@@ -26,29 +26,22 @@ leaves the kernel out, for torch.nn as a process without lstmkit's kernel sees i
 from __future__ import annotations
 
 import argparse
-import platform
 import random
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-import lstmkit
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_lstm import cpu_name  # noqa: E402
+
+import lstmkit  # noqa: E402
 
 ENGINES = ("reference", "native", "fused")
 engines_timed: tuple[str, ...] = ENGINES
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def bare_step(ref: torch.nn.LSTM) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -131,7 +124,7 @@ def main() -> None:
     if "fused" in engines_timed:
         lstmkit.engines.fused.kernel()  # loaded before anything is timed, so that every row sees the same process
 
-    print(f"CPU: {cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), {args.clock} time, "
+    print(f"CPU: {cpu_name()[0]}, torch {torch.__version__}, {args.threads} thread(s), {args.clock} time, "
           f"T=1, I={args.input_size}, {'autograd recording' if args.grad else 'no_grad, eval()'}, "
           f"median of {args.rounds} interleaved rounds of {args.calls} calls, fused kernel "
           f"{'loaded' if 'fused' in engines_timed else 'not loaded'}")

@@ -25,41 +25,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-import lstmkit
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_lstm import cpu_name, time_interleaved  # noqa: E402
+
+import lstmkit  # noqa: E402
 
 SIZES = [(100, 64, 128, 256), (100, 16, 256, 512)]
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def interleaved(jobs: dict[str, Callable[[], object]], repeats: int, clock: Callable[[], float]) -> dict[str, float]:
-    for job in jobs.values():
-        job()
-        job()
-    samples: dict[str, list[float]] = {name: [] for name in jobs}
-    for _ in range(repeats):
-        for name, job in jobs.items():
-            t0 = clock()
-            job()
-            samples[name].append(clock() - t0)
-    return {name: statistics.median(s) for name, s in samples.items()}
 
 
 def jobs_for(T: int, B: int, I: int, H: int) -> dict[str, Callable[[], object]]:  # noqa: E741
@@ -157,10 +136,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    print(f"{cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), {args.clock} time, "
+    print(f"{cpu_name()[0]}, torch {torch.__version__}, {args.threads} thread(s), {args.clock} time, "
           f"load {os.getloadavg()[0]:.1f}")
     for T, B, I, H in SIZES:  # noqa: E741
-        times = interleaved(jobs_for(T, B, I, H), args.repeats, clock)
+        times = time_interleaved(jobs_for(T, B, I, H), args.repeats, clock, warmups=2)
         base = times["torch.nn.LSTM forward"]
         print(f"\nT={T} B={B} I={I} H={H}")
         print("| path | ms | / torch.nn forward | GFLOP/s |")
