@@ -144,9 +144,9 @@ def time_interleaved(jobs: dict[str, Callable[[], Any]], repeats: int, clock: Ca
             job()
     samples: dict[str, list[float]] = {name: [] for name in jobs}
     order = list(jobs.items())
-    for _ in range(repeats):
+    for round_ in range(repeats):
         if shuffle:
-            random.Random(len(samples[order[0][0]])).shuffle(order)
+            random.Random(round_).shuffle(order)
         for name, job in order:
             t0 = clock()
             job()

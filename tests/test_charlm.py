@@ -308,7 +308,7 @@ def test_a_resumed_run_keeps_the_engine_its_checkpoint_records(tmp_path, monkeyp
     whole = _run(tmp_path, text, max_steps=40, schedule="constant")
     first = _run(tmp_path, text, max_steps=20, schedule="constant")
     with monkeypatch.context() as patch:
-        patch.setattr(engines, "AUTO_ORDER", ("reference", "native", "fused"))
+        patch.setattr(engines.choice, "AUTO_ORDER", ("reference", "native", "fused"))
         charlm.train_charlm(whole, tmp_path / "whole", progress=False)
         charlm.train_charlm(first, tmp_path / "parts", progress=False)
     assert load_checkpoint(tmp_path / "parts" / "last", kind=charlm.KIND).extra["engine"] == "reference"

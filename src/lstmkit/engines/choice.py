@@ -11,7 +11,6 @@ Every rule of ``auto`` below names the row of ``docs/benchmarks.md`` that backs 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,11 +60,6 @@ def unsupported(name: str, spec: RNNSpec, call: Call) -> str | None:
     return reason
 
 
-def _order() -> tuple[str, ...]:
-    # The package's AUTO_ORDER (lstmkit.engines.AUTO_ORDER), read at each choice so that setting it is heard.
-    return sys.modules[__package__].AUTO_ORDER  # type: ignore[no-any-return]
-
-
 def _able(name: str, spec: RNNSpec, call: Call) -> bool:
     return unsupported(name, spec, call) is None
 
@@ -107,12 +101,12 @@ def _auto(spec: RNNSpec, call: Call, measure: Measure | None) -> str:
             call.steps, call.batch, call.grad):
         # docs/benchmarks.md, "Small calls: one step per call": at T=1 the engines' per-call costs differ by 2-3x
         # and which wins depends on the machine, so auto times them once per shape class (autotune.py).
-        able = [ENGINES[n] for n in _order() if (n != "fused" or fused_ok) and _able(n, spec, call)]
+        able = [ENGINES[n] for n in AUTO_ORDER if (n != "fused" or fused_ok) and _able(n, spec, call)]
         if len(able) > 1:
             key = (spec, call.training, call.grad, call.device, call.dtype, torch.get_num_threads(),
                    autotune.bucket(call.steps), autotune.bucket(call.batch))
             return autotune.choose(key, able, measure, call.device).name
-    for name in _order():
+    for name in AUTO_ORDER:
         # Native first (see AUTO_ORDER). Under autocast/bfloat16 torch's kernel runs where oneDNN has the
         # primitive (docs/dropin.md, note 12: it raises on CPUs without AVX-512, and native's probe reports that);
         # there the reference equations run (fused is float32/float64 only).
