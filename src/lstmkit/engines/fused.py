@@ -398,12 +398,10 @@ class FusedEngine:
             zoneout_in_time_order: bool = False,
         ) -> tuple[Tensor, States]:
             if spec.variants.layer_norm:
-                # Ba et al.: LN of the input part with b_ih as its shift, then b_hh (the recurrent LN's shift,
-                # a constant per step) added here rather than in the loop; autograd differentiates both.
-                x_proj = layer_norm(_project(layer_input, w["weight_ih"], None), w["layer_norm_ih_weight"],
-                                    w.get("bias_ih"))
-                if spec.bias:
-                    x_proj = x_proj + w["bias_hh"]
+                # Ba et al.: LN of the input part with b_ih as its shift; b_hh (the recurrent LN's shift, a
+                # constant per step) joins that shift rather than the loop. Autograd differentiates both.
+                shift = w["bias_ih"] + w["bias_hh"] if spec.bias else None
+                x_proj = layer_norm(_project(layer_input, w["weight_ih"], None), w["layer_norm_ih_weight"], shift)
             else:
                 bias = w["bias_ih"] + w["bias_hh"] if spec.bias else None
                 x_proj = _project(layer_input, w["weight_ih"], bias)  # (T, B, 4H), all steps in one GEMM

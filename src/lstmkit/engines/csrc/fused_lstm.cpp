@@ -318,14 +318,16 @@ ROW_FN T ln_rows_forward(const T* __restrict gh, const T* __restrict a, T* __res
   return rstd;
 }
 // Its backward, one row: from dL/d(lnx) = dg to dL/dgh = rstd (dz - mean(dz) - zhat mean(dz zhat)), dz = dg a.
+// The gain's gradient dg zhat is added to this row's accumulator d_a (summed over the rows after the loop).
 template <typename T>
 ROW_FN void ln_rows_backward(const T* __restrict dg, const T* __restrict a, const T* __restrict zhat, T rstd,
-                             T* __restrict dgh, int64_t n) {
+                             T* __restrict dgh, double* __restrict d_a, int64_t n) {
   double s1d = 0, s2d = 0;
   #pragma omp simd reduction(+ : s1d, s2d)
   for (int64_t j = 0; j < n; ++j) {
     s1d += double(dg[j] * a[j]);
     s2d += double(dg[j] * a[j] * zhat[j]);
+    d_a[j] += double(dg[j] * zhat[j]);
   }
   const T s1 = T(s1d / double(n)), s2 = T(s2d / double(n));
   for (int64_t j = 0; j < n; ++j) dgh[j] = rstd * (dg[j] * a[j] - s1 - zhat[j] * s2);
@@ -425,11 +427,12 @@ ROW_FN void peephole_backward_row(const T* __restrict a, const T* __restrict c, 
 }
 
 // Backward with layer norm of c~ (h = o tanh(s), s = chat w + b, chat = (c~ - mean) rstd): ds = dm o (1 - tanh(s)^2),
-// dchat = ds w, and dc~ gains rstd (dchat - mean(dchat) - chat mean(dchat chat)); ds is kept for dw and db.
+// dchat = ds w, and dc~ gains rstd (dchat - mean(dchat) - chat mean(dchat chat)). The gain's and shift's gradients,
+// ds chat and ds, are added to this row's accumulators d_w and d_b; dshown is the row's scratch (2H: ds, tanh(s)).
 template <typename T>
 ROW_FN void ln_backward_row(const T* __restrict a, const T* __restrict c, const T* __restrict cprev,
                             const T* __restrict dm, T* __restrict dc, T* __restrict dg, int64_t H, const Variant<T>& v,
-                            T mean, T rstd, T* __restrict dshown) {
+                            T mean, T rstd, T* __restrict dshown, double* __restrict d_w, double* __restrict d_b) {
   const int64_t F = v.coupled ? 0 : H, Gg = F + H, O = Gg + H;
   const T* __restrict w = v.ln_c_w;
   const T* __restrict bb = v.ln_c_b;
@@ -440,13 +443,16 @@ ROW_FN void ln_backward_row(const T* __restrict a, const T* __restrict c, const 
     const T tc = tanh_<T>(chat * w[j] + bb[j]);
     const T ds = dm[j] * o * (T(1) - tc * tc);
     dshown[j] = ds;
+    dshown[H + j] = tc;
+    d_w[j] += double(ds * chat);
+    d_b[j] += double(ds);
     s1d += double(ds * w[j]);
     s2d += double(ds * w[j] * chat);
   }
   const T s1 = T(s1d / double(H)), s2 = T(s2d / double(H));
   for (int64_t j = 0; j < H; ++j) {
     const T o = a[O + j], f = a[F + j], g = a[Gg + j], chat = (c[j] - mean) * rstd;
-    const T tc = tanh_<T>(chat * w[j] + bb[j]);
+    const T tc = dshown[H + j];
     const T dzo = dm[j] * tc * o * (T(1) - o);
     const T d_c = dc[j] + dzo * v.co[j] + rstd * (dshown[j] * w[j] - s1 - chat * s2);
     if (v.coupled) {
@@ -774,9 +780,10 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
   Tensor zeros = at::zeros({H}, opts);
   std::vector<Tensor> keep;
   const Variant<T> var = make_variant<T>(coupled, w_ci, w_cf, w_co, zeros, keep, ln_c_w, ln_c_b);
-  // Layer norm: saved for backward, the normalised recurrent product zhat (T, B, G) and per row and step
-  // (1/std of the recurrent product, mean and 1/std of c~) (T, B, 3); zeros where a finished row skips a step.
-  Tensor ln_hat = ln && save ? at::zeros({T_, B, G}, opts) : at::empty({0}, opts);
+  // Layer norm: saved for backward, the normalised recurrent product zhat (T, B, G), read by backward for live
+  // steps only (left unwritten where a finished row skips a step), and per row and step (1/std of the recurrent
+  // product, mean and 1/std of c~) (T, B, 3), zeros where a finished row skips a step.
+  Tensor ln_hat = ln && save ? at::empty({T_, B, G}, opts) : at::empty({0}, opts);
   Tensor ln_stats = ln && save ? at::zeros({T_, B, 3}, opts) : at::empty({0}, opts);
   const int64_t ln_width = save ? G : 2 * G + 3;
   Tensor ln_scratch = ln ? at::empty({B, ln_width}, opts) : Tensor();  // lnx (and zhat, stats)
@@ -872,7 +879,8 @@ struct LstmBackward {
   const T *zcp = nullptr, *zhp = nullptr;  // zoneout masks, or null
   T *ctp = nullptr, *dccp = nullptr, *dhtp = nullptr, *dhcp = nullptr;
   const T *ln_hh_p = nullptr, *ln_hat_p = nullptr, *ln_stats_p = nullptr;
-  T *d_gh_p = nullptr, *d_shown_p = nullptr;
+  T *d_gh_p = nullptr, *d_shown_p = nullptr;   // d loss / d recurrent product (T, B, G); ds and tanh(s) scratch (B, 2H)
+  double* d_ln_p = nullptr;                    // per row: the gains' and shift's gradients so far (B, G + 2H)
   // this step
   const T* dmp = nullptr;
   T* dgt = nullptr;
@@ -910,9 +918,10 @@ struct LstmBackward {
     }
     if constexpr (ln) {
       const T* st = ln_stats_p + (t * B + b) * 3;
+      double* acc = d_ln_p + b * (G + 2 * H);  // d ln_hh (G), d ln_c_w (H), d ln_c_b (H): this row's only
       ln_backward_row<T>(a, cell, cprev, dmp + b * (proj ? H : P), dcp + b * H, dg, H, var, st[1], st[2],
-                         d_shown_p + (t * B + b) * H);
-      ln_rows_backward<T>(dg, ln_hh_p, ln_hat_p + (t * B + b) * G, st[0], d_gh_p + (t * B + b) * G, G);
+                         d_shown_p + b * 2 * H, acc + G, acc + G + H);
+      ln_rows_backward<T>(dg, ln_hh_p, ln_hat_p + (t * B + b) * G, st[0], d_gh_p + (t * B + b) * G, acc, G);
     } else if constexpr (variant) {
       variant_backward_row<T>(a, cell, cprev, dmp + b * (proj ? H : P), dcp + b * H, dg, H, var);
     } else {
@@ -964,10 +973,12 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
   Tensor zeros = at::zeros({H}, opts);
   std::vector<Tensor> keep;
   const Variant<T> var = make_variant<T>(coupled, w_ci, w_cf, w_co, zeros, keep, ln_c_w, ln_c_b);
-  // Layer norm: the gradient of the recurrent product before its LN (what W_hh and h_{t-1} get), and that of the
-  // normalised c~ (for the gains), both every step.
+  // Layer norm: the gradient of the recurrent product before its LN (what W_hh and h_{t-1} get), every step; the
+  // gains' and shift's gradients accumulated per row in double (each row belongs to one thread within a step, so
+  // the sums need no locks and do not depend on the thread count), summed over the rows after the loop.
   Tensor d_gh = ln ? at::empty({T_, B, G}, opts) : Tensor();
-  Tensor d_shown = ln ? at::zeros({T_, B, H}, opts) : Tensor();
+  Tensor d_shown = ln ? at::empty({B, 2 * H}, opts) : Tensor();
+  Tensor d_ln = ln ? at::zeros({B, G + 2 * H}, opts.dtype(at::kDouble)) : Tensor();
   Tensor ln_hh_c = ln ? ln_hh->contiguous() : Tensor();
   Tensor ln_hat_c = ln ? ln_hat.contiguous() : Tensor(), ln_stats_c = ln ? ln_stats.contiguous() : Tensor();
 
@@ -1017,6 +1028,7 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
       cell.ln_stats_p = ln_stats_c.data_ptr<T>();
       cell.d_gh_p = d_gh.data_ptr<T>();
       cell.d_shown_p = d_shown.data_ptr<T>();
+      cell.d_ln_p = d_ln.data_ptr<double>();
     }
     backward_loop(cell, walk, rec, grad_out.data_ptr<T>(), dh.data_ptr<T>(), P);
   };
@@ -1058,10 +1070,10 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
   // Layer norm's gains and shift: sums over all steps and rows, as for the peepholes.
   Tensor grad_ln_hh, grad_ln_c_w, grad_ln_c_b;
   if (ln) {
-    grad_ln_hh = (d_gates * ln_hat_c).sum({0, 1});
-    Tensor chat = ((zcp ? c_tilde : cells) - ln_stats_c.narrow(2, 1, 1)) * ln_stats_c.narrow(2, 2, 1);
-    grad_ln_c_w = (d_shown * chat).sum({0, 1});
-    grad_ln_c_b = d_shown.sum({0, 1});
+    auto total = [&](int64_t from, int64_t n) { return d_ln.narrow(1, from, n).sum(0).to(opts.dtype()); };
+    grad_ln_hh = total(0, G);
+    grad_ln_c_w = total(G, H);
+    grad_ln_c_b = total(G + H, H);
   }
   auto or_empty = [&](const Tensor& t) { return t.defined() ? t : at::empty({0}, opts); };
   return {d_gates, dh, dc, grad_w_hh, or_empty(grad_w_hr), or_empty(grad_ci), or_empty(grad_cf), or_empty(grad_co),
