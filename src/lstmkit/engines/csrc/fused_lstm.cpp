@@ -161,29 +161,31 @@ struct StepGemm {
   bool onednn = false;
 
   int64_t rows = 0;  // the most rows a call passes
+  std::optional<Tensor> bias;  // added to every row of the product (the forward's b_ih + b_hh), or none
 
   // `keep`: w is a weight that outlives the call (the forward's W_hh, W_hr), so its oneDNN copy is kept for later
   // calls (PackedCache); backward's transposed copies are made per call and are not.
-  StepGemm(const Tensor& weight, int64_t rows_, bool use_onednn, bool keep = false)
-      : w(weight.contiguous()), rows(rows_) {
+  StepGemm(const Tensor& weight, int64_t rows_, bool use_onednn, bool keep = false,
+           const std::optional<Tensor>& bias_ = std::nullopt)
+      : w(weight.contiguous()), rows(rows_), bias(bias_) {
     // oneDNN's per-call overhead (~15 us) loses to torch.mm below about a million multiply-adds per step
     // (measured: B=1, H=256: 26 us mm vs 33 us oneDNN; B=16, H=512: 521 vs 361 us).
     onednn = use_onednn && w.scalar_type() == at::kFloat && rows * w.size(0) * w.size(1) > (int64_t(1) << 20);
     if (onednn) packed = keep ? packed_cache().get(weight, rows) : reorder_for_onednn(w, rows);
   }
 
-  // a @ w^T, (rows, out). The oneDNN op allocates its result (it has no out= form); torch.mm writes into a buffer
-  // kept across steps.
+  // a @ w^T (+ bias), (rows, out). The oneDNN op adds the bias in its GEMM's epilogue and allocates its result (it
+  // has no out= form); torch.mm writes into a buffer kept across steps.
   Tensor run(const Tensor& a) {
     if (onednn) {
       static auto linear = c10::Dispatcher::singleton()
                                .findSchemaOrThrow("mkldnn::_linear_pointwise", "")
                                .typed<LinearFn>();
-      return linear.call(a, packed, std::nullopt, "none", c10::List<std::optional<at::Scalar>>(), std::nullopt);
+      return linear.call(a, packed, bias, "none", c10::List<std::optional<at::Scalar>>(), std::nullopt);
     }
     if (!buffer.defined()) buffer = at::empty({std::max(rows, a.size(0)), w.size(0)}, a.options());
     Tensor rows_out = buffer.narrow(0, 0, a.size(0));
-    return at::mm_out(rows_out, a, w.t());
+    return bias ? at::addmm_out(rows_out, *bias, a, w.t()) : at::mm_out(rows_out, a, w.t());
   }
 
   // The first n rows of a @ w^T: with lengths sorted longest first the live rows of a step are a prefix of the
@@ -762,7 +764,8 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
                                  const std::optional<Tensor>& z_c, const std::optional<Tensor>& z_h,
                                  const std::optional<Tensor>& ln_hh, const std::optional<Tensor>& ln_c_w,
                                  const std::optional<Tensor>& ln_c_b, bool coupled, bool reverse, bool save,
-                                 const std::optional<Tensor>& reset, bool use_onednn) {
+                                 const std::optional<Tensor>& reset, bool use_onednn,
+                                 const std::optional<Tensor>& bias) {
   const int64_t T_ = x_proj.size(0), B = x_proj.size(1), G = x_proj.size(2), H = G / (coupled ? 3 : 4);
   const bool ln = ln_hh.has_value();
   const bool proj = w_hr.has_value();
@@ -790,7 +793,11 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
   Tensor ln_hh_c = ln ? ln_hh->contiguous() : Tensor();
 
   // Kept between calls for inference only: a training step's optimiser changes the weights before the next call.
-  StepGemm rec(w_hh, B, use_onednn, /*keep=*/!save);
+  // The biases (b_ih + b_hh), when given, join each step's recurrent product in the GEMM rather than x_proj: one
+  // pass over (T, B, G) less than adding them to the input projection, whose GEMM would first copy them out.
+  Tensor bias_c = bias.has_value() ? bias->contiguous() : Tensor();
+  StepGemm rec(w_hh, B, use_onednn, /*keep=*/!save,
+               bias.has_value() ? std::optional<Tensor>(bias_c) : std::nullopt);
   std::optional<StepGemm> prj;
   if (proj) prj.emplace(*w_hr, B, use_onednn, /*keep=*/!save);
   // Zoneout: the masks (T, B, H) and (T, B, P), and c_{t-1} kept aside while the row function updates c in place.
@@ -881,6 +888,7 @@ struct LstmBackward {
   const T *ln_hh_p = nullptr, *ln_hat_p = nullptr, *ln_stats_p = nullptr;
   T *d_gh_p = nullptr, *d_shown_p = nullptr;   // d loss / d recurrent product (T, B, G); ds and tanh(s) scratch (B, 2H)
   double* d_ln_p = nullptr;                    // per row: the gains' and shift's gradients so far (B, G + 2H)
+  double* d_bias_p = nullptr;                  // per row: the step GEMM's bias gradient so far (B, G), or null
   // this step
   const T* dmp = nullptr;
   T* dgt = nullptr;
@@ -932,6 +940,11 @@ struct LstmBackward {
       const T* k = dccp + b * H;
       for (int64_t j = 0; j < H; ++j) d[j] += k[j];
     }
+    if (d_bias_p) {
+      double* acc = d_bias_p + b * G;
+      #pragma omp simd
+      for (int64_t j = 0; j < G; ++j) acc[j] += double(dg[j]);
+    }
     if (reset) std::memset(dcp + b * H, 0, sizeof(T) * H);
   }
   Tensor rec_grad(int64_t t) const { return ln ? d_gh[t] : d_gates[t]; }  // W_hh's gradient is before the LN
@@ -956,7 +969,7 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
                                   const std::optional<Tensor>& z_h, const Tensor& ln_hat, const Tensor& ln_stats,
                                   const std::optional<Tensor>& ln_hh, const std::optional<Tensor>& ln_c_w,
                                   const std::optional<Tensor>& ln_c_b, bool coupled, bool reverse,
-                                  const std::optional<Tensor>& reset, bool use_onednn) {
+                                  const std::optional<Tensor>& reset, bool use_onednn, bool bias) {
   const int64_t T_ = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / (coupled ? 3 : 4);
   const bool ln = ln_hh.has_value();
   const bool variant = coupled || ln || w_ci.has_value() || w_cf.has_value() || w_co.has_value();
@@ -979,6 +992,9 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
   Tensor d_gh = ln ? at::empty({T_, B, G}, opts) : Tensor();
   Tensor d_shown = ln ? at::empty({B, 2 * H}, opts) : Tensor();
   Tensor d_ln = ln ? at::zeros({B, G + 2 * H}, opts.dtype(at::kDouble)) : Tensor();
+  // The step GEMM's bias, when it has one: its gradient, the gates' summed over steps and rows, accumulated the same
+  // way (finished rows add nothing).
+  Tensor d_bias = bias ? at::zeros({B, G}, opts.dtype(at::kDouble)) : Tensor();
   Tensor ln_hh_c = ln ? ln_hh->contiguous() : Tensor();
   Tensor ln_hat_c = ln ? ln_hat.contiguous() : Tensor(), ln_stats_c = ln ? ln_stats.contiguous() : Tensor();
 
@@ -1030,6 +1046,7 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
       cell.d_shown_p = d_shown.data_ptr<T>();
       cell.d_ln_p = d_ln.data_ptr<double>();
     }
+    cell.d_bias_p = bias ? d_bias.data_ptr<double>() : nullptr;
     backward_loop(cell, walk, rec, grad_out.data_ptr<T>(), dh.data_ptr<T>(), P);
   };
   with_lstm_cell<LstmBackward, T>(gates_kind(coupled, ln, variant), zcp != nullptr || zhp != nullptr, proj, run);
@@ -1075,14 +1092,17 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
     grad_ln_c_w = total(G, H);
     grad_ln_c_b = total(G + H, H);
   }
+  Tensor grad_bias = bias ? d_bias.sum(0).to(opts.dtype()) : Tensor();
   auto or_empty = [&](const Tensor& t) { return t.defined() ? t : at::empty({0}, opts); };
   return {d_gates, dh, dc, grad_w_hh, or_empty(grad_w_hr), or_empty(grad_ci), or_empty(grad_cf), or_empty(grad_co),
-          or_empty(grad_ln_hh), or_empty(grad_ln_c_w), or_empty(grad_ln_c_b)};
+          or_empty(grad_ln_hh), or_empty(grad_ln_c_w), or_empty(grad_ln_c_b), or_empty(grad_bias)};
 }
 
 // One layer and direction as the ops take it: its weights and masks in one list (engines/fused.py: LSTM_LAYER,
 // in this order; absent ones are None) and its flags in another.
-enum LstmField { W_HH, W_HR, W_CI, W_CF, W_CO, LN_HH, LN_C_W, LN_C_B, H_MASK, Z_C, Z_H, RESET, LENGTHS, LSTM_FIELDS };
+enum LstmField {
+  W_HH, W_HR, W_CI, W_CF, W_CO, LN_HH, LN_C_W, LN_C_B, BIAS, H_MASK, Z_C, Z_H, RESET, LENGTHS, LSTM_FIELDS
+};
 using Layer = c10::List<std::optional<Tensor>>;
 
 std::optional<Tensor> field(const Layer& layer, int64_t k) { return layer.get(k); }
@@ -1103,7 +1123,7 @@ Tensor project(const Tensor& x, const Tensor& w, const std::optional<Tensor>& bi
 // flags: [coupled, reverse, save, onednn]
 std::vector<Tensor> lstm_forward(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, const Layer& layer,
                                  at::IntArrayRef flags) {
-  TORCH_CHECK(layer.size() == LSTM_FIELDS && flags.size() == 4, "forward takes 13 layer fields and 4 flags");
+  TORCH_CHECK(layer.size() == LSTM_FIELDS && flags.size() == 4, "forward takes 14 layer fields and 4 flags");
   const bool coupled = flags[0], reverse = flags[1], save = flags[2], onednn = flags[3];
   const auto reset = field(layer, RESET);
   TORCH_CHECK(!(reset.has_value() && reverse), "reset runs forward in time only");
@@ -1114,16 +1134,16 @@ std::vector<Tensor> lstm_forward(const Tensor& x_proj, const Tensor& h0, const T
     return forward_impl<scalar_t>(xp, h0, c0, *field(layer, W_HH), field(layer, W_HR), field(layer, LENGTHS),
                                   field(layer, H_MASK), field(layer, W_CI), field(layer, W_CF), field(layer, W_CO),
                                   field(layer, Z_C), field(layer, Z_H), field(layer, LN_HH), field(layer, LN_C_W),
-                                  field(layer, LN_C_B), coupled, reverse, save, reset, onednn);
+                                  field(layer, LN_C_B), coupled, reverse, save, reset, onednn, field(layer, BIAS));
   });
 }
 
 // grads: [grad_out, grad_hn, grad_cn]; saved: [out, h0, c0, gates, cells, ln_hat, ln_stats]; flags: [coupled,
-// reverse, onednn]. Returns the gradients of x_proj, h0, c0 and of the layer's weights W_HH .. LN_C_B in order.
+// reverse, onednn]. Returns the gradients of x_proj, h0, c0 and of the layer's weights W_HH .. BIAS in order.
 std::vector<Tensor> lstm_backward(at::TensorList grads, at::TensorList saved, const Layer& layer,
                                   at::IntArrayRef flags) {
   TORCH_CHECK(grads.size() == 3 && saved.size() == 7 && layer.size() == LSTM_FIELDS && flags.size() == 3,
-              "backward takes 3 gradients, 7 saved tensors, 13 layer fields and 3 flags");
+              "backward takes 3 gradients, 7 saved tensors, 14 layer fields and 3 flags");
   const bool coupled = flags[0], reverse = flags[1], onednn = flags[2];
   const Tensor& gates = saved[3];
   return AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstmkit_fused_backward", [&] {
@@ -1132,7 +1152,7 @@ std::vector<Tensor> lstm_backward(at::TensorList grads, at::TensorList saved, co
                                    field(layer, H_MASK), field(layer, W_CI), field(layer, W_CF), field(layer, W_CO),
                                    field(layer, Z_C), field(layer, Z_H), saved[5], saved[6], field(layer, LN_HH),
                                    field(layer, LN_C_W), field(layer, LN_C_B), coupled, reverse,
-                                   field(layer, RESET), onednn);
+                                   field(layer, RESET), onednn, field(layer, BIAS).has_value());
   });
 }
 
