@@ -1,7 +1,8 @@
 // The fused LSTM engine's time loop: one layer, one direction, forward and backward (BPTT), in compiled code.
 //
 // The equations are the reference engine's (engines/reference.py), gate order [i, f, g, o] as in torch.nn:
-//   gates = x_proj[t] + h_{t-1} W_hh^T          x_proj = x W_ih^T + b_ih + b_hh, all steps in one GEMM outside
+//   gates = x_proj[t] + h_{t-1} W_hh^T + b      x_proj = x W_ih^T, all steps in one GEMM outside; b = b_ih + b_hh
+//                                               in the step GEMM's epilogue (or, without `bias`, inside x_proj)
 //   i, f, o = sigmoid(.), g = tanh(.)
 //   c_t = f * c_{t-1} + i * g;  m_t = o * tanh(c_t);  h_t = m_t (or m_t W_hr^T with a projection)
 //
@@ -18,7 +19,8 @@
 // Layer norm (Ba et al. 2016): gates = x_proj + LN(h_{t-1} W_hh^T) a_hh (x_proj holds LN(x W_ih^T) a_ih + b_ih + b_hh,
 // computed outside), and m_t = o tanh(LN(c~_t) w_c + b_c). Saved besides the gates and cells: the normalised
 // recurrent product (4H) and (1/std of it, mean and 1/std of c~) per row and step; backward runs LN's chain rule
-// (dz = rstd (dzhat - mean(dzhat) - zhat mean(dzhat zhat))) for both, and W_hh gets the gradient before the LN.
+// (dz = rstd (dzhat - mean(dzhat) - zhat mean(dzhat zhat))) for both, W_hh gets the gradient before the LN, and the
+// gains' gradients are summed per row inside the backward loop.
 //
 // Packed sequences arrive as a padded batch with `lengths`: a row whose sequence has ended keeps its state and
 // outputs zero, exactly as the reference engine's masking. The reverse direction walks t from T-1 down to 0 with
