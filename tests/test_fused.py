@@ -458,9 +458,8 @@ def test_custom_ops_pass_opcheck() -> None:
     x_proj, h0, c0 = torch.randn(T, B, 4 * Hs), torch.randn(B, P), torch.randn(B, Hs)
     layer = fused.LSTMLayer(
         torch.randn(4 * Hs, P), torch.randn(P, Hs), None, torch.randn(Hs), torch.randn(Hs), torch.randn(4 * Hs),
-        torch.randn(Hs), torch.randn(Hs), torch.randn(4 * Hs), torch.rand(B, P), torch.rand(T, B, Hs), torch.rand(T, B, P),
-        None,
-        torch.tensor([4, 1, 3]), False, True,
+        torch.randn(Hs), torch.randn(Hs), torch.randn(4 * Hs), torch.rand(B, P), torch.rand(T, B, Hs),
+        torch.rand(T, B, P), None, torch.tensor([4, 1, 3]), False, True,
     )
     # Streaming resets (forward in time only) in the second round.
     reset = torch.tensor([[False, True, False], [False, False, False], [True, False, True], [False, True, False]])
