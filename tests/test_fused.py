@@ -207,6 +207,7 @@ def _gradcheck_layer(
         "ln_hh": param(G) if layer_norm else None,
         "ln_c_w": param(Hs) if layer_norm else None,
         "ln_c_b": param(Hs) if layer_norm else None,
+        "bias": param(G) if not layer_norm else None,  # b_ih + b_hh in the step GEMM (with LN they are in x_proj)
     }
     names = [k for k, v in optional.items() if v is not None]
     # Zoneout's masks in [0, 1]: training draws 0/1, eval uses the constant z; the chain rule is the same for both.
@@ -457,8 +458,8 @@ def test_custom_ops_pass_opcheck() -> None:
     x_proj, h0, c0 = torch.randn(T, B, 4 * Hs), torch.randn(B, P), torch.randn(B, Hs)
     layer = fused.LSTMLayer(
         torch.randn(4 * Hs, P), torch.randn(P, Hs), None, torch.randn(Hs), torch.randn(Hs), torch.randn(4 * Hs),
-        torch.randn(Hs), torch.randn(Hs), torch.rand(B, P), torch.rand(T, B, Hs), torch.rand(T, B, P), None,
-        torch.tensor([4, 1, 3]), False, True,
+        torch.randn(Hs), torch.randn(Hs), torch.randn(4 * Hs), torch.rand(B, P), torch.rand(T, B, Hs),
+        torch.rand(T, B, P), None, torch.tensor([4, 1, 3]), False, True,
     )
     # Streaming resets (forward in time only) in the second round.
     reset = torch.tensor([[False, True, False], [False, False, False], [True, False, True], [False, True, False]])

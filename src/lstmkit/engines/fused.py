@@ -101,10 +101,11 @@ class LSTMLayer(NamedTuple):
 
     Shapes (G = 4H, or 3H with ``coupled`` gates; P = proj_size or H): ``w_hh`` (G, P); ``w_hr`` (P, H) with a
     projection; the peephole weights ``w_ci``, ``w_cf``, ``w_co`` (H,); layer norm's gains ``ln_hh`` (G,) and
-    ``ln_c_w``, ``ln_c_b`` (H,) (with them, x_proj holds the LN of the input part and b_hh); ``h_mask`` (B, P)
+    ``ln_c_w``, ``ln_c_b`` (H,) (with them, x_proj holds the LN of the input part and both biases); ``bias`` (G,)
+    b_ih + b_hh, added to each step's recurrent product (x_proj then holds W_ih x alone); ``h_mask`` (B, P)
     recurrent dropout's mask on h_{t-1}; zoneout's masks ``z_c`` (T, B, H) and ``z_h`` (T, B, P) in time order;
     ``reset`` (T, B) bool, forward in time only: where set, the row's h and c are 0 before the step; ``lengths``
-    (B,) int64 on the CPU. Absent ones are None. The first eight fields are the ones with gradients.
+    (B,) int64 on the CPU. Absent ones are None. The first nine fields are the ones with gradients.
     """
 
     w_hh: Tensor
@@ -115,6 +116,7 @@ class LSTMLayer(NamedTuple):
     ln_hh: Tensor | None = None
     ln_c_w: Tensor | None = None
     ln_c_b: Tensor | None = None
+    bias: Tensor | None = None
     h_mask: Tensor | None = None
     z_c: Tensor | None = None
     z_h: Tensor | None = None
@@ -126,11 +128,11 @@ class LSTMLayer(NamedTuple):
     def tensors(self) -> list[Tensor | None]:
         """The tensor fields in order: the op schema's ``Tensor?[] layer`` (csrc: ``LstmField``)."""
         return [self.w_hh, self.w_hr, self.w_ci, self.w_cf, self.w_co, self.ln_hh, self.ln_c_w, self.ln_c_b,
-                self.h_mask, self.z_c, self.z_h, self.reset, self.lengths]
+                self.bias, self.h_mask, self.z_c, self.z_h, self.reset, self.lengths]
 
 
-LSTM_TENSORS = 13  # LSTMLayer's tensor fields
-WEIGHTS = 8  # of which the first eight have gradients
+LSTM_TENSORS = 14  # LSTMLayer's tensor fields
+WEIGHTS = 9  # of which the first nine have gradients
 
 
 class SLSTMLayer(NamedTuple):
@@ -156,7 +158,8 @@ def _kernel() -> Any:
 def fused_lstm_forward(
     x_proj: Tensor, h0: Tensor, c0: Tensor, layer: list[Tensor | None], flags: list[int]
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """One LSTM layer, one direction. x_proj (T, B, G) (the input projections and both biases), h0 (B, P), c0 (B, H),
+    """One LSTM layer, one direction. x_proj (T, B, G) (the input projections, with both biases unless the layer's
+    ``bias`` field carries them), h0 (B, P), c0 (B, H),
     ``layer``: :meth:`LSTMLayer.tensors`, ``flags``: [coupled, reverse, save]. Returns output (T, B, P), h_n (B, P),
     c_n (B, H), and when ``save`` what backward needs (empty tensors otherwise): the gate activations (T, B, G),
     the cell states (T, B, H) and, with layer norm, the normalised recurrent product (T, B, G) and per row and step
@@ -184,7 +187,7 @@ def fused_lstm_backward(
 ) -> list[Tensor]:
     """Backward through time of :func:`fused_lstm_forward`. ``grads``: [grad_out, grad_hn, grad_cn]; ``saved``:
     [out, h0, c0, gates, cells, ln_hat, ln_stats]; ``flags``: [coupled, reverse]. Returns the gradients of x_proj,
-    h0, c0 and of the layer's eight weights in order (an empty tensor for each absent one)."""
+    h0, c0 and of the layer's nine weights in order (an empty tensor for each absent one)."""
     res = _kernel().backward(grads, saved, layer, [*flags, _use_onednn(saved[3].dtype)])
     return [t.contiguous() for t in res]
 
@@ -397,16 +400,16 @@ class FusedEngine:
             layer_input: Tensor, state: States, w: LayerWeights, n: Tensor | None, reverse: bool,
             zoneout_in_time_order: bool = False,
         ) -> tuple[Tensor, States]:
+            bias = w["bias_ih"] + w["bias_hh"] if spec.bias else None
+            step_bias = None  # the biases, when the LSTM's step GEMM adds them (LSTMLayer.bias)
             if spec.variants.layer_norm:
-                # Ba et al.: LN of the input part with b_ih as its shift, then b_hh (the recurrent LN's shift,
-                # a constant per step) added here rather than in the loop; autograd differentiates both.
-                x_proj = layer_norm(_project(layer_input, w["weight_ih"], None), w["layer_norm_ih_weight"],
-                                    w.get("bias_ih"))
-                if spec.bias:
-                    x_proj = x_proj + w["bias_hh"]
-            else:
-                bias = w["bias_ih"] + w["bias_hh"] if spec.bias else None
+                # Ba et al.: LN of the input part with b_ih as its shift; b_hh (the recurrent LN's shift, a
+                # constant per step) joins that shift rather than the loop. Autograd differentiates both.
+                x_proj = layer_norm(_project(layer_input, w["weight_ih"], None), w["layer_norm_ih_weight"], bias)
+            elif spec.variants.cell == "slstm":
                 x_proj = _project(layer_input, w["weight_ih"], bias)  # (T, B, 4H), all steps in one GEMM
+            else:
+                x_proj, step_bias = _project(layer_input, w["weight_ih"], None), bias
             if spec.variants.cell == "slstm":
                 out, *final = slstm_layer(
                     x_proj, state, SLSTMLayer(w["weight_hh"], w.get("recurrent_dropout_mask"), n, reverse))
@@ -418,6 +421,7 @@ class FusedEngine:
                 layer = LSTMLayer(
                     w["weight_hh"], w.get("weight_hr"), w.get("weight_ci"), w.get("weight_cf"), w.get("weight_co"),
                     w.get("layer_norm_hh_weight"), w.get("layer_norm_c_weight"), w.get("layer_norm_c_bias"),
+                    step_bias,
                     w.get("recurrent_dropout_mask"), z_c, z_h, w.get("reset"), n, spec.variants.coupled_gates, reverse,
                 )
                 out, *final = lstm_layer(x_proj, state[0], state[1], layer)

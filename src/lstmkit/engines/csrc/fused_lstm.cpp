@@ -1,7 +1,8 @@
 // The fused LSTM engine's time loop: one layer, one direction, forward and backward (BPTT), in compiled code.
 //
 // The equations are the reference engine's (engines/reference.py), gate order [i, f, g, o] as in torch.nn:
-//   gates = x_proj[t] + h_{t-1} W_hh^T          x_proj = x W_ih^T + b_ih + b_hh, all steps in one GEMM outside
+//   gates = x_proj[t] + h_{t-1} W_hh^T + b      x_proj = x W_ih^T, all steps in one GEMM outside; b = b_ih + b_hh
+//                                               in the step GEMM's epilogue (or, without `bias`, inside x_proj)
 //   i, f, o = sigmoid(.), g = tanh(.)
 //   c_t = f * c_{t-1} + i * g;  m_t = o * tanh(c_t);  h_t = m_t (or m_t W_hr^T with a projection)
 //
@@ -18,7 +19,8 @@
 // Layer norm (Ba et al. 2016): gates = x_proj + LN(h_{t-1} W_hh^T) a_hh (x_proj holds LN(x W_ih^T) a_ih + b_ih + b_hh,
 // computed outside), and m_t = o tanh(LN(c~_t) w_c + b_c). Saved besides the gates and cells: the normalised
 // recurrent product (4H) and (1/std of it, mean and 1/std of c~) per row and step; backward runs LN's chain rule
-// (dz = rstd (dzhat - mean(dzhat) - zhat mean(dzhat zhat))) for both, and W_hh gets the gradient before the LN.
+// (dz = rstd (dzhat - mean(dzhat) - zhat mean(dzhat zhat))) for both, W_hh gets the gradient before the LN, and the
+// gains' gradients are summed per row inside the backward loop.
 //
 // Packed sequences arrive as a padded batch with `lengths`: a row whose sequence has ended keeps its state and
 // outputs zero, exactly as the reference engine's masking. The reverse direction walks t from T-1 down to 0 with
@@ -161,29 +163,31 @@ struct StepGemm {
   bool onednn = false;
 
   int64_t rows = 0;  // the most rows a call passes
+  std::optional<Tensor> bias;  // added to every row of the product (the forward's b_ih + b_hh), or none
 
   // `keep`: w is a weight that outlives the call (the forward's W_hh, W_hr), so its oneDNN copy is kept for later
   // calls (PackedCache); backward's transposed copies are made per call and are not.
-  StepGemm(const Tensor& weight, int64_t rows_, bool use_onednn, bool keep = false)
-      : w(weight.contiguous()), rows(rows_) {
+  StepGemm(const Tensor& weight, int64_t rows_, bool use_onednn, bool keep = false,
+           const std::optional<Tensor>& bias_ = std::nullopt)
+      : w(weight.contiguous()), rows(rows_), bias(bias_) {
     // oneDNN's per-call overhead (~15 us) loses to torch.mm below about a million multiply-adds per step
     // (measured: B=1, H=256: 26 us mm vs 33 us oneDNN; B=16, H=512: 521 vs 361 us).
     onednn = use_onednn && w.scalar_type() == at::kFloat && rows * w.size(0) * w.size(1) > (int64_t(1) << 20);
     if (onednn) packed = keep ? packed_cache().get(weight, rows) : reorder_for_onednn(w, rows);
   }
 
-  // a @ w^T, (rows, out). The oneDNN op allocates its result (it has no out= form); torch.mm writes into a buffer
-  // kept across steps.
+  // a @ w^T (+ bias), (rows, out). The oneDNN op adds the bias in its GEMM's epilogue and allocates its result (it
+  // has no out= form); torch.mm writes into a buffer kept across steps.
   Tensor run(const Tensor& a) {
     if (onednn) {
       static auto linear = c10::Dispatcher::singleton()
                                .findSchemaOrThrow("mkldnn::_linear_pointwise", "")
                                .typed<LinearFn>();
-      return linear.call(a, packed, std::nullopt, "none", c10::List<std::optional<at::Scalar>>(), std::nullopt);
+      return linear.call(a, packed, bias, "none", c10::List<std::optional<at::Scalar>>(), std::nullopt);
     }
     if (!buffer.defined()) buffer = at::empty({std::max(rows, a.size(0)), w.size(0)}, a.options());
     Tensor rows_out = buffer.narrow(0, 0, a.size(0));
-    return at::mm_out(rows_out, a, w.t());
+    return bias ? at::addmm_out(rows_out, *bias, a, w.t()) : at::mm_out(rows_out, a, w.t());
   }
 
   // The first n rows of a @ w^T: with lengths sorted longest first the live rows of a step are a prefix of the
@@ -318,14 +322,16 @@ ROW_FN T ln_rows_forward(const T* __restrict gh, const T* __restrict a, T* __res
   return rstd;
 }
 // Its backward, one row: from dL/d(lnx) = dg to dL/dgh = rstd (dz - mean(dz) - zhat mean(dz zhat)), dz = dg a.
+// The gain's gradient dg zhat is added to this row's accumulator d_a (summed over the rows after the loop).
 template <typename T>
 ROW_FN void ln_rows_backward(const T* __restrict dg, const T* __restrict a, const T* __restrict zhat, T rstd,
-                             T* __restrict dgh, int64_t n) {
+                             T* __restrict dgh, double* __restrict d_a, int64_t n) {
   double s1d = 0, s2d = 0;
   #pragma omp simd reduction(+ : s1d, s2d)
   for (int64_t j = 0; j < n; ++j) {
     s1d += double(dg[j] * a[j]);
     s2d += double(dg[j] * a[j] * zhat[j]);
+    d_a[j] += double(dg[j] * zhat[j]);
   }
   const T s1 = T(s1d / double(n)), s2 = T(s2d / double(n));
   for (int64_t j = 0; j < n; ++j) dgh[j] = rstd * (dg[j] * a[j] - s1 - zhat[j] * s2);
@@ -425,11 +431,12 @@ ROW_FN void peephole_backward_row(const T* __restrict a, const T* __restrict c, 
 }
 
 // Backward with layer norm of c~ (h = o tanh(s), s = chat w + b, chat = (c~ - mean) rstd): ds = dm o (1 - tanh(s)^2),
-// dchat = ds w, and dc~ gains rstd (dchat - mean(dchat) - chat mean(dchat chat)); ds is kept for dw and db.
+// dchat = ds w, and dc~ gains rstd (dchat - mean(dchat) - chat mean(dchat chat)). The gain's and shift's gradients,
+// ds chat and ds, are added to this row's accumulators d_w and d_b; dshown is the row's scratch (2H: ds, tanh(s)).
 template <typename T>
 ROW_FN void ln_backward_row(const T* __restrict a, const T* __restrict c, const T* __restrict cprev,
                             const T* __restrict dm, T* __restrict dc, T* __restrict dg, int64_t H, const Variant<T>& v,
-                            T mean, T rstd, T* __restrict dshown) {
+                            T mean, T rstd, T* __restrict dshown, double* __restrict d_w, double* __restrict d_b) {
   const int64_t F = v.coupled ? 0 : H, Gg = F + H, O = Gg + H;
   const T* __restrict w = v.ln_c_w;
   const T* __restrict bb = v.ln_c_b;
@@ -440,13 +447,16 @@ ROW_FN void ln_backward_row(const T* __restrict a, const T* __restrict c, const 
     const T tc = tanh_<T>(chat * w[j] + bb[j]);
     const T ds = dm[j] * o * (T(1) - tc * tc);
     dshown[j] = ds;
+    dshown[H + j] = tc;
+    d_w[j] += double(ds * chat);
+    d_b[j] += double(ds);
     s1d += double(ds * w[j]);
     s2d += double(ds * w[j] * chat);
   }
   const T s1 = T(s1d / double(H)), s2 = T(s2d / double(H));
   for (int64_t j = 0; j < H; ++j) {
     const T o = a[O + j], f = a[F + j], g = a[Gg + j], chat = (c[j] - mean) * rstd;
-    const T tc = tanh_<T>(chat * w[j] + bb[j]);
+    const T tc = dshown[H + j];
     const T dzo = dm[j] * tc * o * (T(1) - o);
     const T d_c = dc[j] + dzo * v.co[j] + rstd * (dshown[j] * w[j] - s1 - chat * s2);
     if (v.coupled) {
@@ -756,7 +766,8 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
                                  const std::optional<Tensor>& z_c, const std::optional<Tensor>& z_h,
                                  const std::optional<Tensor>& ln_hh, const std::optional<Tensor>& ln_c_w,
                                  const std::optional<Tensor>& ln_c_b, bool coupled, bool reverse, bool save,
-                                 const std::optional<Tensor>& reset, bool use_onednn) {
+                                 const std::optional<Tensor>& reset, bool use_onednn,
+                                 const std::optional<Tensor>& bias) {
   const int64_t T_ = x_proj.size(0), B = x_proj.size(1), G = x_proj.size(2), H = G / (coupled ? 3 : 4);
   const bool ln = ln_hh.has_value();
   const bool proj = w_hr.has_value();
@@ -774,16 +785,21 @@ std::vector<Tensor> forward_impl(const Tensor& x_proj, const Tensor& h0, const T
   Tensor zeros = at::zeros({H}, opts);
   std::vector<Tensor> keep;
   const Variant<T> var = make_variant<T>(coupled, w_ci, w_cf, w_co, zeros, keep, ln_c_w, ln_c_b);
-  // Layer norm: saved for backward, the normalised recurrent product zhat (T, B, G) and per row and step
-  // (1/std of the recurrent product, mean and 1/std of c~) (T, B, 3); zeros where a finished row skips a step.
-  Tensor ln_hat = ln && save ? at::zeros({T_, B, G}, opts) : at::empty({0}, opts);
+  // Layer norm: saved for backward, the normalised recurrent product zhat (T, B, G), read by backward for live
+  // steps only (left unwritten where a finished row skips a step), and per row and step (1/std of the recurrent
+  // product, mean and 1/std of c~) (T, B, 3), zeros where a finished row skips a step.
+  Tensor ln_hat = ln && save ? at::empty({T_, B, G}, opts) : at::empty({0}, opts);
   Tensor ln_stats = ln && save ? at::zeros({T_, B, 3}, opts) : at::empty({0}, opts);
   const int64_t ln_width = save ? G : 2 * G + 3;
   Tensor ln_scratch = ln ? at::empty({B, ln_width}, opts) : Tensor();  // lnx (and zhat, stats)
   Tensor ln_hh_c = ln ? ln_hh->contiguous() : Tensor();
 
   // Kept between calls for inference only: a training step's optimiser changes the weights before the next call.
-  StepGemm rec(w_hh, B, use_onednn, /*keep=*/!save);
+  // The biases (b_ih + b_hh), when given, join each step's recurrent product in the GEMM rather than x_proj: one
+  // pass over (T, B, G) less than adding them to the input projection, whose GEMM would first copy them out.
+  Tensor bias_c = bias.has_value() ? bias->contiguous() : Tensor();
+  StepGemm rec(w_hh, B, use_onednn, /*keep=*/!save,
+               bias.has_value() ? std::optional<Tensor>(bias_c) : std::nullopt);
   std::optional<StepGemm> prj;
   if (proj) prj.emplace(*w_hr, B, use_onednn, /*keep=*/!save);
   // Zoneout: the masks (T, B, H) and (T, B, P), and c_{t-1} kept aside while the row function updates c in place.
@@ -872,7 +888,9 @@ struct LstmBackward {
   const T *zcp = nullptr, *zhp = nullptr;  // zoneout masks, or null
   T *ctp = nullptr, *dccp = nullptr, *dhtp = nullptr, *dhcp = nullptr;
   const T *ln_hh_p = nullptr, *ln_hat_p = nullptr, *ln_stats_p = nullptr;
-  T *d_gh_p = nullptr, *d_shown_p = nullptr;
+  T *d_gh_p = nullptr, *d_shown_p = nullptr;   // d loss / d recurrent product (T, B, G); ds and tanh(s) scratch (B, 2H)
+  double* d_ln_p = nullptr;                    // per row: the gains' and shift's gradients so far (B, G + 2H)
+  double* d_bias_p = nullptr;                  // per row: the step GEMM's bias gradient so far (B, G), or null
   // this step
   const T* dmp = nullptr;
   T* dgt = nullptr;
@@ -910,9 +928,10 @@ struct LstmBackward {
     }
     if constexpr (ln) {
       const T* st = ln_stats_p + (t * B + b) * 3;
+      double* acc = d_ln_p + b * (G + 2 * H);  // d ln_hh (G), d ln_c_w (H), d ln_c_b (H): this row's only
       ln_backward_row<T>(a, cell, cprev, dmp + b * (proj ? H : P), dcp + b * H, dg, H, var, st[1], st[2],
-                         d_shown_p + (t * B + b) * H);
-      ln_rows_backward<T>(dg, ln_hh_p, ln_hat_p + (t * B + b) * G, st[0], d_gh_p + (t * B + b) * G, G);
+                         d_shown_p + b * 2 * H, acc + G, acc + G + H);
+      ln_rows_backward<T>(dg, ln_hh_p, ln_hat_p + (t * B + b) * G, st[0], d_gh_p + (t * B + b) * G, acc, G);
     } else if constexpr (variant) {
       variant_backward_row<T>(a, cell, cprev, dmp + b * (proj ? H : P), dcp + b * H, dg, H, var);
     } else {
@@ -922,6 +941,11 @@ struct LstmBackward {
       T* d = dcp + b * H;
       const T* k = dccp + b * H;
       for (int64_t j = 0; j < H; ++j) d[j] += k[j];
+    }
+    if (d_bias_p) {
+      double* acc = d_bias_p + b * G;
+      #pragma omp simd
+      for (int64_t j = 0; j < G; ++j) acc[j] += double(dg[j]);
     }
     if (reset) std::memset(dcp + b * H, 0, sizeof(T) * H);
   }
@@ -947,7 +971,7 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
                                   const std::optional<Tensor>& z_h, const Tensor& ln_hat, const Tensor& ln_stats,
                                   const std::optional<Tensor>& ln_hh, const std::optional<Tensor>& ln_c_w,
                                   const std::optional<Tensor>& ln_c_b, bool coupled, bool reverse,
-                                  const std::optional<Tensor>& reset, bool use_onednn) {
+                                  const std::optional<Tensor>& reset, bool use_onednn, bool bias) {
   const int64_t T_ = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / (coupled ? 3 : 4);
   const bool ln = ln_hh.has_value();
   const bool variant = coupled || ln || w_ci.has_value() || w_cf.has_value() || w_co.has_value();
@@ -964,10 +988,15 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
   Tensor zeros = at::zeros({H}, opts);
   std::vector<Tensor> keep;
   const Variant<T> var = make_variant<T>(coupled, w_ci, w_cf, w_co, zeros, keep, ln_c_w, ln_c_b);
-  // Layer norm: the gradient of the recurrent product before its LN (what W_hh and h_{t-1} get), and that of the
-  // normalised c~ (for the gains), both every step.
+  // Layer norm: the gradient of the recurrent product before its LN (what W_hh and h_{t-1} get), every step; the
+  // gains' and shift's gradients accumulated per row in double (each row belongs to one thread within a step, so
+  // the sums need no locks and do not depend on the thread count), summed over the rows after the loop.
   Tensor d_gh = ln ? at::empty({T_, B, G}, opts) : Tensor();
-  Tensor d_shown = ln ? at::zeros({T_, B, H}, opts) : Tensor();
+  Tensor d_shown = ln ? at::empty({B, 2 * H}, opts) : Tensor();
+  Tensor d_ln = ln ? at::zeros({B, G + 2 * H}, opts.dtype(at::kDouble)) : Tensor();
+  // The step GEMM's bias, when it has one: its gradient, the gates' summed over steps and rows, accumulated the same
+  // way (finished rows add nothing).
+  Tensor d_bias = bias ? at::zeros({B, G}, opts.dtype(at::kDouble)) : Tensor();
   Tensor ln_hh_c = ln ? ln_hh->contiguous() : Tensor();
   Tensor ln_hat_c = ln ? ln_hat.contiguous() : Tensor(), ln_stats_c = ln ? ln_stats.contiguous() : Tensor();
 
@@ -1017,7 +1046,9 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
       cell.ln_stats_p = ln_stats_c.data_ptr<T>();
       cell.d_gh_p = d_gh.data_ptr<T>();
       cell.d_shown_p = d_shown.data_ptr<T>();
+      cell.d_ln_p = d_ln.data_ptr<double>();
     }
+    cell.d_bias_p = bias ? d_bias.data_ptr<double>() : nullptr;
     backward_loop(cell, walk, rec, grad_out.data_ptr<T>(), dh.data_ptr<T>(), P);
   };
   with_lstm_cell<LstmBackward, T>(gates_kind(coupled, ln, variant), zcp != nullptr || zhp != nullptr, proj, run);
@@ -1058,19 +1089,22 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out_in, const Tensor& grad_
   // Layer norm's gains and shift: sums over all steps and rows, as for the peepholes.
   Tensor grad_ln_hh, grad_ln_c_w, grad_ln_c_b;
   if (ln) {
-    grad_ln_hh = (d_gates * ln_hat_c).sum({0, 1});
-    Tensor chat = ((zcp ? c_tilde : cells) - ln_stats_c.narrow(2, 1, 1)) * ln_stats_c.narrow(2, 2, 1);
-    grad_ln_c_w = (d_shown * chat).sum({0, 1});
-    grad_ln_c_b = d_shown.sum({0, 1});
+    auto total = [&](int64_t from, int64_t n) { return d_ln.narrow(1, from, n).sum(0).to(opts.dtype()); };
+    grad_ln_hh = total(0, G);
+    grad_ln_c_w = total(G, H);
+    grad_ln_c_b = total(G + H, H);
   }
+  Tensor grad_bias = bias ? d_bias.sum(0).to(opts.dtype()) : Tensor();
   auto or_empty = [&](const Tensor& t) { return t.defined() ? t : at::empty({0}, opts); };
   return {d_gates, dh, dc, grad_w_hh, or_empty(grad_w_hr), or_empty(grad_ci), or_empty(grad_cf), or_empty(grad_co),
-          or_empty(grad_ln_hh), or_empty(grad_ln_c_w), or_empty(grad_ln_c_b)};
+          or_empty(grad_ln_hh), or_empty(grad_ln_c_w), or_empty(grad_ln_c_b), or_empty(grad_bias)};
 }
 
 // One layer and direction as the ops take it: its weights and masks in one list (engines/fused.py: LSTM_LAYER,
 // in this order; absent ones are None) and its flags in another.
-enum LstmField { W_HH, W_HR, W_CI, W_CF, W_CO, LN_HH, LN_C_W, LN_C_B, H_MASK, Z_C, Z_H, RESET, LENGTHS, LSTM_FIELDS };
+enum LstmField {
+  W_HH, W_HR, W_CI, W_CF, W_CO, LN_HH, LN_C_W, LN_C_B, BIAS, H_MASK, Z_C, Z_H, RESET, LENGTHS, LSTM_FIELDS
+};
 using Layer = c10::List<std::optional<Tensor>>;
 
 std::optional<Tensor> field(const Layer& layer, int64_t k) { return layer.get(k); }
@@ -1091,7 +1125,7 @@ Tensor project(const Tensor& x, const Tensor& w, const std::optional<Tensor>& bi
 // flags: [coupled, reverse, save, onednn]
 std::vector<Tensor> lstm_forward(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, const Layer& layer,
                                  at::IntArrayRef flags) {
-  TORCH_CHECK(layer.size() == LSTM_FIELDS && flags.size() == 4, "forward takes 13 layer fields and 4 flags");
+  TORCH_CHECK(layer.size() == LSTM_FIELDS && flags.size() == 4, "forward takes 14 layer fields and 4 flags");
   const bool coupled = flags[0], reverse = flags[1], save = flags[2], onednn = flags[3];
   const auto reset = field(layer, RESET);
   TORCH_CHECK(!(reset.has_value() && reverse), "reset runs forward in time only");
@@ -1102,16 +1136,16 @@ std::vector<Tensor> lstm_forward(const Tensor& x_proj, const Tensor& h0, const T
     return forward_impl<scalar_t>(xp, h0, c0, *field(layer, W_HH), field(layer, W_HR), field(layer, LENGTHS),
                                   field(layer, H_MASK), field(layer, W_CI), field(layer, W_CF), field(layer, W_CO),
                                   field(layer, Z_C), field(layer, Z_H), field(layer, LN_HH), field(layer, LN_C_W),
-                                  field(layer, LN_C_B), coupled, reverse, save, reset, onednn);
+                                  field(layer, LN_C_B), coupled, reverse, save, reset, onednn, field(layer, BIAS));
   });
 }
 
 // grads: [grad_out, grad_hn, grad_cn]; saved: [out, h0, c0, gates, cells, ln_hat, ln_stats]; flags: [coupled,
-// reverse, onednn]. Returns the gradients of x_proj, h0, c0 and of the layer's weights W_HH .. LN_C_B in order.
+// reverse, onednn]. Returns the gradients of x_proj, h0, c0 and of the layer's weights W_HH .. BIAS in order.
 std::vector<Tensor> lstm_backward(at::TensorList grads, at::TensorList saved, const Layer& layer,
                                   at::IntArrayRef flags) {
   TORCH_CHECK(grads.size() == 3 && saved.size() == 7 && layer.size() == LSTM_FIELDS && flags.size() == 3,
-              "backward takes 3 gradients, 7 saved tensors, 13 layer fields and 3 flags");
+              "backward takes 3 gradients, 7 saved tensors, 14 layer fields and 3 flags");
   const bool coupled = flags[0], reverse = flags[1], onednn = flags[2];
   const Tensor& gates = saved[3];
   return AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstmkit_fused_backward", [&] {
@@ -1120,7 +1154,7 @@ std::vector<Tensor> lstm_backward(at::TensorList grads, at::TensorList saved, co
                                    field(layer, H_MASK), field(layer, W_CI), field(layer, W_CF), field(layer, W_CO),
                                    field(layer, Z_C), field(layer, Z_H), saved[5], saved[6], field(layer, LN_HH),
                                    field(layer, LN_C_W), field(layer, LN_C_B), coupled, reverse,
-                                   field(layer, RESET), onednn);
+                                   field(layer, RESET), onednn, field(layer, BIAS).has_value());
   });
 }
 
