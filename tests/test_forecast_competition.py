@@ -108,3 +108,17 @@ def test_benchmark_cli_on_m3_beside_statsforecast(tmp_path, capsys):
     assert against["stats_cpu_seconds"] > 0 and "s CPU for both" in out
     # the subset's defaults: the benchmark's config is ForecastConfig's plus the measured per-frequency ones
     assert result["config"]["ensemble"] == 1 and result["config"]["validation"] == 0
+
+
+def test_monthly_default_is_the_log_scale_for_m1_and_m3_alike_and_a_setting_overrides_it():
+    """One frequency, one default, whatever the dataset's name: M1 and M3 monthly share the log scale."""
+    monthly = C.default_config("m1", "monthly")
+    assert monthly == C.default_config("m3", "monthly")
+    assert (monthly.transform, monthly.lr, monthly.epochs) == ("log", 3e-3, 6)
+    assert C.default_config("m3", "monthly", transform="linear").transform == "linear"
+    assert all(C.default_config("m3", s).transform == "linear" for s in ("yearly", "quarterly", "other"))
+    # the log scale through the protocol: it beats Naive2 on the seasonal, trending series
+    config = ForecastConfig(horizon=1, validation=0, epochs=20, hidden_size=16, num_layers=1, batch_size=32,
+                            transform="log")
+    result = C.run_benchmark(tiny_dataset(), config, methods=[])
+    assert result["methods"]["lstmkit"]["owa"] < 1.0, result["methods"]

@@ -276,3 +276,45 @@ def test_a_series_too_short_for_the_season_is_refused_naming_it(tmp_path, capsys
                             "1", "--quiet"], capsys)
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
     assert "'s9'" in err and "season of 12" in err
+
+
+def test_log_transform_reads_and_emits_log_ratios_to_the_level():
+    """transform="log": the network reads log(y / level) and its output o forecasts level * exp(o) > 0; a
+    level that fell a hundredfold inside the window reads log(100), not 99."""
+    rng = np.random.default_rng(0)
+    y = np.concatenate([np.full(30, 100.0), np.full(30, 1.0)]) * (1 + rng.normal(0, 0.01, 60))
+    panel = F.panel_from_arrays({"a": y})
+    for transform in ("linear", "log_inputs", "log"):
+        model = F.Model(tiny_config(window=24, transform=transform), [], "ratio")
+        a = model.arrays(panel, pad=24)
+        x, level, b, _ = model.inputs(a, np.array([0]), np.array([40]), 24, panel)
+        window = y[16:40]
+        assert level[0] == pytest.approx(window[-SEASON:].mean(), rel=1e-6) and b[0] == pytest.approx(level[0])
+        want = window / level[0] - 1 if transform == "linear" else np.log(window / level[0])
+        np.testing.assert_allclose(x[0, :, 0].numpy(), want, rtol=1e-5, atol=1e-6)
+        assert model.log_outputs == (transform == "log")
+        back = model.from_z(model.to_z(y[40:46], level[0], b[0]), level[0], b[0])
+        np.testing.assert_allclose(back, y[40:46], rtol=1e-9)
+    assert model.from_z(np.array([-5.0, 0.0]), 2.0, 2.0) == pytest.approx([2 * np.exp(-5), 2.0])
+    # trained, the log model's forecasts are positive and, as ratio forecasts, scale with the series
+    fitted = F.train_model(F.panel_from_arrays({"a": y, "b": y[::-1].copy()}), tiny_config(transform="log"))
+    small = fitted.predict(F.panel_from_arrays({"a": y}))
+    assert np.all(small > 0)
+    np.testing.assert_allclose(fitted.predict(F.panel_from_arrays({"a": 1000 * y})), 1000 * small, rtol=1e-5)
+    with pytest.raises(ForecastError, match="transform must be 'linear', 'log_inputs' or 'log'"):
+        F.ForecastConfig(horizon=3, transform="exp")
+
+
+def test_transform_flag_reaches_the_config_and_a_bad_value_is_one_line_exit_2(tmp_path, capsys):
+    import argparse
+
+    from lstmkit.cli import forecast as cli
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    base = ["forecast", "train", "--csv", "x.csv", "--target", "y", "--horizon", "3", "--out", "o"]
+    assert F.ForecastConfig(**cli._settings(parser.parse_args([*base, "--transform", "log"]))).transform == "log"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*base, "--transform", "exp"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and "--transform" in err, err

@@ -41,6 +41,9 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
         help="networks from seeds seed, seed+1, ... (and window scales); the forecast is their median (default 1)")
     add("--loss", choices=("smape", "pinball"),
         help="sMAPE-like loss on the median (default) or the pinball loss alone")
+    add("--transform", choices=("linear", "log_inputs", "log"),
+        help="ratio normalisation: the network reads and emits y/level - 1 (linear, the default), reads "
+             "log(y/level) (log_inputs), or reads and emits it, the forecast being level * exp(output) (log)")
     add("--normalise", choices=("auto", "ratio", "shift"),
         help="windows divided by their level (ratio, needs values > 0), or shifted by it and divided by the "
              "series' scale (shift); auto (default): ratio when every value is > 0")

@@ -33,6 +33,10 @@ class ForecastConfig:
     # multiplicative decomposition fits at least as well as the additive one, "multiplicative" wherever a season
     # is found, "none"
     deseasonalise: str = "auto"
+    # ratio mode: what the network reads and emits. "linear": y / level - 1 in and out; "log_inputs": it reads
+    # log(y / level) (a level shift of 100x reads as 4.6, not 99) and emits y / level - 1; "log": it reads and
+    # emits log(y / level), the forecast being level * exp(output) (ES-RNN's log scale; never <= 0)
+    transform: str = "linear"
     loss: str = "smape"  # "smape": sMAPE-like on the median + pinball on the bounds; "pinball": pinball on all
     hidden_size: int = 64
     num_layers: int = 2
@@ -78,6 +82,8 @@ class ForecastConfig:
             raise ForecastError(f"normalise must be 'auto', 'ratio' or 'shift', got {self.normalise!r}")
         if self.deseasonalise not in ("auto", "multiplicative", "none"):
             raise ForecastError(f"deseasonalise must be 'auto', 'multiplicative' or 'none', got {self.deseasonalise!r}")
+        if self.transform not in ("linear", "log_inputs", "log"):
+            raise ForecastError(f"transform must be 'linear', 'log_inputs' or 'log', got {self.transform!r}")
         if self.loss not in ("smape", "pinball"):
             raise ForecastError(f"loss must be 'smape' or 'pinball', got {self.loss!r}")
         if not self.intervals or any(not 0 < float(i) < 1 for i in self.intervals):

@@ -7,8 +7,11 @@ it the shapes series take. A single series is a panel of one.
 Normalisation (what lets series of any scale share weights): a seasonal series is divided by its multiplicative
 seasonal indices (classical decomposition, the closed-form stand-in for ES-RNN's fitted seasonality), then each
 window by its *level*, the mean of its last ``season`` observed values: the network reads and emits
-``z = y / level - 1``. When a series has a value <= 0 every window is shifted by its level and divided by its
-series' mean absolute first difference instead (``z = (y - level) / scale``). Either way ``y = level + b * z``.
+``z = y / level - 1`` (``transform="linear"``), or ``log(y / level)`` (``"log"``, ES-RNN's log scale: a series
+whose level fell a hundredfold inside the window reads 4.6 rather than 99, and ``y = level * exp(z)`` is never
+<= 0; ``"log_inputs"`` reads the log and emits ``z``). When a series has a value <= 0 every window is shifted
+by its level and divided by its series' mean absolute first difference instead (``z = (y - level) / scale``,
+``y = level + b * z``).
 A series shorter than the window is left-padded with zeros and a mask channel (1 observed, 0 padding).
 
 The head emits every horizon step at once (direct multi-horizon, no recursion) at the quantiles of each
@@ -161,10 +164,8 @@ def pinball_loss(pred: Tensor, y: Tensor, quantiles: Tensor) -> Tensor:
     return torch.maximum(quantiles * diff, (quantiles - 1) * diff).mean()
 
 
-def smape_loss(pred: Tensor, y: Tensor, b: Tensor, level: Tensor) -> Tensor:
-    """sMAPE on the de-normalised values, mean over everything: pred, y (B, H) in z units; b, level (B,)."""
-    y_hat = level[:, None] + b[:, None] * pred
-    actual = level[:, None] + b[:, None] * y
+def smape_loss(y_hat: Tensor, actual: Tensor) -> Tensor:
+    """sMAPE on the de-normalised values, mean over everything: y_hat, actual (B, H)."""
     return (2 * (actual - y_hat).abs() / (actual.abs() + y_hat.abs()).clamp_min(1e-8)).mean()
 
 
@@ -252,7 +253,10 @@ class Model:
         recent = mask_f[:, -k:]
         level = (x[:, -k:] * recent).sum(1) / np.maximum(recent.sum(1), 1)  # the last season's mean
         b = np.maximum(level, 1e-8) if self.mode == "ratio" else a.scale[series]
-        z = np.where(mask, (x - level[:, None]) / b[:, None], 0.0)
+        if self.mode == "ratio" and self.config.transform != "linear":
+            z = np.where(mask, np.log(np.maximum(x, 1e-8) / b[:, None]), 0.0)
+        else:
+            z = np.where(mask, (x - level[:, None]) / b[:, None], 0.0)
         parts = [z[..., None], mask_f[..., None]]
         if a.covariates.shape[2]:
             parts.append(a.covariates[series[:, None], cols] * mask_f[..., None])  # (N, W, C)
@@ -288,11 +292,30 @@ class Model:
         a = self.arrays(panel, basis)
         z, level, b = self.forecast_z(a, panel, series, origins)
         z = self.adjusted(z)
-        out = level[:, None, None] + b[:, None, None] * z
+        out = self.from_z(z, level[:, None, None], b[:, None, None])
         if a.factors is not None:  # reseasonalise: step o + h has the index of (o + h) % m
             steps = (origins[:, None] + np.arange(self.config.horizon)[None, :]) % self.season  # (N, H)
             out *= a.factors[series[:, None], steps][..., None]
         return out
+
+    @property
+    def log_outputs(self) -> bool:
+        """Whether the network emits log(y / level) (ratio mode, ``transform="log"``)."""
+        return self.mode == "ratio" and self.config.transform == "log"
+
+    def to_z(self, y: Any, level: Any, b: Any) -> Any:
+        """Values in the data's units to the network's output units (numpy or torch alike)."""
+        if self.log_outputs:
+            lib = torch if isinstance(y, Tensor) else np
+            return lib.log(lib.maximum(y, y * 0 + 1e-8) / b)
+        return (y - level) / b
+
+    def from_z(self, z: Any, level: Any, b: Any) -> Any:
+        """The network's output units to the data's."""
+        if self.log_outputs:
+            lib = torch if isinstance(z, Tensor) else np
+            return b * lib.exp(lib.clip(z, -20, 20))
+        return level + b * z
 
     def adjusted(self, z: np.ndarray) -> np.ndarray:
         """Quantiles (N, H, Q) of z with each interval widened by its conformal adjustment (kept around the median)."""
@@ -418,14 +441,17 @@ class _WindowTask(Task):
         series, origins = batch[:, 0], batch[:, 1]
         x, level, b, static = self.forecaster.inputs(self.a, series, origins, W, self.panel)
         cols = self.a.pad + origins[:, None] + np.arange(H)[None, :]
-        y = torch.from_numpy(((self.a.data[series[:, None], cols] - level[:, None]) / b[:, None]).astype(np.float32))
+        f = self.forecaster
+        y = torch.from_numpy(f.to_z(self.a.data[series[:, None], cols], level[:, None], b[:, None]).astype(np.float32))
         pred = net(x, static)  # (B, H, Q)
         if self.config.loss == "smape":
             m = self.config.median
             b_t, level_t = torch.from_numpy(b.astype(np.float32)), torch.from_numpy(level.astype(np.float32))
             bounds = torch.cat([pred[..., :m], pred[..., m + 1:]], dim=-1)
             q = torch.cat([self.q[:m], self.q[m + 1:]])
-            return smape_loss(pred[..., m], y, b_t, level_t) + pinball_loss(bounds, y, q)
+            y_hat = f.from_z(pred[..., m], level_t[:, None], b_t[:, None])
+            actual = f.from_z(y, level_t[:, None], b_t[:, None])
+            return smape_loss(y_hat, actual) + pinball_loss(bounds, y, q)
         return pinball_loss(pred, y, self.q)
 
     def evaluate(self) -> float:
@@ -536,5 +562,5 @@ def _calibration(model: Model, a: Arrays, panel: Panel, val: np.ndarray) -> np.n
     H, m = model.config.horizon, model.config.median
     z, level, b = model.forecast_z(a, panel, val[:, 0], val[:, 1])
     cols = a.pad + val[:, 1][:, None] + np.arange(H)[None, :]
-    y = (a.data[val[:, 0][:, None], cols] - level[:, None]) / b[:, None]  # (N, H)
+    y = model.to_z(a.data[val[:, 0][:, None], cols], level[:, None], b[:, None])  # (N, H)
     return np.stack([calibrate(z[..., [k, -1 - k]], y, model.config.levels[k]) for k in range(m)])
