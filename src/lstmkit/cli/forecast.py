@@ -113,9 +113,9 @@ def register(subparsers: Any) -> None:
                                        "the test parts with sMAPE, MASE and OWA beside statsforecast's models on "
                                        "the same series, with each method's wall and CPU time. The model's "
                                        "defaults are train's, with per-frequency ones (yearly: --ensemble 5 "
-                                       "--batch-size 64; quarterly: --ensemble 5; monthly: --epochs 6). Writes "
-                                       "DIR/benchmark.md and DIR/benchmark.json. Needs pip install "
-                                       "'lstmkit[benchmark]'.")
+                                       "--batch-size 64; quarterly: --ensemble 5; monthly: --epochs 6 --lr 3e-3 "
+                                       "--transform log). Writes DIR/benchmark.md and DIR/benchmark.json. Needs "
+                                       "pip install 'lstmkit[benchmark]'.")
     bench.add_argument("--dataset", choices=tuple(DATASETS), default="m3", help="competition (default m3)")
     bench.add_argument("--subset", required=True, help="yearly, quarterly, monthly or other (m1: not other)")
     bench.add_argument("--out", required=True, help="directory for benchmark.md and benchmark.json")
