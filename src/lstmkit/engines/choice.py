@@ -88,8 +88,9 @@ def choose(requested: str, spec: RNNSpec, call: Call, measure: Measure | None = 
 def _auto(spec: RNNSpec, call: Call, measure: Measure | None) -> str:
     fused_ok = not call.exporting  # export records standard ops (see choose)
     if spec.switched_on:
-        # torch.nn has no variants. docs/benchmarks.md, "Variants: a training step": the fused engine trains
-        # them at 0.62-1.28x torch.nn's plain step's time, 2.3-3.8x faster than the reference (eager) loop.
+        # torch.nn has no variants. docs/benchmarks.md, "Variants" and "Variants: a training step": the fused
+        # engine trains them at 0.60-1.40x torch.nn's plain step's time (0.62-1.28x on the AMD machine), 2.3-3.8x
+        # faster than the reference (eager) loop.
         return "fused" if fused_ok and _able("fused", spec, call) else "reference"
     if (call.lengths or call.reset) and call.device.type == "cpu" and fused_ok and _able("fused", spec, call):
         # docs/benchmarks.md, "Variable lengths: lengths= against PackedSequence": at T=500 B=32 H=256 the fused
